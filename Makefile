@@ -1,0 +1,34 @@
+# mv2v-jax: `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test test-slow lint bench
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Re-installs when pyproject.toml changes. torch is pinned to the CPU build on this disk (2.13.0).
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+demo: install
+	$(PY) sample.py --out outputs/demo
+
+lint: install
+	$(PY) -m ruff check .
+
+# The default suite (< 15 minutes on 2 CPU cores); tests marked slow run in test-slow.
+test: install lint
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+bench: install
+	$(PY) bench/dit_forward.py

@@ -1,0 +1,162 @@
+"""The conversion engine shared by every converter: rules, coverage checks, streaming writes.
+
+A converter is a list of `Rule`s mapping source tensor names (regular expressions) to parameter
+paths of our model, each with a `Layout` (how PyTorch stores the tensor vs how we do). `plan` checks
+coverage both ways from the checkpoint headers alone, before a byte of data is read: every source
+tensor used, every parameter (and every layer of a stacked parameter) filled exactly once, every
+shape right. `convert` then builds one parameter at a time and hands it to the `WeightsWriter`, so
+peak memory is about the largest (stacked) parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from mv2v_jax.models.weights import WeightsWriter
+
+if TYPE_CHECKING:
+    from convert_weights.sources import TensorSource
+
+Path_ = tuple[str, ...]
+
+
+class ConversionError(ValueError):
+    """A checkpoint that does not fill the model; the message lists every offending name."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How a PyTorch tensor maps onto our parameter layout."""
+
+    name: str
+    apply: Callable[[np.ndarray], np.ndarray]
+    shape: Callable[[tuple[int, ...]], tuple[int, ...]]
+
+
+IDENTITY = Layout("identity", lambda a: a, lambda s: tuple(s))
+# torch Linear [out, in] -> kernel [in, out]
+LINEAR = Layout("linear", lambda a: a.T, lambda s: tuple(s[::-1]))
+# torch Conv3d [O, I, t, h, w] -> [t, h, w, I, O]
+CONV3D = Layout("conv3d", lambda a: a.transpose(2, 3, 4, 1, 0), lambda s: (s[2], s[3], s[4], s[1], s[0]))
+# torch Conv2d [O, I, h, w] -> [h, w, I, O]
+CONV2D = Layout("conv2d", lambda a: a.transpose(2, 3, 1, 0), lambda s: (s[2], s[3], s[1], s[0]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """Source names matching `pattern` fill the parameter `target`.
+
+    `target` is a '/'-separated path formatted with the match's groups (`{1}`, `{2}`, ...). A named
+    group `layer` makes the target a stacked parameter whose leading axis is indexed by it.
+    """
+
+    pattern: str
+    target: str
+    layout: Layout = IDENTITY
+
+    def match(self, name: str) -> tuple[Path_, int | None] | None:
+        m = re.fullmatch(self.pattern, name)
+        if m is None:
+            return None
+        path = tuple(self.target.format(*m.groups()).split("/"))
+        layer = m.groupdict().get("layer")
+        return path, None if layer is None else int(layer)
+
+
+@dataclasses.dataclass(frozen=True)
+class Piece:
+    source: str
+    layer: int | None
+    layout: Layout
+
+
+def plan(
+    names: Iterable[str],
+    shape_of: Callable[[str], tuple[int, ...]],
+    rules: Sequence[Rule],
+    expected: Mapping[Path_, jax.ShapeDtypeStruct],
+    rename: Callable[[str], str] = lambda n: n,
+) -> dict[Path_, list[Piece]]:
+    """Which source tensors fill which parameter; raises `ConversionError` listing every problem."""
+    pieces: dict[Path_, list[Piece]] = {}
+    unused, shape_errors, duplicates = [], [], []
+    for name in names:
+        renamed = rename(name)
+        rule, hit = next(((r, h) for r in rules if (h := r.match(renamed)) is not None), (None, None))
+        if hit is None or hit[0] not in expected:
+            unused.append(name)
+            continue
+        path, layer = hit
+        want = tuple(expected[path].shape)
+        got = rule.layout.shape(shape_of(name))
+        if layer is not None:
+            if layer >= want[0]:
+                unused.append(f"{name} (layer {layer}, model has {want[0]})")
+                continue
+            want = want[1:]
+        if got != want:
+            shape_errors.append(f"{name} -> {'/'.join(path)}: {got} but the model needs {want}")
+            continue
+        slot = pieces.setdefault(path, [])
+        if any(p.layer == layer for p in slot):
+            duplicates.append(f"{name} -> {'/'.join(path)}" + ("" if layer is None else f"[{layer}]"))
+            continue
+        slot.append(Piece(name, layer, rule.layout))
+
+    missing = []
+    for path, struct in expected.items():
+        got = pieces.get(path, [])
+        layered = [p.layer for p in got if p.layer is not None]
+        if not got:
+            missing.append("/".join(path))
+        elif layered:
+            absent = sorted(set(range(struct.shape[0])) - set(layered))
+            if absent:
+                missing.append(f"{'/'.join(path)} layers {absent}")
+    problems = [
+        (f"{len(missing)} model parameters not filled", missing),
+        (f"{len(unused)} checkpoint tensors not used", unused),
+        (f"{len(shape_errors)} shape mismatches", shape_errors),
+        (f"{len(duplicates)} parameters filled twice", duplicates),
+    ]
+    message = "; ".join(f"{title}: {', '.join(items)}" for title, items in problems if items)
+    if message:
+        raise ConversionError(message)
+    return pieces
+
+
+def build_params(
+    read: Callable[[str], np.ndarray],
+    pieces: Mapping[Path_, list[Piece]],
+    expected: Mapping[Path_, jax.ShapeDtypeStruct],
+) -> Iterator[tuple[Path_, np.ndarray]]:
+    """Yields each parameter in turn (stacked ones assembled layer by layer) in `expected`'s dtype."""
+    for path in tqdm(sorted(pieces), desc="converting", unit="param", leave=False):
+        struct = expected[path]
+        dtype = np.dtype(struct.dtype)
+        slot = pieces[path]
+        if slot[0].layer is None:
+            yield path, slot[0].layout.apply(read(slot[0].source)).astype(dtype)
+        else:
+            array = np.empty(struct.shape, dtype)
+            for piece in slot:
+                array[piece.layer] = piece.layout.apply(read(piece.source))
+            yield path, array
+
+
+def convert(
+    source: TensorSource,
+    pieces: Mapping[Path_, list[Piece]],
+    expected: Mapping[Path_, jax.ShapeDtypeStruct],
+    writer: WeightsWriter,
+) -> None:
+    """Streams every parameter into `writer`, one at a time."""
+    for path, array in build_params(source.read, pieces, expected):
+        writer.write(path, array)

@@ -1,0 +1,280 @@
+"""Convert a Wan DiT checkpoint (diffusers or native Wan release) into a weights directory.
+
+    python -m convert_weights.wan_dit SRC OUT [--param-dtype bfloat16] [--overwrite]
+
+SRC is any of:
+- a diffusers `WanTransformer3DModel` folder (`config.json` + `diffusion_pytorch_model*.safetensors`,
+  sharded with an index or not), e.g. `Wan2.1-T2V-1.3B-Diffusers/transformer`;
+- a native Wan release folder (`config.json` with `dim`/`num_heads`/... + safetensors shards, or
+  `.pth`), e.g. `Wan2.1-T2V-1.3B`, `Wan2.2-TI2V-5B`;
+- a single checkpoint file in either naming (the architecture is then read off the tensor shapes,
+  with Wan's head_dim of 128).
+
+Native names are mapped to diffusers names by the renames diffusers itself applies
+(`convert_wan_transformer_to_diffusers` in diffusers/loaders/single_file_utils.py;
+../shared/wan_spec.md §2.2), then to our parameters by `RULES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flax import nnx
+
+from convert_weights.common import CONV3D, LINEAR, ConversionError, Rule, convert, plan
+from convert_weights.sources import CheckpointError, TensorSource
+from mv2v_jax.models.wan.dit import ARCH_FIELDS, WanDiT, WanDiTConfig
+from mv2v_jax.models.weights import WeightsWriter, flatten_paths
+
+# Native -> diffusers, applied in order with str.replace (so the norm2/norm3 swap goes through a
+# placeholder). Image-conditioning (I2V) and VACE keys are not mapped: those models are not ported.
+NATIVE_TO_DIFFUSERS: tuple[tuple[str, str], ...] = (
+    ("time_embedding.0", "condition_embedder.time_embedder.linear_1"),
+    ("time_embedding.2", "condition_embedder.time_embedder.linear_2"),
+    ("text_embedding.0", "condition_embedder.text_embedder.linear_1"),
+    ("text_embedding.2", "condition_embedder.text_embedder.linear_2"),
+    ("time_projection.1", "condition_embedder.time_proj"),
+    ("cross_attn", "attn2"),
+    ("self_attn", "attn1"),
+    (".o.", ".to_out.0."),
+    (".q.", ".to_q."),
+    (".k.", ".to_k."),
+    (".v.", ".to_v."),
+    ("head.modulation", "scale_shift_table"),
+    ("head.head", "proj_out"),
+    ("modulation", "scale_shift_table"),
+    ("ffn.0", "ffn.net.0.proj"),
+    ("ffn.2", "ffn.net.2"),
+    ("norm2", "norm__placeholder"),
+    ("norm3", "norm2"),
+    ("norm__placeholder", "norm3"),
+)
+NATIVE_PREFIX = "model.diffusion_model."  # ComfyUI-style single files carry it
+
+
+def native_to_diffusers(name: str) -> str:
+    name = name.removeprefix(NATIVE_PREFIX)
+    for old, new in NATIVE_TO_DIFFUSERS:
+        name = name.replace(old, new)
+    return name
+
+
+def diffusers_to_native(name: str) -> str:
+    """The inverse of `native_to_diffusers` on Wan T2V/TI2V names (used to build native test checkpoints)."""
+    exact = {
+        "scale_shift_table": "head.modulation",
+        "proj_out.weight": "head.head.weight",
+        "proj_out.bias": "head.head.bias",
+    }
+    if name in exact:
+        return exact[name]
+    inverse = [(new, old) for old, new in NATIVE_TO_DIFFUSERS if "norm" not in old and not old.startswith("head.")]
+    name = name.replace("norm2", "norm__placeholder").replace("norm3", "norm2").replace("norm__placeholder", "norm3")
+    for new, old in inverse:
+        name = name.replace(new, old)
+    return name
+
+
+_BLOCK = r"blocks\.(?P<layer>\d+)\."
+_ATTN = {"attn1": "self_attn", "attn2": "cross_attn"}
+
+# diffusers name -> our parameter path.
+RULES: tuple[Rule, ...] = (
+    Rule(r"patch_embedding\.weight", "patch_embedding/kernel", CONV3D),
+    Rule(r"patch_embedding\.bias", "patch_embedding/bias"),
+    Rule(r"condition_embedder\.text_embedder\.linear_(1|2)\.weight", "text_fc{0}/kernel", LINEAR),
+    Rule(r"condition_embedder\.text_embedder\.linear_(1|2)\.bias", "text_fc{0}/bias"),
+    Rule(r"condition_embedder\.time_embedder\.linear_(1|2)\.weight", "time_fc{0}/kernel", LINEAR),
+    Rule(r"condition_embedder\.time_embedder\.linear_(1|2)\.bias", "time_fc{0}/bias"),
+    Rule(r"condition_embedder\.time_proj\.weight", "time_projection/kernel", LINEAR),
+    Rule(r"condition_embedder\.time_proj\.bias", "time_projection/bias"),
+    *(
+        rule
+        for theirs, ours in _ATTN.items()
+        for rule in (
+            Rule(_BLOCK + theirs + r"\.to_(q|k|v)\.weight", f"blocks/{ours}/{{1}}/kernel", LINEAR),
+            Rule(_BLOCK + theirs + r"\.to_(q|k|v)\.bias", f"blocks/{ours}/{{1}}/bias"),
+            Rule(_BLOCK + theirs + r"\.to_out\.0\.weight", f"blocks/{ours}/o/kernel", LINEAR),
+            Rule(_BLOCK + theirs + r"\.to_out\.0\.bias", f"blocks/{ours}/o/bias"),
+            Rule(_BLOCK + theirs + r"\.norm_(q|k)\.weight", f"blocks/{ours}/norm_{{1}}/weight"),
+        )
+    ),
+    Rule(_BLOCK + r"norm2\.weight", "blocks/norm_cross_scale"),
+    Rule(_BLOCK + r"norm2\.bias", "blocks/norm_cross_bias"),
+    Rule(_BLOCK + r"ffn\.net\.0\.proj\.weight", "blocks/ffn/fc1/kernel", LINEAR),
+    Rule(_BLOCK + r"ffn\.net\.0\.proj\.bias", "blocks/ffn/fc1/bias"),
+    Rule(_BLOCK + r"ffn\.net\.2\.weight", "blocks/ffn/fc2/kernel", LINEAR),
+    Rule(_BLOCK + r"ffn\.net\.2\.bias", "blocks/ffn/fc2/bias"),
+    Rule(_BLOCK + r"scale_shift_table", "blocks/modulation"),
+    Rule(r"proj_out\.weight", "head/proj/kernel", LINEAR),
+    Rule(r"proj_out\.bias", "head/proj/bias"),
+    Rule(r"scale_shift_table", "head/modulation"),
+)
+
+
+def is_native(names: Sequence[str]) -> bool:
+    return not any(n.startswith("condition_embedder.") for n in names)
+
+
+def config_from_json(config: dict[str, Any], where: Path) -> dict[str, Any]:
+    """Our architecture fields from a diffusers or a native Wan `config.json`."""
+    if (
+        config.get("image_dim")
+        or config.get("added_kv_proj_dim")
+        or config.get("model_type", "t2v")
+        not in (
+            "t2v",
+            "ti2v",
+        )
+    ):
+        raise ConversionError(f"{where}: image-conditioned (I2V/FLF2V/VACE) Wan models are not supported")
+    try:
+        if "num_attention_heads" in config:  # diffusers
+            arch = dict(
+                dim=config["num_attention_heads"] * config["attention_head_dim"],
+                num_heads=config["num_attention_heads"],
+                ffn_dim=config["ffn_dim"],
+                num_layers=config["num_layers"],
+                in_channels=config["in_channels"],
+                out_channels=config.get("out_channels") or config["in_channels"],
+                patch_size=tuple(config.get("patch_size", (1, 2, 2))),
+                text_dim=config.get("text_dim", 4096),
+                freq_dim=config.get("freq_dim", 256),
+                eps=config.get("eps", 1e-6),
+                cross_attn_norm=config.get("cross_attn_norm", True),
+                rope_max_len=config.get("rope_max_seq_len", 1024),
+            )
+        else:  # native WanModel
+            arch = dict(
+                dim=config["dim"],
+                num_heads=config["num_heads"],
+                ffn_dim=config["ffn_dim"],
+                num_layers=config["num_layers"],
+                in_channels=config["in_dim"],
+                out_channels=config["out_dim"],
+                patch_size=tuple(config.get("patch_size", (1, 2, 2))),
+                text_dim=config.get("text_dim", 4096),
+                freq_dim=config.get("freq_dim", 256),
+                eps=config.get("eps", 1e-6),
+                cross_attn_norm=config.get("cross_attn_norm", True),
+            )
+    except KeyError as e:
+        raise ConversionError(f"{where}: config.json lacks {e}") from e
+    return arch
+
+
+def config_from_shapes(source: TensorSource, head_dim: int = 128) -> dict[str, Any]:
+    """Architecture read off tensor shapes, for bare checkpoint files without a config."""
+    native = is_native(source.names())
+    name = native_to_diffusers if native else (lambda n: n)
+    shapes = {name(n): source.shape(n) for n in source.names()}
+    try:
+        dim, in_channels, *patch = shapes["patch_embedding.weight"]
+        layers = {int(m.group(1)) for n in shapes if (m := re.match(r"blocks\.(\d+)\.", n))}
+        return dict(
+            dim=dim,
+            num_heads=dim // head_dim,
+            ffn_dim=shapes["blocks.0.ffn.net.0.proj.weight"][0],
+            num_layers=max(layers) + 1,
+            in_channels=in_channels,
+            out_channels=shapes["proj_out.weight"][0] // (patch[0] * patch[1] * patch[2]),
+            patch_size=tuple(patch),
+            text_dim=shapes["condition_embedder.text_embedder.linear_1.weight"][1],
+            freq_dim=shapes["condition_embedder.time_embedder.linear_1.weight"][1],
+            cross_attn_norm="blocks.0.norm2.weight" in shapes,
+        )
+    except KeyError as e:
+        raise ConversionError(f"{source.files[0].path}: cannot infer the architecture, no tensor {e}") from e
+
+
+def read_architecture(src: Path, source: TensorSource, head_dim: int = 128) -> dict[str, Any]:
+    """From the `config.json` beside the weights, else from tensor shapes with `head_dim`."""
+    config_file = (src if src.is_dir() else src.parent) / "config.json"
+    if config_file.is_file():
+        try:
+            return config_from_json(json.loads(config_file.read_text()), config_file)
+        except json.JSONDecodeError as e:
+            raise ConversionError(f"{config_file} is not valid JSON: {e}") from e
+    return config_from_shapes(source, head_dim)
+
+
+def expected_params(config: WanDiTConfig, module=WanDiT) -> dict[tuple[str, ...], Any]:
+    """Parameter path -> ShapeDtypeStruct of the model `config` describes (nothing allocated)."""
+    _, state = nnx.split(nnx.eval_shape(lambda: module(config, rngs=nnx.Rngs(0))))
+    return flatten_paths(nnx.to_pure_dict(state))
+
+
+def convert_dit(
+    src: str | Path,
+    out: str | Path,
+    *,
+    param_dtype: str = "float32",
+    head_dim: int = 128,
+    overwrite: bool = False,
+    rules: Sequence[Rule] = RULES,
+    module=WanDiT,
+    extra_config: dict[str, Any] | None = None,
+) -> Path:
+    """Converts `src` into the weights directory `out`; returns `out`. Refuses incomplete checkpoints."""
+    src = Path(src)
+    source = TensorSource(src)
+    arch = read_architecture(src, source, head_dim) | {"param_dtype": param_dtype}
+    config = WanDiTConfig.from_config(arch)
+    expected = expected_params(config, module)
+    native = is_native(source.names())
+    pieces = plan(
+        source.names(), source.shape, rules, expected, rename=native_to_diffusers if native else (lambda n: n)
+    )
+    with WeightsWriter(out, overwrite=overwrite) as writer:
+        convert(source, pieces, expected, writer)
+        return writer.commit(
+            {
+                "model": module.__name__,
+                "architecture": {k: getattr(config, k) for k in ARCH_FIELDS},
+                **(extra_config or {}),
+                "source": {"path": str(src.resolve()), "format": "native" if native else "diffusers"},
+            }
+        )
+
+
+def main(argv: Sequence[str] | None = None, **kwargs) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m convert_weights.wan_dit",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("src", help="diffusers transformer folder, native Wan folder, or checkpoint file")
+    parser.add_argument("out", help="output weights directory (written atomically)")
+    parser.add_argument(
+        "--param-dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="dtype the parameters are stored and loaded in (default float32)",
+    )
+    parser.add_argument(
+        "--head-dim",
+        type=int,
+        default=128,
+        help="attention head width, used only when SRC has no config.json (Wan: 128)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    args = parser.parse_args(argv)
+    try:
+        out = convert_dit(
+            args.src, args.out, param_dtype=args.param_dtype, head_dim=args.head_dim, overwrite=args.overwrite, **kwargs
+        )
+    except (ConversionError, CheckpointError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Device mesh, logical axis rules and sharding helpers.
+
+Parameters carry logical axis names (`"embed"`, `"heads"`, `"mlp"`, `"layers"`, ...); activations
+are constrained with logical names too. Rules in the config map them onto the mesh axes
+`(data, fsdp, tensor)` (maxdiffusion's scheme), so one model file runs replicated on one CPU, FSDP on
+8 fake CPU devices, or FSDP x tensor-parallel on a pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from flax.core import spmd
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# (logical name, mesh axes). Weights split over fsdp (ZeRO-3 style) and over tensor along heads / FFN
+# width; "layers" (the stacked-block axis) is never split. Activations ("act_*") split their batch over
+# data and fsdp, and their heads over tensor.
+DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("act_batch", ("data", "fsdp")),
+    ("act_length", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("layers", None),
+    ("in", None),
+    ("text", None),
+    ("freq", None),
+    ("modulation", None),
+    ("patch_out", None),
+)
+
+
+def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+    """A mesh over `MESH_AXES`; one axis may be -1 (all remaining devices)."""
+    devices = list(devices if devices is not None else jax.devices())
+    unknown = set(shape) - set(MESH_AXES)
+    if unknown:
+        raise ValueError(f"unknown mesh axes {sorted(unknown)}; expected a subset of {MESH_AXES}")
+    sizes = [int(shape.get(axis, 1)) for axis in MESH_AXES]
+    if sizes.count(-1) > 1:
+        raise ValueError(f"at most one mesh axis may be -1, got {dict(shape)}")
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(f"{len(devices)} devices cannot fill mesh {dict(shape)}")
+        sizes[sizes.index(-1)] = len(devices) // known
+    if math.prod(sizes) != len(devices):
+        raise ValueError(
+            f"mesh {dict(zip(MESH_AXES, sizes, strict=True))} needs {math.prod(sizes)} devices, have {len(devices)}"
+        )
+    grid = np.asarray(devices).reshape(sizes)
+    return jax.sharding.Mesh(grid, MESH_AXES)
+
+
+def _rules(rules) -> tuple:
+    return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> Iterator[None]:
+    """Makes `mesh` current and `rules` the logical-to-mesh mapping while tracing and running."""
+    with jax.set_mesh(mesh), spmd.logical_axis_rules(_rules(rules)):
+        yield
+
+
+def logical_to_spec(names: Sequence[str | None]) -> jax.sharding.PartitionSpec:
+    """Mesh `PartitionSpec` of logical axis names under the current rules."""
+    return spmd.get_pspec(tuple(names))
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """`with_sharding_constraint` by logical names; a no-op outside `use_mesh`."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not spmd.get_logical_axis_rules():
+        return x
+    return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, logical_to_spec(names)))
+
+
+def state_shardings(state: nnx.State, mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> nnx.State:
+    """`NamedSharding` for every variable of `state`, from its logical `out_sharding` names."""
+    with spmd.logical_axis_rules(_rules(rules)):
+        specs = nnx.get_partition_spec(state)
+    return jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, spec), specs)
+
+
+def batch_sharding(mesh: jax.sharding.Mesh, ndim: int, rules=DEFAULT_RULES) -> jax.sharding.NamedSharding:
+    """Sharding of a batch-major array: axis 0 over the batch axes, the rest replicated."""
+    with spmd.logical_axis_rules(_rules(rules)):
+        spec = logical_to_spec(("act_batch",) + (None,) * (ndim - 1))
+    return jax.sharding.NamedSharding(mesh, spec)
