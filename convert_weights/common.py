@@ -132,23 +132,31 @@ def plan(
     return pieces
 
 
+def iter_layers(
+    read: Callable[[str], np.ndarray],
+    pieces: Mapping[Path_, list[Piece]],
+    expected: Mapping[Path_, jax.ShapeDtypeStruct],
+) -> Iterator[tuple[Path_, int | None, np.ndarray]]:
+    """Yields `(parameter, layer or None, array)` one source tensor at a time, in `expected`'s dtypes."""
+    for path in tqdm(sorted(pieces), desc="converting", unit="param", leave=False):
+        dtype = np.dtype(expected[path].dtype)
+        for piece in sorted(pieces[path], key=lambda p: -1 if p.layer is None else p.layer):
+            yield path, piece.layer, piece.layout.apply(read(piece.source)).astype(dtype)
+
+
 def build_params(
     read: Callable[[str], np.ndarray],
     pieces: Mapping[Path_, list[Piece]],
     expected: Mapping[Path_, jax.ShapeDtypeStruct],
-) -> Iterator[tuple[Path_, np.ndarray]]:
-    """Yields each parameter in turn (stacked ones assembled layer by layer) in `expected`'s dtype."""
-    for path in tqdm(sorted(pieces), desc="converting", unit="param", leave=False):
-        struct = expected[path]
-        dtype = np.dtype(struct.dtype)
-        slot = pieces[path]
-        if slot[0].layer is None:
-            yield path, slot[0].layout.apply(read(slot[0].source)).astype(dtype)
+) -> dict[Path_, np.ndarray]:
+    """Every parameter assembled in memory (for tests and benchmarks; `convert` streams instead)."""
+    params: dict[Path_, np.ndarray] = {}
+    for path, layer, array in iter_layers(read, pieces, expected):
+        if layer is None:
+            params[path] = array
         else:
-            array = np.empty(struct.shape, dtype)
-            for piece in slot:
-                array[piece.layer] = piece.layout.apply(read(piece.source))
-            yield path, array
+            params.setdefault(path, np.empty(expected[path].shape, array.dtype))[layer] = array
+    return params
 
 
 def convert(
@@ -157,6 +165,12 @@ def convert(
     expected: Mapping[Path_, jax.ShapeDtypeStruct],
     writer: WeightsWriter,
 ) -> None:
-    """Streams every parameter into `writer`, one at a time."""
-    for path, array in build_params(source.read, pieces, expected):
-        writer.write(path, array)
+    """Streams every parameter into `writer`, a stacked one layer by layer: one source tensor in memory."""
+    slots = {}
+    for path, layer, array in iter_layers(source.read, pieces, expected):
+        if layer is None:
+            writer.write(path, array)
+        else:
+            if path not in slots:
+                slots[path] = writer.create(path, expected[path].shape, expected[path].dtype, stacked=True)
+            slots[path][layer] = array

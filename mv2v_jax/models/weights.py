@@ -82,13 +82,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 class WeightsWriter:
-    """Writes a weights directory tensor by tensor; nothing appears at `path` until `commit`.
+    """Writes a weights directory parameter by parameter; nothing appears at `path` until `commit`.
+
+    `params/` is an orbax checkpoint in its plain zarr layout (one zarr array per parameter, named by
+    its '.'-joined path, plus orbax's `_METADATA`), written here with tensorstore so that a stacked
+    parameter can be filled one layer at a time: converting needs memory for one source tensor.
+    Orbax restores it like any checkpoint it wrote itself (tests/test_weights.py checks that).
 
     Usage::
 
         with WeightsWriter(out_dir) as writer:
-            for path, array in ...:
-                writer.write(path, array)
+            writer.write(("head", "proj", "kernel"), array)
+            layers = writer.create(("blocks", "ffn", "fc1", "kernel"), shape, dtype, stacked=True)
+            layers[3] = layer_3
             writer.commit(config)
     """
 
@@ -98,7 +104,8 @@ class WeightsWriter:
             raise FileExistsError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"))
-        self._written: set[tuple[str, ...]] = set()
+        (self._tmp / PARAMS_DIR).mkdir()
+        self._arrays: dict[tuple[str, ...], Any] = {}
         self._committed = False
 
     def __enter__(self) -> WeightsWriter:
@@ -108,20 +115,69 @@ class WeightsWriter:
         if not self._committed:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def write(self, path: tuple[str, ...], array: np.ndarray) -> None:
-        """Adds one parameter; orbax writes it at once, so only this array is held in memory."""
-        from orbax.checkpoint.experimental.v1 import partial
+    def create(self, path: tuple[str, ...], shape: tuple[int, ...], dtype, stacked: bool = False):
+        """A writable tensorstore array for one parameter; `stacked` chunks it one layer per chunk."""
+        import tensorstore as ts
 
-        if path in self._written:
+        if path in self._arrays:
             raise ValueError(f"parameter {'/'.join(path)} written twice")
-        partial.save(self._tmp / PARAMS_DIR, nest_paths({path: np.ascontiguousarray(array)}))
-        self._written.add(path)
+        dtype = np.dtype(dtype)
+        chunks = [1, *shape[1:]] if stacked and shape else list(shape)
+        array = ts.open(
+            {
+                "driver": "zarr",
+                "kvstore": {"driver": "file", "path": str(self._tmp / PARAMS_DIR / ".".join(path))},
+                # Uncompressed: weights do not compress, and plain chunks read back fastest.
+                "metadata": {
+                    "shape": list(shape),
+                    "chunks": chunks,
+                    "dtype": dtype.str if dtype.kind != "V" else "bfloat16",
+                    "compressor": None,
+                    "dimension_separator": ".",
+                },
+            },
+            create=True,
+        ).result()
+        self._arrays[path] = array
+        return _Slots(array)
+
+    def write(self, path: tuple[str, ...], array: np.ndarray) -> None:
+        """Writes a whole parameter."""
+        self.create(path, array.shape, array.dtype)[...] = array
 
     def commit(self, config: Mapping[str, Any]) -> Path:
-        from orbax.checkpoint.experimental.v1 import partial
-
-        partial.finalize(self._tmp / PARAMS_DIR)
+        params = self._tmp / PARAMS_DIR
+        tree = {
+            str(path): {
+                "key_metadata": [{"key": key, "key_type": 2} for key in path],
+                "value_metadata": {"value_type": "jax.Array", "skip_deserialize": False},
+            }
+            for path in self._arrays
+        }
+        write_json_atomic(
+            params / "_METADATA",
+            {
+                "tree_metadata": tree,
+                "use_ocdbt": False,
+                "use_zarr3": False,
+                "store_array_data_equal_to_fill_value": True,
+                "custom_metadata": None,
+            },
+        )
+        write_json_atomic(
+            params / "_CHECKPOINT_METADATA",
+            {
+                "item_handlers": "orbax.checkpoint._src.handlers.pytree_checkpoint_handler.PyTreeCheckpointHandler",
+                "metrics": {},
+                "performance_metrics": {},
+                "custom_metadata": {},
+            },
+        )
         write_json_atomic(self._tmp / CONFIG_FILE, {"format_version": FORMAT_VERSION, **config})
+        for root, _, files in os.walk(self._tmp):
+            for name in files:
+                with open(Path(root) / name, "rb+") as f:
+                    os.fsync(f.fileno())
         if self.path.exists():
             old = self.path.with_name(f".{self.path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -133,6 +189,16 @@ class WeightsWriter:
         _fsync_dir(self.path.parent)
         self._committed = True
         return self.path
+
+
+class _Slots:
+    """`slots[i] = layer` / `slots[...] = whole` writes into a tensorstore array, synchronously."""
+
+    def __init__(self, array):
+        self._array = array
+
+    def __setitem__(self, index, value: np.ndarray) -> None:
+        self._array[index].write(np.asarray(value, self._array.dtype.numpy_dtype)).result()
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -154,9 +220,9 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _check_tree(path: Path, expected: Mapping[tuple[str, ...], jax.ShapeDtypeStruct]) -> None:
-    from orbax.checkpoint import v1 as ocp
+    import orbax.checkpoint as ocp
 
-    stored = flatten_paths(ocp.pytree_metadata(path / PARAMS_DIR).metadata)
+    stored = flatten_paths(ocp.StandardCheckpointer().metadata(path / PARAMS_DIR).item_metadata.tree)
     missing = sorted("/".join(p) for p in expected.keys() - stored.keys())
     extra = sorted("/".join(p) for p in stored.keys() - expected.keys())
     shapes = sorted(
@@ -185,7 +251,7 @@ def load_module(
     parameter is read straight into its sharding on `mesh` (replicated on the default device if
     `mesh` is None). Missing, unexpected or mis-shaped parameters raise `WeightsError` naming them.
     """
-    from orbax.checkpoint import v1 as ocp
+    import orbax.checkpoint as ocp
 
     path = Path(path)
     read_config(path)
@@ -198,6 +264,6 @@ def load_module(
     targets = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     pure = nnx.to_pure_dict(targets)
     _check_tree(path, flatten_paths(pure))
-    restored = ocp.load_pytree(path / PARAMS_DIR, pure)
+    restored = ocp.StandardCheckpointer().restore(path / PARAMS_DIR, pure)
     nnx.replace_by_pure_dict(abstract, restored)
     return nnx.merge(graphdef, abstract)
