@@ -1,31 +1,28 @@
 """JAX vs diffusers Wan DiT forward, same random weights and inputs, timed side by side.
 
-    python bench/dit_forward.py            # CPU: 1.3B widths, 2 layers, text 512, latents (5,30,52), (21,30,52)
-    python bench/dit_forward.py --full     # accelerator: the full 1.3B (30 layers) in bf16, 21 and 42 frames
+    python bench/dit_forward.py            # CPU: 1.3B widths, 2 layers, fp32, latents (5,30,52) and (21,30,52)
+    python bench/dit_forward.py --full     # GPU: the full 1.3B (30 layers), bf16, latents (21,60,104), (42,60,104)
 
-Writes the "DiT forward" section of BENCHMARKS.md.
+Calls alternate (diffusers, ours, diffusers, ...) after a warm-up call each (JAX compilation
+excluded). Writes the "DiT forward" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from common import summary, timed, write_section  # bench/ is on sys.path when run as a script
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import summary, timed, write_section  # noqa: E402
-
-from convert_weights.common import build_params, plan  # noqa: E402
-from convert_weights.wan_dit import RULES, config_from_json, expected_params  # noqa: E402
-from mv2v_jax.memory.streams import Stream, pack_streams  # noqa: E402
-from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig  # noqa: E402
-from mv2v_jax.models.weights import nest_paths  # noqa: E402
+from convert_weights.common import build_params, plan
+from convert_weights.wan_dit import RULES, config_from_json, expected_params
+from mv2v_jax.memory.streams import Stream, pack_streams
+from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig
+from mv2v_jax.models.weights import nest_paths
 
 WIDTHS_1_3B = dict(
     num_attention_heads=12,
@@ -51,29 +48,22 @@ def jax_model(torch_model, **runtime) -> WanDiT:
     state_dict = {k: v.float().numpy() for k, v in torch_model.state_dict().items()}
     config = WanDiTConfig.from_config(config_from_json(dict(torch_model.config), "reference") | runtime)
     expected = expected_params(config)
-    params = dict(
-        build_params(state_dict.__getitem__, plan(state_dict, lambda n: state_dict[n].shape, RULES, expected), expected)
-    )
+    pieces = plan(state_dict, lambda n: state_dict[n].shape, RULES, expected)
+    params = build_params(state_dict.__getitem__, pieces, expected)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0))))
     nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, nest_paths(params)))
     return nnx.merge(graphdef, state)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="full 1.3B in bf16 (needs an accelerator)")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    layers, dtype, shapes = (
-        (30, torch.bfloat16, [(21, 60, 104), (42, 60, 104)])
-        if args.full
-        else (2, torch.float32, [(5, 30, 52), (21, 30, 52)])
-    )
-    device = "cuda" if args.full else "cpu"
-    torch.set_grad_enabled(False)
-    reference = reference_model(layers, dtype)
-    ours = jax_model(reference, dtype="bfloat16" if args.full else "float32")
-    reference = reference.to(device)
+def measure(reference, ours: WanDiT, latent_shape, dtype, device, repeats: int) -> str:
+    """One table row: both models on the same random inputs of `latent_shape` (F, H, W)."""
+    frames, height, width = latent_shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 16, frames, height, width), dtype=np.float32)
+    context = rng.standard_normal((1, 512, 4096), dtype=np.float32)
+    t = np.array([500], np.int64)
+    tx, tc, tt = torch.from_numpy(x).to(device, dtype), torch.from_numpy(context).to(device, dtype), torch.from_numpy(t)
+    jx, jc, jt = jnp.asarray(x.transpose(0, 2, 3, 4, 1)), jnp.asarray(context), jnp.asarray(t)
     graphdef, state = nnx.split(ours)
 
     @jax.jit
@@ -81,49 +71,57 @@ def main() -> None:
         model = nnx.merge(graphdef, state)
         return model(pack_streams([Stream(latents)], {(1, 2, 2): model.patch_embedding}), t, context)
 
-    rows = []
-    rng = np.random.default_rng(0)
-    for frames, height, width in shapes:
-        tokens = frames * height * width // 4
-        x = rng.standard_normal((1, 16, frames, height, width), dtype=np.float32)
-        context = rng.standard_normal((1, 512, 4096), dtype=np.float32)
-        t = np.array([500], np.int64)
-        tx, tc, tt = (torch.from_numpy(a).to(device) for a in (x, context, t))
-        tx, tc = tx.to(dtype), tc.to(dtype)
-        jx, jc, jt = jnp.asarray(x.transpose(0, 2, 3, 4, 1)), jnp.asarray(context), jnp.asarray(t)
+    def run_torch():
+        out = reference(tx, tt.to(device), tc, return_dict=False)[0]
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
 
-        def run_torch():
-            out = reference(tx, tt, tc, return_dict=False)[0]
-            if device == "cuda":
-                torch.cuda.synchronize()
-            return out
+    def run_jax():
+        return forward(state, jx, jt, jc).block_until_ready()
 
-        def run_jax():
-            return forward(state, jx, jt, jc).block_until_ready()
-
-        want = run_torch().float().cpu().numpy().transpose(0, 2, 3, 4, 1)
-        got = np.asarray(run_jax(), np.float32)  # also the JAX warm-up (compilation)
-        error = float(np.abs(got - want).max() / np.abs(want).max())
-        t_torch, t_jax = timed(run_torch, run_jax, repeats=args.repeats)
-        speedup = np.median(t_torch) / np.median(t_jax)
-        rows.append(
-            f"| ({frames}, {height // 2}, {width // 2}) | {tokens:,} | {summary(t_torch)} | {summary(t_jax)} "
-            f"| {speedup:.2f}x | {error:.1e} |"
-        )
-        print(rows[-1], flush=True)
-
-    what = "full Wan2.1-1.3B (30 layers), bf16" if args.full else "Wan2.1-1.3B widths, 2 layers, fp32"
-    table = "\n".join(
-        [
-            "| token grid (F, H, W) | tokens | diffusers | mv2v-jax | speedup | max rel. diff |",
-            "|---|---|---|---|---|---|",
-            *rows,
-        ]
+    want = run_torch().float().cpu().numpy().transpose(0, 2, 3, 4, 1)
+    got = np.asarray(run_jax(), np.float32)
+    error = float(np.abs(got - want).max() / np.abs(want).max())
+    t_torch, t_jax = timed(run_torch, run_jax, repeats=repeats)
+    memory = ""
+    if device == "cuda":
+        jax_peak = jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 2**30
+        memory = f" {torch.cuda.max_memory_allocated() / 2**30:.1f} / {jax_peak:.1f} GiB |"
+    tokens = frames * height * width // 4
+    return (
+        f"| ({frames}, {height // 2}, {width // 2}) | {tokens:,} | {summary(t_torch)} | {summary(t_jax)} "
+        f"| {np.median(t_torch) / np.median(t_jax):.2f}x | {error:.1e} |{memory}"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="full 1.3B in bf16 on a GPU")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if args.full:
+        layers, dtype, device, shapes = 30, torch.bfloat16, "cuda", [(21, 60, 104), (42, 60, 104)]
+    else:
+        layers, dtype, device, shapes = 2, torch.float32, "cpu", [(5, 30, 52), (21, 30, 52)]
+    torch.set_grad_enabled(False)
+    reference = reference_model(layers, dtype)
+    ours = jax_model(reference, dtype="bfloat16" if args.full else "float32")
+    reference = reference.to(device)
+    header = "| token grid (F, H, W) | tokens | diffusers | mv2v-jax | speedup | max rel. diff |"
+    rule = "|---|---|---|---|---|---|"
+    if args.full:
+        header, rule = header + " peak GPU memory diffusers / ours |", rule + "---|"
+    rows = []
+    for shape in shapes:
+        rows.append(measure(reference, ours, shape, dtype, device, args.repeats))
+        print(rows[-1], flush=True)
+    what = "full Wan2.1-1.3B (30 layers), bf16" if args.full else "Wan2.1-1.3B widths, 2 layers, fp32"
     write_section(
-        f"DiT forward ({'accelerator' if args.full else 'CPU'})",
-        f"{what}; batch 1, text length 512, one forward pass each, after a warm-up call "
-        f"(JAX compile time excluded). Attention: {ours.config.attention.resolved()}.\n\n{table}",
+        f"DiT forward ({'GPU' if args.full else 'CPU'})",
+        f"{what}; batch 1, text length 512, one forward pass each; median (min) of alternating calls after "
+        f"a warm-up call each (JAX compilation excluded). Attention: {ours.config.attention.resolved()}.\n\n"
+        + "\n".join([header, rule, *rows]),
     )
 
 

@@ -6,6 +6,7 @@ DiT timestep `sigma * 1000`; sampling schedules are shifted by `sigma' = s sigma
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import jax
@@ -47,7 +48,7 @@ def euler_sample(
     """
     x = noise
     batch = noise.shape[0]
-    steps = list(zip(sigmas[:-1], sigmas[1:], strict=True))
+    steps = list(itertools.pairwise(sigmas))
     for sigma, sigma_next in tqdm(steps, desc="sampling", unit="step", disable=not progress):
         v = velocity(x, jnp.full((batch,), sigma * 1000.0, jnp.float32))
         x = x + (sigma_next - sigma) * v

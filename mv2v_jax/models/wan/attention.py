@@ -97,11 +97,15 @@ def _pad_to(x: jax.Array, axis: int, multiple: int, value=0) -> jax.Array:
     return jnp.pad(x, widths, constant_values=value)
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def _balanced_block(n: int, block: int) -> int:
     """The smallest multiple of 8 that covers `n` in as few blocks of at most `block` as possible,
     so padding stays under 8 rows a block (1950 tokens: 4 x 488, not 4 x 512)."""
-    blocks = -(-n // block)
-    return -(-(-(-n // blocks)) // 8) * 8
+    blocks = _cdiv(n, block)
+    return _cdiv(_cdiv(n, blocks), 8) * 8
 
 
 def _chunked(q, k, v, q_segments, kv_segments, block_q, block_kv):
@@ -192,8 +196,8 @@ def _splash(q, k, v, q_segments, kv_segments, block, interpret):
     b, nq, h, d = q.shape
     nk = k.shape[1]
     # Tiles are multiples of 128; the padding rows and columns get segment -1, seen only by each other.
-    block_q = min(block, -(-nq // 128) * 128)
-    block_kv = min(block, -(-nk // 128) * 128)
+    block_q = min(block, _cdiv(nq, 128) * 128)
+    block_kv = min(block, _cdiv(nk, 128) * 128)
     if q_segments is None:
         q_segments = jnp.ones((b, nq), jnp.int32)
         kv_segments = jnp.ones((b, nk), jnp.int32)
