@@ -18,8 +18,8 @@ import torch
 from common import summary, timed, write_section  # bench/ is on sys.path when run as a script
 from flax import nnx
 
-from convert_weights.common import build_params, plan
-from convert_weights.wan_dit import RULES, config_from_json, expected_params
+from convert_weights.common import build_params, expected_params, plan
+from convert_weights.wan_dit import RULES, config_from_json
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig
 from mv2v_jax.models.weights import nest_paths
@@ -47,7 +47,7 @@ def jax_model(torch_model, **runtime) -> WanDiT:
     """Our DiT carrying the reference's weights (converted in memory, as the converter does on disk)."""
     state_dict = {k: v.float().numpy() for k, v in torch_model.state_dict().items()}
     config = WanDiTConfig.from_config(config_from_json(dict(torch_model.config), "reference") | runtime)
-    expected = expected_params(config)
+    expected = expected_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
     pieces = plan(state_dict, lambda n: state_dict[n].shape, RULES, expected)
     params = build_params(state_dict.__getitem__, pieces, expected)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0))))

@@ -10,19 +10,21 @@ peak memory is about the largest (stacked) parameter.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
 from tqdm import tqdm
 
-from mv2v_jax.models.weights import WeightsWriter
-
-if TYPE_CHECKING:
-    from convert_weights.sources import TensorSource
+from convert_weights.sources import CheckpointError, TensorSource
+from mv2v_jax.models.weights import WeightsWriter, flatten_paths
 
 Path_ = tuple[str, ...]
 
@@ -174,3 +176,52 @@ def convert(
             if path not in slots:
                 slots[path] = writer.create(path, expected[path].shape, expected[path].dtype, stacked=True)
             slots[path][layer] = array
+
+
+def expected_params(build: Callable[[], nnx.Module]) -> dict[Path_, jax.ShapeDtypeStruct]:
+    """Parameter path -> ShapeDtypeStruct of the module `build()` creates (nothing allocated)."""
+    _, state = nnx.split(nnx.eval_shape(build))
+    return flatten_paths(nnx.to_pure_dict(state))
+
+
+def write_weights(
+    source: TensorSource,
+    rules: Sequence[Rule],
+    expected: Mapping[Path_, jax.ShapeDtypeStruct],
+    out: str | Path,
+    record: Mapping[str, Any],
+    *,
+    rename: Callable[[str], str] = lambda n: n,
+    overwrite: bool = False,
+) -> Path:
+    """Plans (refusing any gap before writing), then streams `source` into the weights directory `out`.
+
+    `record` goes into the directory's config.json (model name, architecture, provenance).
+    """
+    pieces = plan(source.names(), source.shape, rules, expected, rename)
+    with WeightsWriter(out, overwrite=overwrite) as writer:
+        convert(source, pieces, expected, writer)
+        return writer.commit(record)
+
+
+def run_cli(
+    prog: str,
+    doc: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], Path],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """The shared converter CLI: SRC OUT [--overwrite] plus `add_arguments`; errors print and exit 1."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", help="checkpoint folder or file (see above)")
+    parser.add_argument("out", help="output weights directory (written atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        out = run(args)
+    except (ConversionError, CheckpointError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0

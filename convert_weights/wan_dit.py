@@ -17,7 +17,6 @@ Native names are mapped to diffusers names by the renames diffusers itself appli
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -27,10 +26,9 @@ from typing import Any
 
 from flax import nnx
 
-from convert_weights.common import CONV3D, LINEAR, ConversionError, Rule, convert, plan
-from convert_weights.sources import CheckpointError, TensorSource
+from convert_weights.common import CONV3D, LINEAR, ConversionError, Rule, expected_params, run_cli, write_weights
+from convert_weights.sources import TensorSource
 from mv2v_jax.models.wan.dit import ARCH_FIELDS, WanDiT, WanDiTConfig
-from mv2v_jax.models.weights import WeightsWriter, flatten_paths
 
 # Native -> diffusers, applied in order with str.replace (so the norm2/norm3 swap goes through a
 # placeholder). Image-conditioning (I2V) and VACE keys are not mapped: those models are not ported.
@@ -204,12 +202,6 @@ def read_architecture(src: Path, source: TensorSource, head_dim: int = 128) -> d
     return config_from_shapes(source, head_dim)
 
 
-def expected_params(config: WanDiTConfig, module=WanDiT) -> dict[tuple[str, ...], Any]:
-    """Parameter path -> ShapeDtypeStruct of the model `config` describes (nothing allocated)."""
-    _, state = nnx.split(nnx.eval_shape(lambda: module(config, rngs=nnx.Rngs(0))))
-    return flatten_paths(nnx.to_pure_dict(state))
-
-
 def convert_dit(
     src: str | Path,
     out: str | Path,
@@ -221,36 +213,26 @@ def convert_dit(
     module=WanDiT,
     extra_config: dict[str, Any] | None = None,
 ) -> Path:
-    """Converts `src` into the weights directory `out`; returns `out`. Refuses incomplete checkpoints."""
+    """Converts `src` into the weights directory `out`; returns `out`. Refuses incomplete checkpoints.
+
+    `rules`, `module` and `extra_config` let model variants built on the DiT (ReCamMaster) reuse this.
+    """
     src = Path(src)
     source = TensorSource(src)
-    arch = read_architecture(src, source, head_dim) | {"param_dtype": param_dtype}
-    config = WanDiTConfig.from_config(arch)
-    expected = expected_params(config, module)
+    config = WanDiTConfig.from_config(read_architecture(src, source, head_dim) | {"param_dtype": param_dtype})
     native = is_native(source.names())
-    pieces = plan(
-        source.names(), source.shape, rules, expected, rename=native_to_diffusers if native else (lambda n: n)
-    )
-    with WeightsWriter(out, overwrite=overwrite) as writer:
-        convert(source, pieces, expected, writer)
-        return writer.commit(
-            {
-                "model": module.__name__,
-                "architecture": {k: getattr(config, k) for k in ARCH_FIELDS},
-                **(extra_config or {}),
-                "source": {"path": str(src.resolve()), "format": "native" if native else "diffusers"},
-            }
-        )
+    record = {
+        "model": module.__name__,
+        "architecture": {k: getattr(config, k) for k in ARCH_FIELDS},
+        **(extra_config or {}),
+        "source": {"path": str(src.resolve()), "format": "native" if native else "diffusers"},
+    }
+    expected = expected_params(lambda: module(config, rngs=nnx.Rngs(0)))
+    rename = native_to_diffusers if native else (lambda n: n)
+    return write_weights(source, rules, expected, out, record, rename=rename, overwrite=overwrite)
 
 
-def main(argv: Sequence[str] | None = None, **kwargs) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m convert_weights.wan_dit",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("src", help="diffusers transformer folder, native Wan folder, or checkpoint file")
-    parser.add_argument("out", help="output weights directory (written atomically)")
+def _arguments(parser) -> None:
     parser.add_argument(
         "--param-dtype",
         default="float32",
@@ -263,17 +245,16 @@ def main(argv: Sequence[str] | None = None, **kwargs) -> int:
         default=128,
         help="attention head width, used only when SRC has no config.json (Wan: 128)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    args = parser.parse_args(argv)
-    try:
-        out = convert_dit(
-            args.src, args.out, param_dtype=args.param_dtype, head_dim=args.head_dim, overwrite=args.overwrite, **kwargs
-        )
-    except (ConversionError, CheckpointError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {out}")
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(
+        "python -m convert_weights.wan_dit",
+        __doc__,
+        _arguments,
+        lambda a: convert_dit(a.src, a.out, param_dtype=a.param_dtype, head_dim=a.head_dim, overwrite=a.overwrite),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -1,18 +1,14 @@
 """The preset configs describe the released models: a full-size diffusers model built on the meta
 device (no memory) fills every parameter of our preset with the right shape."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from flax import nnx
 
-from convert_weights.common import plan
-from convert_weights.wan_dit import RULES, config_from_json, expected_params
-from mv2v_jax.models.wan.dit import WanDiTConfig
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "configs"))
-import wan_dit
+from convert_weights.common import expected_params, plan
+from convert_weights.wan_dit import RULES, config_from_json
+from mv2v_jax.config import load_config
+from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig
 
 # The released diffusers transformer configs (Wan-AI/*-Diffusers transformer/config.json; decart-ai/Lucy-Edit-Dev).
 RELEASED = {
@@ -39,11 +35,11 @@ def test_preset_matches_released_architecture(name):
     with torch.device("meta"):
         reference = WanTransformer3DModel(text_dim=4096, freq_dim=256, cross_attn_norm=True, **RELEASED[name])
     shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    config = WanDiTConfig.from_config(wan_dit.get_config(name))
+    config = WanDiTConfig.from_config(load_config(f"configs/wan_dit.py:{name}"))
     assert config_from_json(dict(reference.config), name) == {
         k: getattr(config, k) for k in config_from_json(dict(reference.config), name)
     }
-    expected = expected_params(config)
+    expected = expected_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
     pieces = plan(shapes, shapes.__getitem__, RULES, expected)  # raises on any gap or mismatch
     assert len(pieces) == len(expected)
     ours = sum(int(torch.tensor(s.shape).prod()) for s in expected.values())
@@ -54,4 +50,4 @@ def test_preset_matches_released_architecture(name):
 
 def test_unknown_preset_is_named():
     with pytest.raises(ValueError, match="wan9"):
-        wan_dit.get_config("wan9")
+        load_config("configs/wan_dit.py:wan9")
