@@ -193,15 +193,25 @@ def write_weights(
     *,
     rename: Callable[[str], str] = lambda n: n,
     overwrite: bool = False,
+    derived: Callable[[], Mapping[Path_, np.ndarray]] | None = None,
 ) -> Path:
     """Plans (refusing any gap before writing), then streams `source` into the weights directory `out`.
 
-    `record` goes into the directory's config.json (model name, architecture, provenance).
+    `record` goes into the directory's config.json (model name, architecture, provenance). `derived`
+    computes parameters the checkpoint does not hold (e.g. new modules initialised from converted
+    ones); they are written after the checkpoint's.
     """
     pieces = plan(source.names(), source.shape, rules, expected, rename)
     with WeightsWriter(out, overwrite=overwrite) as writer:
         convert(source, pieces, expected, writer)
+        for path, array in (derived() if derived else {}).items():
+            writer.write(path, np.asarray(array))
         return writer.commit(record)
+
+
+def prefixed(rules: Sequence[Rule], prefix: str) -> tuple[Rule, ...]:
+    """The same rules filling the parameters under `prefix/` (a model nested in a bigger one)."""
+    return tuple(dataclasses.replace(r, target=f"{prefix}/{r.target}") for r in rules)
 
 
 def run_cli(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ def diffusers_to_native(name: str) -> str:
     return name
 
 
-_BLOCK = r"blocks\.(?P<layer>\d+)\."
+BLOCK = r"blocks\.(?P<layer>\d+)\."
 _ATTN = {"attn1": "self_attn", "attn2": "cross_attn"}
 
 # diffusers name -> our parameter path.
@@ -96,20 +96,20 @@ RULES: tuple[Rule, ...] = (
         rule
         for theirs, ours in _ATTN.items()
         for rule in (
-            Rule(_BLOCK + theirs + r"\.to_(q|k|v)\.weight", f"blocks/{ours}/{{1}}/kernel", LINEAR),
-            Rule(_BLOCK + theirs + r"\.to_(q|k|v)\.bias", f"blocks/{ours}/{{1}}/bias"),
-            Rule(_BLOCK + theirs + r"\.to_out\.0\.weight", f"blocks/{ours}/o/kernel", LINEAR),
-            Rule(_BLOCK + theirs + r"\.to_out\.0\.bias", f"blocks/{ours}/o/bias"),
-            Rule(_BLOCK + theirs + r"\.norm_(q|k)\.weight", f"blocks/{ours}/norm_{{1}}/weight"),
+            Rule(BLOCK + theirs + r"\.to_(q|k|v)\.weight", f"blocks/{ours}/{{1}}/kernel", LINEAR),
+            Rule(BLOCK + theirs + r"\.to_(q|k|v)\.bias", f"blocks/{ours}/{{1}}/bias"),
+            Rule(BLOCK + theirs + r"\.to_out\.0\.weight", f"blocks/{ours}/o/kernel", LINEAR),
+            Rule(BLOCK + theirs + r"\.to_out\.0\.bias", f"blocks/{ours}/o/bias"),
+            Rule(BLOCK + theirs + r"\.norm_(q|k)\.weight", f"blocks/{ours}/norm_{{1}}/weight"),
         )
     ),
-    Rule(_BLOCK + r"norm2\.weight", "blocks/norm_cross_scale"),
-    Rule(_BLOCK + r"norm2\.bias", "blocks/norm_cross_bias"),
-    Rule(_BLOCK + r"ffn\.net\.0\.proj\.weight", "blocks/ffn/fc1/kernel", LINEAR),
-    Rule(_BLOCK + r"ffn\.net\.0\.proj\.bias", "blocks/ffn/fc1/bias"),
-    Rule(_BLOCK + r"ffn\.net\.2\.weight", "blocks/ffn/fc2/kernel", LINEAR),
-    Rule(_BLOCK + r"ffn\.net\.2\.bias", "blocks/ffn/fc2/bias"),
-    Rule(_BLOCK + r"scale_shift_table", "blocks/modulation"),
+    Rule(BLOCK + r"norm2\.weight", "blocks/norm_cross_scale"),
+    Rule(BLOCK + r"norm2\.bias", "blocks/norm_cross_bias"),
+    Rule(BLOCK + r"ffn\.net\.0\.proj\.weight", "blocks/ffn/fc1/kernel", LINEAR),
+    Rule(BLOCK + r"ffn\.net\.0\.proj\.bias", "blocks/ffn/fc1/bias"),
+    Rule(BLOCK + r"ffn\.net\.2\.weight", "blocks/ffn/fc2/kernel", LINEAR),
+    Rule(BLOCK + r"ffn\.net\.2\.bias", "blocks/ffn/fc2/bias"),
+    Rule(BLOCK + r"scale_shift_table", "blocks/modulation"),
     Rule(r"proj_out\.weight", "head/proj/kernel", LINEAR),
     Rule(r"proj_out\.bias", "head/proj/bias"),
     Rule(r"scale_shift_table", "head/modulation"),
@@ -118,6 +118,11 @@ RULES: tuple[Rule, ...] = (
 
 def is_native(names: Sequence[str]) -> bool:
     return not any(n.startswith("condition_embedder.") for n in names)
+
+
+def source_names(source: TensorSource) -> Callable[[str], str]:
+    """The renaming that brings `source`'s tensor names to diffusers names (identity if they are)."""
+    return native_to_diffusers if is_native(source.names()) else (lambda n: n)
 
 
 def config_from_json(config: dict[str, Any], where: Path) -> dict[str, Any]:
@@ -209,30 +214,22 @@ def convert_dit(
     param_dtype: str = "float32",
     head_dim: int = 128,
     overwrite: bool = False,
-    rules: Sequence[Rule] = RULES,
-    module=WanDiT,
-    extra_config: dict[str, Any] | None = None,
 ) -> Path:
-    """Converts `src` into the weights directory `out`; returns `out`. Refuses incomplete checkpoints.
-
-    `rules`, `module` and `extra_config` let model variants built on the DiT (ReCamMaster) reuse this.
-    """
+    """Converts `src` into the weights directory `out`; returns `out`. Refuses incomplete checkpoints."""
     src = Path(src)
     source = TensorSource(src)
     config = WanDiTConfig.from_config(read_architecture(src, source, head_dim) | {"param_dtype": param_dtype})
     native = is_native(source.names())
     record = {
-        "model": module.__name__,
+        "model": "WanDiT",
         "architecture": {k: getattr(config, k) for k in ARCH_FIELDS},
-        **(extra_config or {}),
         "source": {"path": str(src.resolve()), "format": "native" if native else "diffusers"},
     }
-    expected = expected_params(lambda: module(config, rngs=nnx.Rngs(0)))
-    rename = native_to_diffusers if native else (lambda n: n)
-    return write_weights(source, rules, expected, out, record, rename=rename, overwrite=overwrite)
+    expected = expected_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
+    return write_weights(source, RULES, expected, out, record, rename=source_names(source), overwrite=overwrite)
 
 
-def _arguments(parser) -> None:
+def add_dit_arguments(parser) -> None:
     parser.add_argument(
         "--param-dtype",
         default="float32",
@@ -251,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(
         "python -m convert_weights.wan_dit",
         __doc__,
-        _arguments,
+        add_dit_arguments,
         lambda a: convert_dit(a.src, a.out, param_dtype=a.param_dtype, head_dim=a.head_dim, overwrite=a.overwrite),
         argv,
     )

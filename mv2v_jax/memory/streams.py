@@ -10,6 +10,7 @@ the same `TokenSequence` whatever the conditioning scheme.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
 import einops
@@ -23,6 +24,11 @@ ROLES = ("target", "input", "memory")
 BASE_PATCH = (1, 2, 2)
 
 
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["latents", "frame_times", "camera", "valid", "rope_keep"],
+    meta_fields=["role", "patch"],
+)
 @dataclasses.dataclass(frozen=True)
 class Stream:
     """One latent video on its way into the DiT.
@@ -34,6 +40,8 @@ class Stream:
       frame_times: `[F]` or `[B, F]` temporal RoPE index of each latent frame; default `0..F-1`.
       camera: `[B, F, 12]` per-frame flattened 3x4 extrinsics, or None.
       valid: `[B]` bool; False makes the whole stream padding (segment 0). Default all valid.
+      rope_keep: `[B]` bool; False gives the example's tokens position 0 on every axis, i.e. no
+        rotation (RoPE dropout, memory.hierarchical_rope). Default all kept.
     """
 
     latents: jax.Array
@@ -42,12 +50,11 @@ class Stream:
     frame_times: jax.Array | None = None
     camera: jax.Array | None = None
     valid: jax.Array | None = None
+    rope_keep: jax.Array | None = None
 
     def __post_init__(self):
         if self.role not in ROLES:
             raise ValueError(f"stream role {self.role!r} is not one of {ROLES}")
-        if self.latents.ndim != 5:
-            raise ValueError(f"stream latents must be [B, F, H, W, C], got shape {self.latents.shape}")
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -59,12 +66,16 @@ class Stream:
 
 @dataclasses.dataclass(frozen=True)
 class StreamSlice:
-    """Where a stream's tokens sit in the packed sequence (static)."""
+    """Where a stream's tokens sit in the packed sequence (static): `grid` (F, H, W) tokens from `start`.
+
+    `merged` marks memory frames already merged inside the DiT (memory.merging); they are not merged again.
+    """
 
     role: str
     start: int
     grid: tuple[int, int, int]
     patch: tuple[int, int, int]
+    merged: bool = False
 
     @property
     def stop(self) -> int:
@@ -90,7 +101,10 @@ def stream_positions(stream: Stream, base_patch: tuple[int, int, int] = BASE_PAT
     t = jnp.broadcast_to(times[:, :, None, None], (b, f, h, w))
     hh = jnp.broadcast_to(jnp.asarray(rows, jnp.float32)[None, None, :, None], (b, f, h, w))
     ww = jnp.broadcast_to(jnp.asarray(cols, jnp.float32)[None, None, None, :], (b, f, h, w))
-    return einops.rearrange(jnp.stack([t, hh, ww], -1), "b f h w c -> b (f h w) c")
+    positions = einops.rearrange(jnp.stack([t, hh, ww], -1), "b f h w c -> b (f h w) c")
+    if stream.rope_keep is not None:
+        positions = jnp.where(jnp.asarray(stream.rope_keep)[:, None, None], positions, 0.0)
+    return positions
 
 
 def pack_streams(
@@ -115,6 +129,8 @@ def pack_streams(
     tokens, positions, segments, cameras, layout = [], [], [], [], []
     start = 0
     for stream in streams:
+        if stream.latents.ndim != 5:
+            raise ValueError(f"{stream.role} stream latents must be [B, F, H, W, C], got shape {stream.latents.shape}")
         if stream.patch not in tokenizers:
             raise ValueError(f"no tokenizer for patch {stream.patch}; have {sorted(tokenizers)}")
         if stream.latents.shape[0] != batch:

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mv2v_jax.config import dataclass_from_config
 from mv2v_jax.models.wan.attention import AttentionConfig, attention
 from mv2v_jax.models.wan.rope import Rope3D, apply_rope
 from mv2v_jax.models.wan.sequence import BlockAdapter, BlockHook, BlockState, TokenSequence
@@ -78,16 +79,7 @@ class WanDiTConfig:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> WanDiTConfig:
         """From an ml_collections ConfigDict / dict; an unknown key is an error that names it."""
-        config = dict(config.items())
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown DiT config keys {unknown}; known keys: {sorted(known)}")
-        if "attention" in config and not isinstance(config["attention"], AttentionConfig):
-            config["attention"] = AttentionConfig(**dict(config["attention"].items()))
-        if "patch_size" in config:
-            config["patch_size"] = tuple(config["patch_size"])
-        return cls(**config)
+        return dataclass_from_config(cls, config, "DiT", {"attention": AttentionConfig})
 
     @property
     def head_dim(self) -> int:
@@ -260,15 +252,21 @@ class WanBlock(nnx.Module):
             rngs, nnx.initializers.normal(d**-0.5), (1, 6, d), (None, "modulation", "embed"), dtype
         )
 
+    def _modulation(self, state: BlockState) -> list[jax.Array]:
+        """The six float32 modulation vectors, each `[B, 1, D]` or per token `[B, N, D]`."""
+        mod = self.modulation[...].astype(jnp.float32)
+        mod = mod + state.modulation if state.modulation.ndim == 3 else mod[None] + state.modulation
+        return [m.squeeze(-2) if m.ndim == 4 else m for m in jnp.split(mod, 6, axis=-2)]
+
+    def attention_input(self, state: BlockState) -> jax.Array:
+        """The modulated self-attention input `LN(x) (1 + scale) + shift` `[B, N, D]` (compute dtype)."""
+        shift, scale = self._modulation(state)[:2]
+        return _modulate(state.x, shift, scale, self.config.eps, self.config.compute_dtype)
+
     def __call__(self, state: BlockState, context: jax.Array, adapter: BlockAdapter | None = None) -> jax.Array:
         """Returns the new residual stream `[B, N, D]` float32; `context` is the embedded text."""
         cfg, dtype = self.config, self.config.compute_dtype
-        mod = self.modulation[...].astype(jnp.float32)
-        mod = mod + state.modulation if state.modulation.ndim == 3 else mod[None] + state.modulation
-        shift, scale, gate, c_shift, c_scale, c_gate = jnp.split(mod, 6, axis=-2)
-        shift, scale, gate, c_shift, c_scale, c_gate = (
-            m.squeeze(-2) if m.ndim == 4 else m for m in (shift, scale, gate, c_shift, c_scale, c_gate)
-        )
+        shift, scale, gate, c_shift, c_scale, c_gate = self._modulation(state)
         x = state.x
 
         h = _modulate(x, shift, scale, cfg.eps, dtype)
@@ -420,6 +418,7 @@ class WanDiT(nnx.Module):
         rope_cos, rope_sin = self.rope.cos_sin(seq.positions)
         state = BlockState(
             x=constrain(seq.tokens.astype(jnp.float32), ("act_batch", "act_length", "act_embed")),
+            positions=seq.positions,
             rope_cos=rope_cos,
             rope_sin=rope_sin,
             segment_ids=seq.segment_ids.astype(jnp.int32),

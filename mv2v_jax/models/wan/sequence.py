@@ -46,11 +46,12 @@ class BlockState:
     """What flows from block to block, and what a between-block hook may rewrite.
 
     A hook that changes the number of tokens (merging) must change every per-token field alike:
-    `x`, `rope_cos`/`rope_sin`, `segment_ids`, per-token `modulation` and `features`. It must leave the
+    `x`, `positions` with `rope_cos`/`rope_sin`, `segment_ids`, per-token `modulation` and `features`. It must leave the
     target tokens (the first `num_target`) where they are.
 
     Attributes:
       x: `[B, N, D]` float32 residual stream.
+      positions: `[B, N, 3]` RoPE positions (a hook that moves tokens recomputes `rope_cos`/`rope_sin`).
       rope_cos, rope_sin: `[B, N, head_dim // 2]`.
       segment_ids: `[B, N]` int32.
       modulation: `[B, 6, D]`, or `[B, N, 6, D]` with per-token timesteps; float32.
@@ -60,6 +61,7 @@ class BlockState:
     """
 
     x: jax.Array
+    positions: jax.Array
     rope_cos: jax.Array
     rope_sin: jax.Array
     segment_ids: jax.Array

@@ -1,0 +1,34 @@
+"""Convert LucyEdit into a MemoryDiT weights directory (long video editing).
+
+    python -m convert_weights.lucy_edit SRC OUT [--param-dtype bfloat16]
+
+SRC is the `transformer` folder of decart-ai/Lucy-Edit-Dev (a diffusers WanTransformer3DModel of
+Wan2.2-TI2V-5B shape with 96 input channels: 48 noisy + 48 condition). No camera layers; the dynamic
+tokenizers and mergers are derived (convert_weights.memory_dit). For the plain DiT alone,
+`python -m convert_weights.wan_dit` takes the same folder.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from convert_weights.common import run_cli
+from convert_weights.memory_dit import convert_memory_dit
+from convert_weights.wan_dit import add_dit_arguments
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(
+        "python -m convert_weights.lucy_edit",
+        __doc__,
+        add_dit_arguments,
+        lambda a: convert_memory_dit(
+            a.src, a.out, camera=False, param_dtype=a.param_dtype, head_dim=a.head_dim, overwrite=a.overwrite
+        ),
+        argv,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Wan DiT checkpoints -> MemoryDiT weights directories (the shared part of recammaster / lucy_edit).
+
+The checkpoint fills the base DiT (`dit/...`, diffusers or native Wan names, as convert_weights.wan_dit)
+and, for ReCamMaster, the per-block camera layers (`blocks.N.cam_encoder`, `blocks.N.projector` ->
+`camera/...`). The memory modules the checkpoint does not have are derived: the coarse tokenizers by
+tiling and averaging the converted patch embedding (memory.tokenizers), the mergers at their initial
+values (plain averaging). Training then starts from a model that already behaves like its base.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from convert_weights.common import CONV3D, LINEAR, Rule, expected_params, prefixed, write_weights
+from convert_weights.sources import TensorSource
+from convert_weights.wan_dit import BLOCK, RULES, is_native, read_architecture, source_names
+from mv2v_jax.memory.merging import TokenMerger
+from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
+from mv2v_jax.memory.tokenizers import DynamicTokenizers
+from mv2v_jax.models.wan.dit import ARCH_FIELDS, PatchEmbed, WanDiTConfig
+from mv2v_jax.models.weights import flatten_paths
+
+CAMERA_RULES: tuple[Rule, ...] = (
+    Rule(BLOCK + r"cam_encoder\.weight", "camera/cam_encoder/kernel", LINEAR),
+    Rule(BLOCK + r"cam_encoder\.bias", "camera/cam_encoder/bias"),
+    Rule(BLOCK + r"projector\.weight", "camera/projector/kernel", LINEAR),
+    Rule(BLOCK + r"projector\.bias", "camera/projector/bias"),
+)
+
+
+def initial_memory_modules(source: TensorSource, config: MemoryConfig) -> dict[tuple[str, ...], np.ndarray]:
+    """Tokenizers from the checkpoint's patch embedding, mergers at their initialisation."""
+    rngs = nnx.Rngs(0)
+    base = PatchEmbed(config.dit.patch_size, config.dit.in_channels, config.dit, rngs)
+    names = {source_names(source)(n): n for n in source.names()}
+    base.kernel[...] = CONV3D.apply(source.read(names["patch_embedding.weight"])).astype(np.float32)
+    base.bias[...] = source.read(names["patch_embedding.bias"]).astype(np.float32)
+    modules = {"tokenizers": DynamicTokenizers(base, config.dit, config.tokenizers, rngs)}
+    modules |= {
+        f"mergers/block{i}": TokenMerger(config.dit, config.merge, rngs)
+        for i in config.merge.block_indices(config.dit.num_layers)
+    }
+    params = {}
+    for prefix, module in modules.items():
+        for path, value in flatten_paths(nnx.to_pure_dict(nnx.state(module))).items():
+            params[(*prefix.split("/"), *path)] = np.asarray(value, np.dtype(config.dit.param_dtype))
+    return params
+
+
+def convert_memory_dit(
+    src: str | Path,
+    out: str | Path,
+    *,
+    camera: bool,
+    memory: Mapping[str, Any] | None = None,
+    param_dtype: str = "float32",
+    head_dim: int = 128,
+    overwrite: bool = False,
+) -> Path:
+    """Converts `src` into a MemoryDiT weights directory; `memory` overrides the tokenizer / merge config."""
+    src = Path(src)
+    source = TensorSource(src)
+    dit = WanDiTConfig.from_config(read_architecture(src, source, head_dim) | {"param_dtype": param_dtype})
+    config = MemoryConfig.from_config({"dit": dit, "camera": camera, **(memory or {})})
+    expected = expected_params(lambda: MemoryDiT(config, rngs=nnx.Rngs(0)))
+    from_checkpoint = {p: s for p, s in expected.items() if p[0] in ("dit", "camera")}
+    native = is_native(source.names())
+    record = {
+        "model": "MemoryDiT",
+        "architecture": {k: getattr(dit, k) for k in ARCH_FIELDS},
+        "memory": {
+            "camera": camera,
+            "tokenizers": dataclasses.asdict(config.tokenizers),
+            "merge": dataclasses.asdict(config.merge),
+        },
+        "derived": "tokenizers tile-averaged from the patch embedding; mergers at initialisation",
+        "source": {"path": str(src.resolve()), "format": "native" if native else "diffusers"},
+    }
+    return write_weights(
+        source,
+        prefixed(RULES, "dit") + (CAMERA_RULES if camera else ()),
+        from_checkpoint,
+        out,
+        record,
+        rename=source_names(source),
+        overwrite=overwrite,
+        derived=lambda: initial_memory_modules(source, config),
+    )

@@ -1,0 +1,34 @@
+"""Convert a ReCamMaster checkpoint into a MemoryDiT weights directory (novel view synthesis).
+
+    python -m convert_weights.recammaster SRC OUT [--param-dtype bfloat16]
+
+SRC is ReCamMaster's released DiT (`step20000.ckpt`, a torch state dict of DiffSynth's WanModel:
+native Wan names plus `blocks.N.cam_encoder` and `blocks.N.projector`), or a folder holding it next
+to the Wan2.1-T2V-1.3B `config.json`. Without a config the architecture is read off the tensor shapes.
+The dynamic tokenizers and mergers are derived (convert_weights.memory_dit).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from convert_weights.common import run_cli
+from convert_weights.memory_dit import convert_memory_dit
+from convert_weights.wan_dit import add_dit_arguments
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(
+        "python -m convert_weights.recammaster",
+        __doc__,
+        add_dit_arguments,
+        lambda a: convert_memory_dit(
+            a.src, a.out, camera=True, param_dtype=a.param_dtype, head_dim=a.head_dim, overwrite=a.overwrite
+        ),
+        argv,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

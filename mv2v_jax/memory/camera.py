@@ -1,0 +1,77 @@
+"""Camera conditioning: ReCamMaster's per-block camera encoder and projector, per video.
+
+ReCamMaster (KwaiVGI/ReCamMaster, diffsynth/models/wan_video_dit.py `DiTBlock.forward`) adds to every
+Wan block a camera encoder `Linear(12, dim)` (zero-initialised) whose output is added to the modulated
+self-attention input, and a projector `Linear(dim, dim)` (identity-initialised) on the self-attention
+output. It embeds only the target trajectory and tiles it over the source frames. Memory-V2V gives
+every video its own trajectory instead: each token gets the embedding of its own video's camera at its
+own frame (`Stream.camera`, carried per token as `features["camera"]`). With zero-initialised encoders
+and identity projectors the adapter is the identity, so the model is plain Wan.
+
+Camera inputs are ReCamMaster's: frame i's camera-to-world pose expressed in the reference camera's
+frame, `W2C_ref @ C2W_i`, top three rows flattened row-major (12 numbers), in OpenCV axes (x right,
+y down, z forward: ReCamMaster's column permutation `[1, 2, 0, 3]` with the y flip turns its Unreal
+Engine matrices into exactly that) with translations in metres (its `/ 100`). The reference is the
+target's first frame at inference (so the target's first pose is the identity).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mv2v_jax.models.wan.dit import WanDiTConfig, dense
+from mv2v_jax.models.wan.sequence import BlockState
+
+CAMERA_DIM = 12
+
+
+def to_4x4(extrinsics: np.ndarray) -> np.ndarray:
+    """`[..., 3, 4]` -> `[..., 4, 4]` with the row [0, 0, 0, 1]."""
+    bottom = np.broadcast_to(np.array([0.0, 0.0, 0.0, 1.0]), (*extrinsics.shape[:-2], 1, 4))
+    return np.concatenate([extrinsics, bottom], axis=-2)
+
+
+def relative_poses(w2c: np.ndarray, reference_w2c: np.ndarray) -> np.ndarray:
+    """ReCamMaster's camera input for a trajectory.
+
+    Args:
+      w2c: `[..., F, 3, 4]` world-to-camera extrinsics, OpenCV axes.
+      reference_w2c: `[..., 3, 4]` the reference camera (the target's first frame).
+    Returns:
+      `[..., F, 12]` float32: `(W2C_ref @ C2W_i)[:3, :]` flattened row-major.
+    """
+    w2c = to_4x4(np.asarray(w2c, np.float64))
+    reference = to_4x4(np.asarray(reference_w2c, np.float64))
+    relative = reference[..., None, :, :] @ np.linalg.inv(w2c)
+    return relative[..., :3, :].reshape(*relative.shape[:-2], CAMERA_DIM).astype(np.float32)
+
+
+class CameraLayer(nnx.Module):
+    """One block's camera encoder and projector (the `BlockAdapter` the DiT scans with its blocks)."""
+
+    def __init__(self, config: WanDiTConfig, rngs: nnx.Rngs):
+        dim = config.dim
+        self.cam_encoder = dense(CAMERA_DIM, dim, ("in", "embed"), config, rngs, nnx.initializers.zeros_init())
+        self.projector = dense(dim, dim, ("mlp", "embed"), config, rngs, lambda k, s, d: jnp.eye(s[0], s[1], dtype=d))
+
+    def modulated_input(self, h: jax.Array, state: BlockState) -> jax.Array:
+        """`h + cam_encoder(camera)` per token."""
+        camera = state.features["camera"].astype(h.dtype)
+        return h + self.cam_encoder(camera).astype(h.dtype)
+
+    def attention_output(self, y: jax.Array, state: BlockState) -> jax.Array:
+        return self.projector(y)
+
+
+def camera_adapter(config: WanDiTConfig, rngs: nnx.Rngs) -> CameraLayer:
+    """`num_layers` camera layers stacked on a leading axis, like `WanDiT.blocks`."""
+
+    @nnx.split_rngs(splits=config.num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def make(rngs: nnx.Rngs) -> CameraLayer:
+        return CameraLayer(config, rngs)
+
+    return make(rngs)
