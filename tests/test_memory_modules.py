@@ -282,3 +282,40 @@ def test_merge_blocks_scale_with_depth():
     assert MergeConfig().block_indices(30) == (10, 20)
     assert MergeConfig().block_indices(6) == (2, 4)
     assert merged_grid(30, 52, 0.5) == (21, 37)
+
+
+def test_turn_cost_follows_the_tokens_the_model_actually_sees(rng):
+    from mv2v_jax.memory.budget import block_flops, turn_cost
+    from mv2v_jax.memory.merging import merge_hooks
+    from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
+
+    model = MemoryDiT(MemoryConfig(dit=CONFIG), rngs=nnx.Rngs(0))
+
+    merges = merge_hooks({int(k.removeprefix("block")): m for k, m in model.mergers.items()}, 0.5, model.dit.rope, 0.5)
+    seen = {}
+
+    def recorder(inner=None):
+        def hook(state, block, index):
+            state = inner(state, block, index) if inner else state
+            seen[index] = state.x.shape[1]
+            return state
+
+        return hook
+
+    hooks = {i: recorder(merges.get(i)) for i in range(CONFIG.num_layers)}
+    seq = pack_streams(
+        recammaster_streams(
+            *[jnp.asarray(rng.standard_normal((2, 2, 8, 8, 4)), jnp.float32)] * 2,
+            None,
+            MemoryBatch(jnp.zeros((2, 4, 2, 16, 16, 4)), jnp.ones((2, 4), bool), jnp.zeros((2, 4), jnp.int32)),
+            tokenizers=model.config.tokenizers,
+        ),
+        model.tokenizers.mapping(model.dit.patch_embedding),
+    )
+    model.dit(seq, jnp.array([1.0, 2.0]), jnp.zeros((2, 3, 8)), hooks=hooks)
+    cost = turn_cost(seq.layout, CONFIG, 3, model.config.merge, 0.5)
+    assert cost.tokens_per_block == tuple(seen[i] for i in range(CONFIG.num_layers))
+    assert cost.tokens_per_block[0] > cost.tokens_per_block[-1]
+    assert cost.flops > sum(block_flops(n, 3, CONFIG) for n in cost.tokens_per_block)  # plus responsiveness
+    no_merge = turn_cost(seq.layout, CONFIG, 3)
+    assert no_merge.flops == CONFIG.num_layers * block_flops(seq.tokens.shape[1], 3, CONFIG)
