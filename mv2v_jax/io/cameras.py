@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mv2v_jax.io.images import atomic_output
+from mv2v_jax.io.atomic import atomic_output
 
 Convention = Literal["w2c", "c2w"]
 Axes = Literal["opencv", "opengl"]

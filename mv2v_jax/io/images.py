@@ -1,51 +1,19 @@
-"""Images people look at: contact sheets of video frames, written as PNG; and atomic file output."""
+"""Images people look at: contact sheets of video frames, written as PNG."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from mv2v_jax.io.atomic import atomic_output
+
 # Columns of a contact sheet when no frame indices are given: enough to see the motion of an
 # 81-frame clip, small enough to open at 832 pixels a frame.
 SHEET_COLUMNS = 8
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary path beside `path` (same suffix) to write to; renames it over `path` on success.
-
-    The temporary file is fsynced before the rename and the folder after it, so a crash or an
-    exception at any point leaves either the old file or the complete new one at `path`, never a
-    half-written one; on an exception the temporary file is removed. A process killed outright may
-    leave the hidden temporary `.{name}.*.tmp{suffix}` beside `path`, never a partial `path`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def to_uint8(frames: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:

@@ -26,7 +26,7 @@ Writing (`write_video`) makes mp4 (or mov/mkv) files: H.264 (`libx264`, CRF 18, 
 PyAV build has it, else MPEG-4 Part 2 (`mpeg4`, qscale 2, yuv420p) in the same container;
 `lossless=True` writes exact RGB with `libx264rgb` at QP 0. yuv420p needs even sizes: an odd
 height or width is padded by repeating the last row or column (so the file is one pixel larger).
-The file appears atomically (`images.atomic_output`): a failure leaves the destination as it was.
+The file appears atomically (`io.atomic.atomic_output`): a failure leaves the destination as it was.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from mv2v_jax.io.images import atomic_output, to_uint8
+from mv2v_jax.io.atomic import atomic_output
+from mv2v_jax.io.images import to_uint8
 
 Sampling = Literal["first", "uniform"]
 

@@ -22,16 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mv2v_jax.io.cameras import invert_pose, to_4x4
 from mv2v_jax.models.wan.dit import WanDiTConfig, dense
 from mv2v_jax.models.wan.sequence import BlockState
 
 CAMERA_DIM = 12
-
-
-def to_4x4(extrinsics: np.ndarray) -> np.ndarray:
-    """`[..., 3, 4]` -> `[..., 4, 4]` with the row [0, 0, 0, 1]."""
-    bottom = np.broadcast_to(np.array([0.0, 0.0, 0.0, 1.0]), (*extrinsics.shape[:-2], 1, 4))
-    return np.concatenate([extrinsics, bottom], axis=-2)
 
 
 def relative_poses(w2c: np.ndarray, reference_w2c: np.ndarray) -> np.ndarray:
@@ -43,9 +38,9 @@ def relative_poses(w2c: np.ndarray, reference_w2c: np.ndarray) -> np.ndarray:
     Returns:
       `[..., F, 12]` float32: `(W2C_ref @ C2W_i)[:3, :]` flattened row-major.
     """
-    w2c = to_4x4(np.asarray(w2c, np.float64))
+    c2w = to_4x4(invert_pose(np.asarray(w2c, np.float64)))
     reference = to_4x4(np.asarray(reference_w2c, np.float64))
-    relative = reference[..., None, :, :] @ np.linalg.inv(w2c)
+    relative = reference[..., None, :, :] @ c2w
     return relative[..., :3, :].reshape(*relative.shape[:-2], CAMERA_DIM).astype(np.float32)
 
 

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from mv2v_jax.io.atomic import atomic_output, fsync_path
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, state_shardings
 
 CONFIG_FILE = "config.json"
@@ -57,28 +58,9 @@ def flatten_paths(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str
     return flat
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Writes JSON to a temporary file beside `path`, fsyncs it, renames it over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 class WeightsWriter:
@@ -186,7 +168,7 @@ class WeightsWriter:
             shutil.rmtree(old)
         else:
             os.replace(self._tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_path(self.path.parent)
         self._committed = True
         return self.path
 
