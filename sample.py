@@ -23,7 +23,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from mv2v_jax.diffusion.flow import euler_sample, euler_schedule
+from mv2v_jax.diffusion.samplers import denoise, make_sampler
 from mv2v_jax.io.images import contact_sheet, to_uint8, write_png
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig, load_dit
@@ -32,7 +32,7 @@ config_flags.DEFINE_config_file("config", "configs/wan_dit.py:tiny", "DiT preset
 flags.DEFINE_string("weights", None, "converted weights directory (convert_weights.wan_dit); default: random")
 flags.DEFINE_string("out", "outputs/demo", "output folder")
 flags.DEFINE_list("latent_shape", ["5", "16", "24"], "latent frames, height, width")
-flags.DEFINE_integer("steps", 10, "Euler steps")
+flags.DEFINE_integer("steps", 10, "UniPC steps")
 flags.DEFINE_float("shift", 5.0, "sigma shift (Wan T2V: 5.0)")
 flags.DEFINE_integer("seed", 0, "noise seed")
 FLAGS = flags.FLAGS
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
         dit = nnx.merge(graphdef, state)
         return dit(pack_streams([Stream(x)], {cfg.patch_size: dit.patch_embedding}), t, context)
 
-    latents = euler_sample(lambda x, t: velocity(state, x, t), noise, euler_schedule(FLAGS.steps, FLAGS.shift))
+    latents = denoise(lambda x, t: velocity(state, x, t), noise, make_sampler("unipc", FLAGS.steps, FLAGS.shift))
     latents = np.asarray(latents[0])
 
     out = Path(FLAGS.out)

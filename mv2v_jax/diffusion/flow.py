@@ -1,28 +1,32 @@
 """Rectified flow as Wan trains and samples it (../shared/wan_spec.md §5).
 
-Noising `x_sigma = (1 - sigma) x0 + sigma eps`; the model predicts the velocity `eps - x0` at
-DiT timestep `sigma * 1000`; sampling schedules are shifted by `sigma' = s sigma / (1 + (s - 1) sigma)`.
+Noising `x_sigma = (1 - sigma) x0 + sigma eps`; the model predicts the velocity `eps - x0` at DiT
+timestep `sigma * 1000`; schedules are shifted by `sigma' = s sigma / (1 + (s - 1) sigma)`, which puts
+more of them at high noise for s > 1.
+
+Training sigmas (`sample_sigmas`): "uniform" (sigma ~ U(0, 1), then shifted; the default, the
+continuous form of ReCamMaster's uniform draw over its shifted 1000-step grid) or "logit_normal"
+(sigma = sigmoid(N(mean, std)), then shifted; SD3's choice). `loss_weight` offers ReCamMaster's
+bell-shaped weight over timesteps, or none.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
+
+TIMESTEP_SAMPLING = ("uniform", "logit_normal")
+LOSS_WEIGHTING = ("none", "recammaster")
 
 
-def shift_sigmas(sigmas: np.ndarray, shift: float) -> np.ndarray:
-    """`s sigma / (1 + (s - 1) sigma)`: more steps at high noise for s > 1."""
-    sigmas = np.asarray(sigmas, np.float64)
+def shift_sigmas(sigmas, shift: float):
+    """`s sigma / (1 + (s - 1) sigma)` (NumPy or JAX arrays)."""
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
 
 def add_noise(x0: jax.Array, noise: jax.Array, sigma: jax.Array) -> jax.Array:
-    """`(1 - sigma) x0 + sigma noise`, `sigma` broadcast from the batch axis."""
+    """`(1 - sigma) x0 + sigma noise`, `sigma` `[B]` broadcast over the rest."""
     sigma = sigma.reshape(sigma.shape + (1,) * (x0.ndim - sigma.ndim))
     return (1 - sigma) * x0 + sigma * noise
 
@@ -31,25 +35,28 @@ def velocity_target(x0: jax.Array, noise: jax.Array) -> jax.Array:
     return noise - x0
 
 
-def euler_schedule(steps: int, shift: float) -> np.ndarray:
-    """`steps + 1` sigmas from 1 to 0, shifted (DiffSynth / ReCamMaster's FlowMatchScheduler grid)."""
-    return np.append(shift_sigmas(np.linspace(1.0, 0.0, steps + 1)[:-1], shift), 0.0)
-
-
-def euler_sample(
-    velocity: Callable[[jax.Array, jax.Array], jax.Array],
-    noise: jax.Array,
-    sigmas: np.ndarray,
-    progress: bool = True,
+def sample_sigmas(
+    key: jax.Array, batch: int, shift: float, method: str = "uniform", mean: float = 0.0, std: float = 1.0
 ) -> jax.Array:
-    """Integrates `dx/dsigma = v(x, sigma * 1000)` from `sigmas[0]` to `sigmas[-1]` with Euler steps.
+    """`[B]` training noise levels in (0, 1), shifted."""
+    if method == "uniform":
+        u = jax.random.uniform(key, (batch,))
+    elif method == "logit_normal":
+        u = jax.nn.sigmoid(mean + std * jax.random.normal(key, (batch,)))
+    else:
+        raise ValueError(f"unknown timestep sampling {method!r}; choose one of {TIMESTEP_SAMPLING}")
+    return shift_sigmas(u, shift)
 
-    `velocity(x, timestep)` gets `timestep` of shape `[B]`; each step is one call.
-    """
-    x = noise
-    batch = noise.shape[0]
-    steps = list(itertools.pairwise(sigmas))
-    for sigma, sigma_next in tqdm(steps, desc="sampling", unit="step", disable=not progress):
-        v = velocity(x, jnp.full((batch,), sigma * 1000.0, jnp.float32))
-        x = x + (sigma_next - sigma) * v
-    return x
+
+def loss_weight(sigma: jax.Array, kind: str = "none") -> jax.Array:
+    """Per-example loss weight. "recammaster": `y = exp(-2 ((1000 sigma - 500) / 1000)^2)` normalised
+    as ReCamMaster does over its 1000-step shifted grid (mean weight 1 over that grid)."""
+    if kind == "none":
+        return jnp.ones_like(sigma)
+    if kind == "recammaster":
+        grid = shift_sigmas(np.linspace(1, 0, 1001)[:-1], 5.0) * 1000
+        y = np.exp(-2 * ((grid - 500) / 1000) ** 2)
+        low, total = y.min(), (y - y.min()).sum()
+        t = sigma * 1000
+        return (jnp.exp(-2 * ((t - 500) / 1000) ** 2) - low) * (1000 / total)
+    raise ValueError(f"unknown loss weighting {kind!r}; choose one of {LOSS_WEIGHTING}")
