@@ -32,3 +32,4 @@ test-slow: install
 
 bench: install
 	$(PY) bench/dit_forward.py
+	$(PY) bench/encoders.py

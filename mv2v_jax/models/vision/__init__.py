@@ -1,0 +1,1 @@
+"""Vision features: DINOv2 frame embeddings for retrieval."""
