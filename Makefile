@@ -33,3 +33,5 @@ test-slow: install
 bench: install
 	$(PY) bench/dit_forward.py
 	$(PY) bench/encoders.py
+	$(PY) bench/retrieval.py
+	$(PY) bench/memory_cost.py

@@ -13,6 +13,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# Every temporary starts with this, so a store can recognise (and remove) leftovers of a killed write.
+TEMPORARY_PREFIX = ".tmp-"
+
 
 def fsync_path(path: str | os.PathLike) -> None:
     """fsync a file or a folder (a folder's fsync makes a rename inside it durable)."""
@@ -30,11 +33,11 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     The temporary file is fsynced before the rename and the folder after it, so a crash or an
     exception at any point leaves either the old file or the complete new one at `path`, never a
     half-written one; on an exception the temporary file is removed. A process killed outright may
-    leave the hidden temporary `.{name}.*.tmp{suffix}` beside `path`, never a partial `path`.
+    leave the hidden temporary `.tmp-{name}.*{suffix}` beside `path`, never a partial `path`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMPORARY_PREFIX}{path.name}.", suffix=path.suffix)
     os.close(fd)
     tmp = Path(tmp)
     try:
