@@ -1,0 +1,1 @@
+"""Training data: procedural multi-camera scenes (`synthetic`) and TFDS dataset builders (`tfds`)."""
