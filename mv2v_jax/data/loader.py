@@ -1,0 +1,75 @@
+"""Training batches with grain: shard per process, shuffle, sample memory, batch, checkpoint the iterator.
+
+The source is any random-access sequence of scene records (a TFDS array_record data source, or a list
+in tests). Each process reads its own slice of the records (`records[process_index::process_count]`),
+shuffles it with the config's seed and repeats it; every element is turned into a training example by
+`data.memory_sampling` with an RNG that grain derives from (seed, element index), so an example is the
+same whether or not the run was interrupted. The iterator's state (a few integers) is saved with
+every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mv2v_jax.data.memory_sampling import MemorySampling, long_edit_example, nvs_example
+from mv2v_jax.memory.builders import MemoryBatch
+from mv2v_jax.train.step import TrainBatch
+
+EXAMPLES: dict[str, Callable[..., dict[str, np.ndarray]]] = {"nvs": nvs_example, "long_edit": long_edit_example}
+
+
+class _Decode(grain.transforms.Map):
+    """TFDS text features arrive as bytes; the rest as arrays."""
+
+    def map(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v.decode() if isinstance(v, bytes) else v for k, v in record.items()}
+
+
+@dataclasses.dataclass
+class _Sample(grain.transforms.RandomMap):
+    task: str
+    sampling: MemorySampling
+
+    def random_map(self, record: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return EXAMPLES[self.task](record, rng, self.sampling)
+
+
+def training_dataset(
+    records: Sequence[Mapping[str, Any]], task: str, sampling: MemorySampling, batch_size: int, seed: int
+) -> grain.IterDataset:
+    """Endless per-process batches of training examples (numpy dicts, batch-major)."""
+    if task not in EXAMPLES:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(EXAMPLES)}")
+    if len(records) == 0:
+        raise ValueError("the training source has no records")
+    dataset = grain.MapDataset.source(records)[jax.process_index() :: jax.process_count()]
+    dataset = dataset.seed(seed).shuffle().repeat().map(_Decode()).random_map(_Sample(task, sampling))
+    return dataset.batch(batch_size, drop_remainder=True).to_iter_dataset()
+
+
+def to_train_batch(batch: Mapping[str, np.ndarray], sharding: Callable[[np.ndarray], Any] | None = None) -> TrainBatch:
+    """A numpy batch -> `TrainBatch` of device arrays (placed by `sharding(array)` when given)."""
+    put = (lambda a: jax.device_put(a, sharding(a))) if sharding else jnp.asarray
+    camera = batch.get("memory_camera")
+    memory = MemoryBatch(
+        latents=put(batch["memory_latents"]),
+        valid=put(batch["memory_valid"]),
+        turns=put(batch["memory_turns"]),
+        camera=None if camera is None else put(camera),
+    )
+    target_camera = batch.get("target_camera")
+    return TrainBatch(
+        target=put(batch["target"]),
+        inputs=put(batch["inputs"]),
+        context=put(batch["context"]),
+        memory=memory,
+        target_camera=None if target_camera is None else put(target_camera),
+    )

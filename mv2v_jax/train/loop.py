@@ -1,0 +1,255 @@
+"""The training loop: model and mesh set-up, resumable steps, logging, validation, checkpoints, export.
+
+    state = train(config, workdir, records, validation_records)
+
+Everything a step needs to be reproduced is a function of (config seed, step): the per-step PRNG key
+is `fold_in(seed, step)`, the step's static variant comes from a NumPy generator seeded the same way,
+and the data iterator is restored with the checkpoint. So a run killed at any point and resumed gives
+the same losses as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from mv2v_jax.data.loader import to_train_batch, training_dataset
+from mv2v_jax.data.memory_sampling import MemorySampling, step_variant
+from mv2v_jax.io.images import contact_sheet, to_uint8, write_png
+from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
+from mv2v_jax.models.weights import WeightsWriter, flatten_paths
+from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, use_mesh
+from mv2v_jax.train.checkpoint import Checkpointer, abstract_like
+from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
+from mv2v_jax.train.step import StepVariant, TrainState, loss_fn, train_step
+
+
+def build_model(config: Mapping[str, Any], mesh: jax.sharding.Mesh) -> MemoryDiT:
+    """From converted weights (`config.init_weights`) straight into the mesh, or initialised at random."""
+    if config.get("init_weights"):
+        return load_memory_dit(config["init_weights"], mesh, **dict(config.get("runtime", {})))
+    model = MemoryDiT(MemoryConfig.from_config(config["model"]), rngs=nnx.Rngs(config["seed"]))
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, jax.device_put(state, state_shardings(state, mesh, config["mesh_rules"])))
+
+
+def export_weights(model_state: nnx.State, config: MemoryConfig, path: Path, record: Mapping[str, Any]) -> Path:
+    """Writes a weights directory `load_memory_dit` reads (parameters gathered to the host one by one)."""
+    import dataclasses
+
+    from mv2v_jax.models.wan.dit import ARCH_FIELDS
+
+    with WeightsWriter(path, overwrite=True) as writer:
+        for name, value in flatten_paths(nnx.to_pure_dict(model_state)).items():
+            writer.write(name, np.asarray(jax.device_get(value)))
+        return writer.commit(
+            {
+                "model": "MemoryDiT",
+                "architecture": {k: getattr(config.dit, k) for k in ARCH_FIELDS},
+                "memory": {
+                    "camera": config.camera,
+                    "tokenizers": dataclasses.asdict(config.tokenizers),
+                    "merge": dataclasses.asdict(config.merge),
+                },
+                **record,
+            }
+        )
+
+
+class _Log:
+    """JSON lines and TensorBoard event files (process 0 only)."""
+
+    def __init__(self, workdir: Path):
+        self.enabled = jax.process_index() == 0
+        if self.enabled:
+            from tensorboardX import SummaryWriter
+
+            self.jsonl = (workdir / "metrics.jsonl").open("a")
+            self.tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.jsonl.flush()
+        for name, value in metrics.items():
+            self.tensorboard.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            self.tensorboard.close()
+
+
+def train(
+    config: Mapping[str, Any],
+    workdir: str | Path,
+    records: Sequence[Mapping[str, Any]],
+    validation_records: Sequence[Mapping[str, Any]] | None = None,
+    on_step: Callable[[int, dict[str, jax.Array]], None] | None = None,
+) -> dict[str, float]:
+    """Trains for `config.steps` steps (resuming from `workdir` if it has checkpoints).
+
+    `on_step(step, metrics)` runs after every step (custom monitoring). Returns the last logged metrics.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    devices = jax.devices()[: config["mesh_devices"] or None]  # 0: every device
+    mesh = make_mesh(dict(config["mesh"]), devices)
+    rules = config["mesh_rules"]
+    sampling = MemorySampling(**dict(config["memory_sampling"]))
+    optimizer = make_optimizer(dict(config["optimizer"]))
+    trainable = trainable_filter(list(config["trainable"]))
+    step_config = dict(config["step"])
+    batch_size = config["batch_size"]
+
+    with use_mesh(mesh, rules):
+        model = build_model(config, mesh)
+        graphdef, params = nnx.split(model)
+        paper_tokenizers = model.config.tokenizers
+        trainable_params, _ = nnx.split_state(params, trainable, ...)
+        if not jax.tree.leaves(trainable_params):
+            raise ValueError(f"no parameter matches the trainable patterns {list(config['trainable'])}")
+        opt_state = jax.jit(optimizer.init)(trainable_params)
+        ema = trainable_params if step_config.get("ema_decay") else None
+        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, ema=ema)
+        # Donation needs one buffer per leaf; initialisation can share them (tied init values, the EMA
+        # starting as the parameters, identical optimizer zeros), so every leaf gets its own copy.
+        state = jax.tree.map(lambda x: x.copy(), state)
+        dataset = training_dataset(
+            records, step_config["task"], sampling, batch_size // jax.process_count(), config["seed"]
+        )
+        iterator = iter(dataset)
+        checkpointer = Checkpointer(workdir / "checkpoints", keep=config["keep_checkpoints"])
+        if checkpointer.latest is not None:
+            state = checkpointer.restore(abstract_like(state), iterator)
+            print(f"resumed from step {int(state.step)} in {checkpointer.directory}")
+        shard = functools.partial(batch_sharding, mesh, rules=rules)
+        steps_fns: dict[StepVariant, Any] = {}
+
+        def step_fn(variant: StepVariant):
+            if variant not in steps_fns:
+                steps_fns[variant] = jax.jit(
+                    functools.partial(
+                        train_step,
+                        graphdef=graphdef,
+                        trainable=trainable,
+                        optimizer=optimizer,
+                        variant=variant,
+                        config=step_config,
+                    ),
+                    donate_argnums=0,
+                )
+            return steps_fns[variant]
+
+        validation = None
+        if validation_records:
+            val_data = training_dataset(
+                validation_records, step_config["task"], sampling, batch_size, config["seed"] + 1
+            )
+            validation = to_train_batch(next(iter(val_data)), lambda a: shard(a.ndim))
+            val_variant = StepVariant(paper_tokenizers, None)
+
+            @jax.jit
+            def validation_loss(params, batch):
+                trainable_part, frozen = nnx.split_state(params, trainable, ...)
+                return loss_fn(
+                    trainable_part, frozen, graphdef, batch, jax.random.key(config["seed"]), val_variant, step_config
+                )[0]
+
+        log = _Log(workdir)
+        key = jax.random.key(config["seed"])
+        start, total = int(state.step), config["steps"]
+        metrics: dict[str, float] = {}
+        progress = tqdm(
+            range(start, total),
+            initial=start,
+            total=total,
+            desc="training",
+            unit="step",
+            disable=jax.process_index() != 0,
+        )
+        tick = time.perf_counter()
+        tokens_seen = 0
+        for step in progress:
+            rng = np.random.default_rng([config["seed"], step])
+            variant = StepVariant(*step_variant(rng, sampling, paper_tokenizers))
+            batch = to_train_batch(next(iterator), lambda a: shard(a.ndim))
+            state, step_metrics = step_fn(variant)(state, batch, jax.random.fold_in(key, step))
+            tokens_seen += int(np.prod(batch.target.shape[:-1])) // 4  # target tokens of the global batch
+            done = step + 1
+            if on_step is not None:
+                on_step(done, step_metrics)
+            if done % config["log_every"] == 0 or done == total:
+                metrics = {k: float(v) for k, v in step_metrics.items()}
+                elapsed = time.perf_counter() - tick
+                metrics |= {"steps_per_s": config["log_every"] / elapsed, "target_tokens_per_s": tokens_seen / elapsed}
+                tick, tokens_seen = time.perf_counter(), 0
+                log.write(done, metrics)
+                progress.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['target_tokens_per_s']:.0f}")
+            val_loss = None
+            if validation is not None and (done % config["eval_every"] == 0 or done == total):
+                val_loss = float(validation_loss(state.params, validation))
+                log.write(done, {"val_loss": val_loss})
+            if done % config["checkpoint_every"] == 0 or done == total:
+                checkpointer.save(done, state, iterator, val_loss)
+        checkpointer.wait()
+        if int(state.step) == total:
+            final = (
+                nnx.merge_state(state.ema, nnx.split_state(state.params, trainable, ...)[1])
+                if state.ema
+                else (state.params)
+            )
+            export_weights(
+                final, model.config, workdir / "weights", {"trained": {"steps": total, "ema": state.ema is not None}}
+            )
+            if validation is not None:
+                samples = sample_validation(
+                    graphdef,
+                    final if state.ema else state.params,
+                    validation,
+                    step_config,
+                    paper_tokenizers,
+                    config["eval_sampling_steps"],
+                )
+                write_png(
+                    workdir / f"validation_{total}.png",
+                    contact_sheet(
+                        [
+                            to_uint8(np.asarray(validation.target[0, ..., :3])),
+                            to_uint8(np.asarray(samples[0, ..., :3])),
+                        ],
+                        labels=["ground truth latents", "sampled latents"],
+                    ),
+                )
+        checkpointer.close()
+        log.close()
+    return metrics
+
+
+def sample_validation(graphdef, params, batch, step_config, tokenizers, steps: int) -> np.ndarray:
+    """Samples the validation batch's targets with memory (UniPC, `steps` steps): `[B, T, H, W, C]` latents."""
+    from mv2v_jax.diffusion.samplers import UniPCSampler, denoise
+    from mv2v_jax.memory.builders import lucy_edit_streams, recammaster_streams
+
+    @jax.jit
+    def velocity(x, t):
+        model = nnx.merge(graphdef, params)
+        if step_config["task"] == "nvs":
+            streams = recammaster_streams(x, batch.inputs, batch.target_camera, batch.memory, tokenizers=tokenizers)
+        else:
+            streams = lucy_edit_streams(x, batch.inputs, batch.memory, tokenizers=tokenizers)
+        return model(streams, t, batch.context)
+
+    noise = jax.random.normal(jax.random.key(0), batch.target.shape)
+    return np.asarray(denoise(velocity, noise, UniPCSampler(steps, step_config["shift"]), progress=False))

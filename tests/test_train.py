@@ -1,0 +1,137 @@
+"""Training: the loss falls, sharded and single-device steps agree, and a killed run resumes exactly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from train_fixtures import latent_scene, micro_config
+
+from mv2v_jax.data.loader import to_train_batch, training_dataset
+from mv2v_jax.data.memory_sampling import MemorySampling
+from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
+from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, use_mesh
+from mv2v_jax.train.loop import train
+from mv2v_jax.train.step import StepVariant, loss_fn
+
+
+def losses(workdir: Path) -> dict[int, float]:
+    """Loss per step from metrics.jsonl (a resumed run's later line for a step wins)."""
+    out = {}
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            out[record["step"]] = record["loss"]
+    return out
+
+
+def test_loss_falls_and_the_weights_export(tmp_path):
+    records = [latent_scene(i) for i in range(6)]
+    train(micro_config(), tmp_path, records, validation_records=[latent_scene(100)])
+    curve = losses(tmp_path)
+    assert len(curve) == 60
+    first, last = np.mean([curve[s] for s in range(1, 11)]), np.mean([curve[s] for s in range(51, 61)])
+    assert last < 0.8 * first, (first, last)
+    model = load_memory_dit(tmp_path / "weights")
+    assert model.config.dit.num_layers == 3
+    assert (tmp_path / "validation_60.png").exists() and (tmp_path / "tensorboard").is_dir()
+    val = [
+        json.loads(line)["val_loss"]
+        for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+        if "val_loss" in line
+    ]
+    assert len(val) == 3 and all(np.isfinite(val))
+
+
+def test_sharded_and_single_device_losses_agree():
+    config = micro_config()
+    model = MemoryDiT(MemoryConfig.from_config(config["model"]), rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    data = training_dataset(
+        [latent_scene(i) for i in range(4)], "nvs", MemorySampling(**config["memory_sampling"]), 8, seed=0
+    )
+    batch = next(iter(data))
+    variant = StepVariant(model.config.tokenizers, 0.5)
+    results = {}
+    for name, shape in (("single", {"data": 1}), ("sharded", {"data": 2, "fsdp": 2, "tensor": 2})):
+        devices = jax.devices()[:1] if name == "single" else jax.devices()
+        mesh = make_mesh(shape, devices)
+        with use_mesh(mesh, config["mesh_rules"]):
+            sharded_params = jax.device_put(params, state_shardings(params, mesh, config["mesh_rules"]))
+            device_batch = to_train_batch(batch, lambda a, mesh=mesh: batch_sharding(mesh, a.ndim))
+
+            @jax.jit
+            def loss(p, b):
+                return loss_fn(p, nnx.State({}), graphdef, b, jax.random.key(3), variant, config["step"])[0]
+
+            results[name] = float(loss(sharded_params, device_batch))
+    assert results["single"] == pytest.approx(results["sharded"], rel=1e-5)
+
+
+CHILD = """
+import sys, time, pickle
+sys.path.insert(0, sys.argv[3])
+from train_fixtures import latent_scene, micro_config
+from mv2v_jax.train.loop import train
+config = micro_config(steps=int(sys.argv[2]), checkpoint_every=4, eval_every=1000)
+train(config, sys.argv[1], [latent_scene(i) for i in range(6)], on_step=lambda step, m: time.sleep(float(sys.argv[4])))
+"""
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    steps = 16
+    tests = str(Path(__file__).parent)
+    # The three processes compile the same steps: share them through JAX's persistent cache.
+    env = dict(
+        os.environ,
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+    reference = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "reference"), str(steps), tests, "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    run = tmp_path / "killed"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(run), str(steps), tests, "0.5"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "4").is_dir() and time.time() < deadline:
+        time.sleep(0.1)
+    assert (run / "checkpoints" / "4").is_dir(), "no checkpoint appeared"
+    time.sleep(1.0)  # mid-way between checkpoints
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    killed_at = max(losses(run))
+    assert killed_at < steps, "the run finished before it could be killed"
+
+    resumed = subprocess.run(
+        [sys.executable, "-c", CHILD, str(run), str(steps), tests, "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from step" in resumed.stdout
+    want, got = losses(tmp_path / "reference"), losses(run)
+    assert sorted(got) == list(range(1, steps + 1))
+    for step in range(killed_at - 2, steps + 1):
+        assert got[step] == pytest.approx(want[step], rel=1e-6, abs=1e-7), step
+    assert (run / "weights" / "config.json").exists()
