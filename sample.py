@@ -1,13 +1,21 @@
-"""Sample from a Wan DiT: `python sample.py --out outputs/demo`.
+"""Multi-turn video editing with memory, from the command line; the session persists between runs.
 
-What exists so far is the text-to-video DiT (issue A); the VAE, text encoder, memory and the
-multi-turn pipelines arrive with later issues. Until a trained checkpoint ships, this runs the tiny
-preset with RANDOM weights and says so: it exercises the real model and sampler end to end and
-writes the sampled latents (`latents.npy`) and a contact sheet of their first three channels per
-frame (`latents.png`).
+    # novel view synthesis: each turn a new camera trajectory of the same source video
+    python sample.py --config configs/tiny_nvs.py --task nvs --session outputs/room \
+        --video room.mp4 --camera pan_left
+    python sample.py --config configs/tiny_nvs.py --task nvs --session outputs/room --camera orbit_right
+    python sample.py --config configs/tiny_nvs.py --task nvs --session outputs/room --turns turns.json
 
-    python sample.py --config configs/wan_dit.py:tiny --out outputs/demo
-    python sample.py --weights converted/wan2.1-t2v-1.3b --out outputs/t2v --latent_shape 21,60,104
+    # long video editing: the whole video, segment by segment
+    python sample.py --config configs/X.py --task long_edit --session outputs/edit --video long.mp4 \
+        --prompt "make it winter"
+
+`--camera` is a preset name (pipelines.presets: pan_left, pan_right, tilt_up, tilt_down, zoom_in,
+zoom_out, translate_*, arc_*, orbit_*) or a camera file (io.cameras: ReCamMaster JSON with
+`--camera_index`, our trajectory JSON, or .npy/.json matrices with `--camera_convention`).
+`--turns` is a JSON list of {"camera": ..., "prompt": ..., "seed": ...} run in order. Each turn
+writes an mp4, a contact sheet and a JSON record under `<session>/turns/`. Configuration lives in the
+config file's `sample` section (pipelines.build); override fields with --config.sample.x=y.
 """
 
 from __future__ import annotations
@@ -16,69 +24,120 @@ import json
 import sys
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from absl import app, flags
-from flax import nnx
+from absl import app, flags, logging
 from ml_collections import config_flags
+from tqdm import tqdm
 
-from mv2v_jax.diffusion.samplers import denoise, make_sampler
-from mv2v_jax.io.images import contact_sheet, to_uint8, write_png
-from mv2v_jax.memory.streams import Stream, pack_streams
-from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig, load_dit
+from mv2v_jax.io.cameras import CameraError, read_cameras
+from mv2v_jax.io.video import VideoError, read_all_frames, read_video
+from mv2v_jax.pipelines.build import TASKS, build_pipeline, session_config
+from mv2v_jax.pipelines.nvs import describe
+from mv2v_jax.pipelines.presets import AMOUNTS, preset_trajectory
+from mv2v_jax.pipelines.session import Session, SessionError
+from mv2v_jax.retrieval.bank import BankError
 
-config_flags.DEFINE_config_file("config", "configs/wan_dit.py:tiny", "DiT preset used when --weights is not given.")
-flags.DEFINE_string("weights", None, "converted weights directory (convert_weights.wan_dit); default: random")
-flags.DEFINE_string("out", "outputs/demo", "output folder")
-flags.DEFINE_list("latent_shape", ["5", "16", "24"], "latent frames, height, width")
-flags.DEFINE_integer("steps", 10, "UniPC steps")
-flags.DEFINE_float("shift", 5.0, "sigma shift (Wan T2V: 5.0)")
-flags.DEFINE_integer("seed", 0, "noise seed")
+config_flags.DEFINE_config_file("config", None, "experiment config file with a `sample` section", lock_config=True)
+flags.DEFINE_enum("task", "nvs", TASKS, "nvs (novel view synthesis) or long_edit")
+flags.DEFINE_string("session", None, "session folder, created or resumed", required=True)
+flags.DEFINE_string("video", None, "source video (NVS: first turn of a session; long_edit: the long video)")
+flags.DEFINE_string("camera", None, "NVS: a preset trajectory name or a camera file")
+flags.DEFINE_string("camera_index", None, "which camera of a ReCamMaster camera_extrinsics.json (e.g. 3)")
+flags.DEFINE_enum("camera_convention", None, ["w2c", "c2w"], "matrices in a plain .npy/.json camera file")
+flags.DEFINE_enum("camera_axes", "opencv", ["opencv", "opengl"], "camera axes of a plain .npy/.json camera file")
+flags.DEFINE_string("prompt", "", "text prompt")
+flags.DEFINE_string("turns", None, "JSON list of turns: [{camera, prompt, seed}]")
+flags.DEFINE_integer("seed", 0, "noise seed (turn i of --turns without its own seed: seed + i)")
 FLAGS = flags.FLAGS
+
+
+def load_camera(spec: str, frames: int):
+    """A preset name or a camera file -> w2c `[frames, 3, 4]`."""
+    if spec in AMOUNTS:
+        return preset_trajectory(spec, frames)
+    if not Path(spec).exists():
+        raise CameraError(f"{spec}: neither a camera preset ({', '.join(sorted(AMOUNTS))}) nor an existing file")
+    convention = FLAGS.camera_convention if spec.endswith((".npy", ".json")) and FLAGS.camera_convention else None
+    trajectory = read_cameras(
+        spec,
+        camera=FLAGS.camera_index,
+        convention=convention,
+        axes=FLAGS.camera_axes if convention else None,
+        num_frames=frames,
+    )
+    return trajectory.w2c
+
+
+def turn_specs() -> list[dict]:
+    if FLAGS.turns:
+        turns = json.loads(Path(FLAGS.turns).read_text())
+        if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+            raise ValueError(f"{FLAGS.turns}: expected a JSON list of objects with camera / prompt / seed")
+        return [{"prompt": FLAGS.prompt, "seed": FLAGS.seed + i} | t for i, t in enumerate(turns)]
+    return [{"camera": FLAGS.camera, "prompt": FLAGS.prompt, "seed": FLAGS.seed}]
+
+
+def run_nvs(sample, session_path: Path) -> None:
+    video = sample["video"]
+    frames = video["frames"]
+    turns = turn_specs()
+    for turn in turns:  # every camera is checked before anything is loaded or written
+        if not turn.get("camera"):
+            raise CameraError("each NVS turn needs a camera (--camera, or 'camera' in --turns)")
+        turn["w2c"] = load_camera(turn["camera"], frames)
+    source = None
+    if FLAGS.video:
+        source = read_video(FLAGS.video, frames, (video["height"], video["width"])).frames
+    pipeline = build_pipeline(sample, "nvs")
+    session = Session(session_path, "nvs", session_config(sample, "nvs"))
+    try:
+        if source is not None and session.meta.get("source_video") not in (None, FLAGS.video):
+            raise SessionError(f"session {session_path} edits {session.meta['source_video']}, not {FLAGS.video}")
+        for turn in tqdm(turns, desc="turns", unit="turn", disable=len(turns) == 1):
+            record = pipeline.run_turn(
+                session,
+                turn["w2c"],
+                turn["prompt"],
+                turn["seed"],
+                source,
+                FLAGS.video or "",
+                video["fps"],
+                str(turn["camera"]),
+            )
+            print(describe(record))
+    finally:
+        session.close()
+
+
+def run_long_edit(sample, session_path: Path) -> None:
+    if not FLAGS.video:
+        raise VideoError("long_edit needs --video, the long video to edit")
+    video = sample["video"]
+    clip = read_all_frames(FLAGS.video, (video["height"], video["width"]))
+    pipeline = build_pipeline(sample, "long_edit")
+    session = Session(session_path, "long_edit", session_config(sample, "long_edit"))
+    try:
+        for record in pipeline.run(session, clip.frames, FLAGS.prompt, FLAGS.seed, video["fps"], FLAGS.video):
+            print(
+                f"segment {record['segment']}: memory {[p['segment'] for p in record['retrieved']]} -> "
+                f"{record['files']['video']}"
+            )
+        if (session.path / "edited.mp4").exists():
+            print(f"wrote {session.path / 'edited.mp4'}")
+    finally:
+        session.close()
 
 
 def main(argv: list[str]) -> int:
     del argv
-    if FLAGS.weights:
-        model = load_dit(FLAGS.weights)
-        source = FLAGS.weights
-    else:
-        model = WanDiT(WanDiTConfig.from_config(FLAGS.config), rngs=nnx.Rngs(FLAGS.seed))
-        source = "RANDOM WEIGHTS"
-        print("NOTE: no trained checkpoint is shipped yet: this DiT has RANDOM weights, so the output is noise-like.")
-    cfg = model.config
-    frames, height, width = (int(v) for v in FLAGS.latent_shape)
-    key = jax.random.key(FLAGS.seed)
-    noise = jax.random.normal(key, (1, frames, height, width, cfg.out_channels))
-    # No text encoder yet: an all-zero prompt embedding, as Wan pads unused text positions.
-    context = jnp.zeros((1, 8, cfg.text_dim))
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def velocity(state, x, t):
-        dit = nnx.merge(graphdef, state)
-        return dit(pack_streams([Stream(x)], {cfg.patch_size: dit.patch_embedding}), t, context)
-
-    latents = denoise(lambda x, t: velocity(state, x, t), noise, make_sampler("unipc", FLAGS.steps, FLAGS.shift))
-    latents = np.asarray(latents[0])
-
-    out = Path(FLAGS.out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "latents.npy", latents)
-    write_png(out / "latents.png", contact_sheet([to_uint8(latents[..., :3])]))
-    (out / "run.json").write_text(
-        json.dumps(
-            {
-                "weights": source,
-                "latent_shape": list(latents.shape),
-                "steps": FLAGS.steps,
-                "shift": FLAGS.shift,
-                "seed": FLAGS.seed,
-            }
-        )
-    )
-    print(f"wrote {out}/latents.npy, {out}/latents.png, {out}/run.json ({source})")
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    if FLAGS.config is None or "sample" not in FLAGS.config:
+        print("error: --config must name an experiment config with a `sample` section", file=sys.stderr)
+        return 1
+    try:
+        (run_nvs if FLAGS.task == "nvs" else run_long_edit)(FLAGS.config.sample, Path(FLAGS.session))
+    except (ValueError, FileNotFoundError, BankError) as e:  # VideoError, CameraError, SessionError, ...
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -143,14 +143,7 @@ def read_video(
     """
     path = Path(path)
     check_num_frames(num_frames)
-    if path.is_dir():
-        source: _Source = _FrameFolder(path)
-    elif not path.exists():
-        raise VideoError(f"{path}: no such file or folder")
-    elif path.stat().st_size == 0:
-        raise VideoError(f"{path}: the file is empty (0 bytes)")
-    else:
-        source = _Container(path)
+    source = _open(path)
     total = source.total
     indices = sample_indices(num_frames, total, sampling, stride, start)
     needed = num_frames if sampling == "uniform" else indices[-1] + 1
@@ -161,6 +154,28 @@ def read_video(
         )
     frames = [frame if size is None else resize_center_crop(frame, size) for frame in source.frames(indices)]
     return VideoClip(np.stack(frames), source.fps, total, tuple(indices), path)
+
+
+def read_all_frames(path: str | os.PathLike, size: tuple[int, int] | None = (480, 832)) -> VideoClip:
+    """Every frame of a video (any count), resized and centre-cropped like `read_video`: for long
+    videos that are cut into model-sized segments later."""
+    path = Path(path)
+    source = _open(path)
+    if source.total == 0:
+        raise VideoError(f"{path}: the video has no frames")
+    indices = list(range(source.total))
+    frames = [frame if size is None else resize_center_crop(frame, size) for frame in source.frames(indices)]
+    return VideoClip(np.stack(frames), source.fps, source.total, tuple(indices), path)
+
+
+def _open(path: Path) -> _Source:
+    if path.is_dir():
+        return _FrameFolder(path)
+    if not path.exists():
+        raise VideoError(f"{path}: no such file or folder")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: the file is empty (0 bytes)")
+    return _Container(path)
 
 
 class _Source(Protocol):

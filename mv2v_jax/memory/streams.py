@@ -58,10 +58,11 @@ class Stream:
 
     @property
     def grid(self) -> tuple[int, int, int]:
-        """Token grid `(F, H, W)` after patching."""
+        """Token grid `(F, H, W)` after patching (a partial patch at the end of an axis counts: coarse
+        tokenizers pad)."""
         _, f, h, w, _ = self.latents.shape
         pt, ph, pw = self.patch
-        return f // pt, h // ph, w // pw
+        return -(-f // pt), -(-h // ph), -(-w // pw)
 
 
 @dataclasses.dataclass(frozen=True)

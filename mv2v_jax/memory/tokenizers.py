@@ -71,7 +71,7 @@ class DynamicTokenizers(nnx.Module):
         self.config = config
         embedders = {}
         for patch in config.patches:
-            embedder = PatchEmbed(patch, dit_config.in_channels, dit_config, rngs)
+            embedder = PatchEmbed(patch, dit_config.in_channels, dit_config, rngs, pad=True)
             embedder.kernel[...] = tile_average_kernel(base.kernel[...], base.patch, patch)
             embedder.bias[...] = base.bias[...]
             embedders[patch_name(patch)] = embedder

@@ -160,11 +160,16 @@ class PatchEmbed(nnx.Module):
     """Non-overlapping 3D patch embedding (a stride = kernel Conv3d) as one matmul.
 
     The kernel is stored in the Conv3d layout `[pt, ph, pw, C, D]`, so coarser tokenizers can be
-    initialised by resizing it.
+    initialised by resizing it. With `pad`, a grid that the patch does not divide is padded at the
+    end of each axis by repeating its last latent (Wan's 60 x 104 latents under a 1x8x8 patch); the
+    DiT's own embedding keeps `pad=False`, as the reference requires whole patches.
     """
 
-    def __init__(self, patch: tuple[int, int, int], channels: int, config: WanDiTConfig, rngs: nnx.Rngs):
+    def __init__(
+        self, patch: tuple[int, int, int], channels: int, config: WanDiTConfig, rngs: nnx.Rngs, pad: bool = False
+    ):
         self.patch = tuple(patch)
+        self.pad = pad
         fan_in = math.prod(patch) * channels
         # xavier over the flattened kernel, as Wan's init_weights does for its patch embedding.
         init = nnx.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=(0, 1, 2, 3), out_axis=4)
@@ -175,11 +180,14 @@ class PatchEmbed(nnx.Module):
         self.dtype = config.compute_dtype
 
     def __call__(self, latents: jax.Array) -> jax.Array:
-        """`[B, F, H, W, C]` -> `[B, F/pt, H/ph, W/pw, D]` float32."""
+        """`[B, F, H, W, C]` -> `[B, ceil(F/pt), ceil(H/ph), ceil(W/pw), D]` float32."""
         pt, ph, pw = self.patch
         _, f, h, w, _ = latents.shape
         if f % pt or h % ph or w % pw:
-            raise ValueError(f"latent grid {(f, h, w)} is not divisible by the patch {self.patch}")
+            if not self.pad:
+                raise ValueError(f"latent grid {(f, h, w)} is not divisible by the patch {self.patch}")
+            widths = [(0, 0), (0, -f % pt), (0, -h % ph), (0, -w % pw), (0, 0)]
+            latents = jnp.pad(latents, widths, mode="edge")
         patches = einops.rearrange(latents, "b (f p) (h q) (w r) c -> b f h w (p q r c)", p=pt, q=ph, r=pw).astype(
             self.dtype
         )

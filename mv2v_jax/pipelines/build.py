@@ -1,0 +1,112 @@
+"""Pipelines from an experiment config's `sample` section (what sample.py and the evaluation call).
+
+sample.weights        MemoryDiT weights directory (convert_weights.recammaster / lucy_edit, or train.py)
+sample.codec          {kind: "space_to_depth", spatial} | {kind: "wan_vae", weights}
+sample.text           {kind: "none"} | {kind: "umt5", weights, tokenizer, cache}
+sample.embedder       long edit: {kind: "dinov2", weights} | {kind: "dinov2_random", preset, seed}
+sample.video          frames, height, width, fps (what every turn's video is read and written at)
+sample.sampling       memory.pipelines.denoiser.SamplingConfig fields
+sample.retrieval      slots (the memory budget k), hfov_degrees, fov_radius
+sample.long_edit      segment_frames, overlap
+sample.runtime        DiT execution overrides (dtype, attention, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flax import nnx
+
+from mv2v_jax.config import dataclass_from_config
+from mv2v_jax.memory.model import load_memory_dit
+from mv2v_jax.models.codec import LatentCodec, SpaceToDepthCodec
+from mv2v_jax.pipelines.denoiser import SamplingConfig, TextConditioning
+from mv2v_jax.pipelines.long_edit import LongEditPipeline
+from mv2v_jax.pipelines.nvs import NVSPipeline
+from mv2v_jax.retrieval.fov import Intrinsics
+
+TASKS = ("nvs", "long_edit")
+
+
+def session_config(sample: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """What a session's stored outputs depend on (its hash guards the session): weights, codec,
+    retrieval geometry and video size. Sampler settings may change between turns."""
+    keys = ("weights", "codec", "retrieval", "video")
+    return {"task": task} | {k: _plain(sample[k]) for k in keys}
+
+
+def _plain(value: Any) -> Any:
+    return value.to_dict() if hasattr(value, "to_dict") else value
+
+
+def build_codec(config: Mapping[str, Any]) -> LatentCodec:
+    kind = config["kind"]
+    if kind == "space_to_depth":
+        return SpaceToDepthCodec(config["spatial"])
+    if kind == "wan_vae":
+        from mv2v_jax.models.wan.vae import WanVAECodec, load_vae
+
+        return WanVAECodec(load_vae(_existing(config["weights"], "VAE weights")))
+    raise ValueError(f"unknown codec kind {kind!r}; choose space_to_depth or wan_vae")
+
+
+def build_text(config: Mapping[str, Any], text_dim: int) -> TextConditioning:
+    kind = config["kind"]
+    if kind == "none":
+        return TextConditioning(text_dim=text_dim)
+    if kind == "umt5":
+        from mv2v_jax.models.text.umt5 import TextEncoder
+
+        encoder = TextEncoder(_existing(config["weights"], "umT5 weights"), config["tokenizer"], config.get("cache"))
+        return TextConditioning(encoder, text_dim)
+    raise ValueError(f"unknown text encoder kind {kind!r}; choose none or umt5")
+
+
+def build_embedder(config: Mapping[str, Any]):
+    """DINOv2 `frames -> [N, D]` for long-edit retrieval; "dinov2_random" is a randomly initialised
+    network of a preset (tests and the synthetic demo, where only similar-looking segments matter)."""
+    from mv2v_jax.config import load_config
+    from mv2v_jax.models.vision.dinov2 import Dinov2, Dinov2Config, embed_frames, load_dinov2
+
+    kind = config["kind"]
+    if kind == "dinov2":
+        model = load_dinov2(_existing(config["weights"], "DINOv2 weights"))
+    elif kind == "dinov2_random":
+        preset = load_config(f"configs/dinov2.py:{config['preset']}")
+        model = Dinov2(Dinov2Config.from_config(preset), rngs=nnx.Rngs(config["seed"]))
+    else:
+        raise ValueError(f"unknown embedder kind {kind!r}; choose dinov2 or dinov2_random")
+    return lambda frames: embed_frames(model, frames)
+
+
+def _existing(path: str, what: str) -> Path:
+    if not path or not Path(path).exists():
+        raise FileNotFoundError(f"{what} not found at {path!r}; convert them first (see README, Weights)")
+    return Path(path)
+
+
+def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEditPipeline:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    model = load_memory_dit(_existing(sample["weights"], "model weights"), **_plain(sample.get("runtime", {})))
+    codec = build_codec(sample["codec"])
+    text = build_text(sample["text"], model.config.dit.text_dim)
+    sampling = dataclass_from_config(SamplingConfig, sample["sampling"], "sample.sampling")
+    retrieval = sample["retrieval"]
+    if task == "nvs":
+        video = sample["video"]
+        intrinsics = Intrinsics.from_hfov(retrieval["hfov_degrees"], video["width"], video["height"])
+        return NVSPipeline(model, codec, sampling, intrinsics, retrieval["slots"], retrieval["fov_radius"], text)
+    edit = sample["long_edit"]
+    return LongEditPipeline(
+        model,
+        codec,
+        sampling,
+        build_embedder(sample["embedder"]),
+        retrieval["slots"],
+        edit["segment_frames"],
+        edit["overlap"],
+        text,
+    )

@@ -1,0 +1,123 @@
+"""What both pipelines share: text conditioning, guidance, one compiled velocity, the sampling loop.
+
+`Denoiser` wraps a `MemoryDiT` and a stream builder (the task's way of arranging the target, the
+user input and the memory). Its velocity, classifier-free guidance included (conditional and
+unconditional contexts as a batch of 2), is compiled once, ahead of time, on the first call: every
+turn of a session has the same shapes (a fixed memory budget), so later turns reuse it. The
+compilation time is kept apart from the sampling time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mv2v_jax.diffusion.samplers import denoise, make_sampler
+from mv2v_jax.memory.budget import TurnCost, turn_cost
+from mv2v_jax.memory.builders import MemoryBatch
+from mv2v_jax.memory.model import MemoryDiT
+from mv2v_jax.memory.streams import Stream, pack_streams
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """Attributes: sampler ("unipc" or "euler"), steps, shift, guidance (CFG scale; 1 = one pass),
+    keep_ratio (token merging's r at inference, None: off), negative_prompt."""
+
+    sampler: str = "unipc"
+    steps: int = 50
+    shift: float = 5.0
+    guidance: float = 5.0
+    keep_ratio: float | None = 0.5
+    negative_prompt: str = ""
+
+
+class TextConditioning:
+    """Prompt -> `[1, L, text_dim]` context. Without a text encoder every prompt is the zero context
+    (a model trained without text), and guidance has nothing to contrast."""
+
+    def __init__(self, encoder: Callable[[list[str]], np.ndarray] | None = None, text_dim: int = 4096):
+        self.encoder = encoder
+        self.zeros = jnp.zeros((1, 1, text_dim))
+
+    def __call__(self, prompt: str) -> jax.Array:
+        return self.zeros if self.encoder is None else jnp.asarray(self.encoder([prompt]))
+
+
+StreamBuilder = Callable[[jax.Array, jax.Array, jax.Array | None, MemoryBatch], list[Stream]]
+
+
+class Denoiser:
+    """Samples a turn's target latents from `MemoryDiT` with a task's `streams(x, inputs, camera, memory)`."""
+
+    def __init__(self, model: MemoryDiT, streams: StreamBuilder, sampling: SamplingConfig, text: TextConditioning):
+        self.model, self.streams, self.sampling, self.text = model, streams, sampling, text
+        self.graphdef, self.state = nnx.split(model)
+        self.guided = sampling.guidance != 1.0 and text.encoder is not None
+        self._compiled = None
+        self.compilations = 0
+        self._pending_compile = 0.0  # seconds of a compilation not yet reported
+
+    def _velocity(self, state, x, t, inputs, camera, memory, context):
+        model = nnx.merge(self.graphdef, state)
+        b = context.shape[0]  # 2 with guidance: conditional, then unconditional
+        repeat = lambda a: None if a is None else jnp.repeat(a, b, axis=0)
+        streams = self.streams(repeat(x), repeat(inputs), repeat(camera), jax.tree.map(repeat, memory))
+        v = model(streams, jnp.repeat(t, b), context, keep_ratio=self.sampling.keep_ratio)
+        return v if b == 1 else v[1:] + self.sampling.guidance * (v[:1] - v[1:])
+
+    def _call(self, *args) -> jax.Array:
+        if self._compiled is None:
+            start = time.perf_counter()
+            self._compiled = jax.jit(self._velocity).lower(self.state, *args).compile()
+            self._pending_compile = time.perf_counter() - start
+            self.compilations += 1
+        return self._compiled(self.state, *args)
+
+    def context(self, prompt: str) -> jax.Array:
+        context = self.text(prompt)
+        if self.guided:
+            context = jnp.concatenate([context, self.text(self.sampling.negative_prompt)], axis=0)
+        return context
+
+    def sample(
+        self,
+        inputs: jax.Array,
+        camera: jax.Array | None,
+        memory: MemoryBatch,
+        prompt: str,
+        seed: int,
+        shape: tuple[int, ...],
+    ) -> tuple[np.ndarray, float]:
+        """`[T, h, w, C]` sampled latents and the seconds spent compiling during this call."""
+        context = self.context(prompt)
+        noise = jax.random.normal(jax.random.key(seed), (1, *shape))
+        sampler = make_sampler(self.sampling.sampler, self.sampling.steps, self.sampling.shift)
+        latents = denoise(lambda x, t: self._call(x, t[:1], inputs, camera, memory, context), noise, sampler)
+        compiled, self._pending_compile = self._pending_compile, 0.0
+        return np.asarray(latents[0]), compiled
+
+    def cost(self, inputs: jax.Array, camera: jax.Array | None, memory: MemoryBatch, target_shape) -> TurnCost:
+        """Tokens per block and analytic FLOPs of one forward of this turn."""
+        x = jnp.zeros((1, *target_shape))
+        layout = pack_streams(
+            self.streams(x, inputs, camera, memory), self.model.tokenizers.mapping(self.model.dit.patch_embedding)
+        ).layout
+        text_len = int(self.context("").shape[1])
+        return turn_cost(layout, self.model.config.dit, text_len, self.model.config.merge, self.sampling.keep_ratio)
+
+    def record(self, cost: TurnCost, target_tokens: int) -> dict:
+        """The turn record's cost fields."""
+        return {
+            "tokens": {"target": target_tokens, "memory": cost.memory_tokens, "per_block": list(cost.tokens_per_block)},
+            "flops_per_forward": cost.flops,
+            "forwards": self.sampling.steps * (2 if self.guided else 1),
+            "sampling": dataclasses.asdict(self.sampling),
+            "compilations": self.compilations,
+        }

@@ -1,0 +1,183 @@
+"""Long video editing with memory: a video too long for the base model, edited segment by segment.
+
+The video is cut into segments of `segment_frames` frames (1 + 4k: 81 for LucyEdit) that overlap by
+`overlap` frames (default 0, independent windows: memory is what keeps them consistent). The last
+segment is aligned with the end of the video so no frame is dropped. Each segment is one turn:
+1. encode the source segment (the condition latents) and embed its frames with DINOv2, mean-pooled
+   (retrieval.similarity);
+2. retrieve the previous segment (always) and the most similar older segments by the cosine
+   similarity of their source embeddings;
+3. build LucyEdit's streams (memory.builders.lucy_edit_streams): `cat([noisy, condition])`, the
+   previous segment at RoPE frames T..2T-1, older ones on the band from 2T in reverse-chronological
+   order; memory latents are `cat([edited, source])` so they fill the same input channels;
+4. sample (with guidance when there is a text encoder), decode, store the segment in the bank, and
+   write its mp4, contact sheet and record.
+The edited segments are stitched into one video, cross-fading overlaps linearly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from mv2v_jax.io.video import write_video
+from mv2v_jax.memory.builders import MemoryBatch, lucy_edit_streams
+from mv2v_jax.memory.model import MemoryDiT
+from mv2v_jax.models.codec import LatentCodec
+from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
+from mv2v_jax.pipelines.session import Session, Stages
+from mv2v_jax.retrieval.bank import MemoryEntry
+from mv2v_jax.retrieval.similarity import segment_embedding, select_segments
+
+
+def segment_starts(num_frames: int, segment_frames: int, overlap: int = 0) -> list[int]:
+    """First frame of each segment; the last one ends at the video's end."""
+    if num_frames < segment_frames:
+        raise ValueError(f"the video has {num_frames} frames, fewer than one segment of {segment_frames}")
+    if not 0 <= overlap < segment_frames:
+        raise ValueError(f"segment overlap {overlap} must be in [0, {segment_frames})")
+    starts = list(range(0, num_frames - segment_frames + 1, segment_frames - overlap))
+    if starts[-1] + segment_frames < num_frames:
+        starts.append(num_frames - segment_frames)
+    return starts
+
+
+def stitch(segments: list[np.ndarray], starts: list[int], num_frames: int) -> np.ndarray:
+    """Places uint8 segments `[L, H, W, 3]` at their starts, cross-fading linearly where neighbours overlap."""
+    total = np.zeros((num_frames, *segments[0].shape[1:]), np.float64)
+    weight = np.zeros(num_frames, np.float64)
+    ends = [start + len(frames) for frames, start in zip(segments, starts, strict=True)]
+    for i, (frames, start) in enumerate(zip(segments, starts, strict=True)):
+        w = np.ones(len(frames))
+        if i > 0 and (n := ends[i - 1] - start) > 0:  # fade in over the previous segment's tail
+            w[:n] = np.linspace(0, 1, n + 2)[1:-1]
+        if i + 1 < len(segments) and (n := ends[i] - starts[i + 1]) > 0:  # fade out over the next one's head
+            w[-n:] = np.linspace(1, 0, n + 2)[1:-1]
+        total[start : ends[i]] += w[:, None, None, None] * frames
+        weight[start : ends[i]] += w
+    return np.clip(np.round(total / weight[:, None, None, None]), 0, 255).astype(np.uint8)
+
+
+class LongEditPipeline:
+    """Edits a long video segment by segment with a LucyEdit-style `MemoryDiT` (no camera layers)."""
+
+    def __init__(
+        self,
+        model: MemoryDiT,
+        codec: LatentCodec,
+        sampling: SamplingConfig,
+        embed_frames: Callable[[np.ndarray], np.ndarray],
+        slots: int,
+        segment_frames: int,
+        overlap: int = 0,
+        text: TextConditioning | None = None,
+    ):
+        if model.config.camera:
+            raise ValueError("long video editing takes a model without camera layers (convert_weights.lucy_edit)")
+        if model.config.dit.in_channels != 2 * codec.channels:
+            raise ValueError(
+                f"the model takes {model.config.dit.in_channels} input channels; LucyEdit-style editing "
+                f"needs 2 x the codec's {codec.channels} (noisy + condition)"
+            )
+        self.model, self.codec, self.embed_frames = model, codec, embed_frames
+        self.slots, self.segment_frames, self.overlap = slots, segment_frames, overlap
+        tokenizers = model.config.tokenizers
+        self.denoiser = Denoiser(
+            model,
+            lambda x, condition, _, memory: lucy_edit_streams(
+                x, condition, memory, tokenizers=tokenizers, reverse=True
+            ),
+            sampling,
+            text or TextConditioning(text_dim=model.config.dit.text_dim),
+        )
+
+    def retrieve(self, session: Session, query: np.ndarray, latent_shape) -> tuple[MemoryBatch, list]:
+        k = self.slots
+        latents = np.zeros((1, k, *latent_shape[:-1], 2 * latent_shape[-1]), np.float32)
+        valid, turns = np.zeros((1, k), bool), np.zeros((1, k), np.int32)
+        picked = []
+        entries = session.bank.entries()
+        if entries:
+            keys = np.stack([session.bank.load(e.entry_id, arrays=("embedding",)).embedding for e in entries])
+            selection = select_segments(jnp.asarray(query), jnp.asarray(keys), k)
+            for slot, row in enumerate(selection.rows()):
+                entry = session.bank.load(entries[row].entry_id)
+                latents[0, slot], valid[0, slot], turns[0, slot] = entry.latents, True, entry.turn
+                picked.append(
+                    {
+                        "slot": slot,
+                        "entry": entry.entry_id,
+                        "segment": entry.turn,
+                        "similarity": float(selection.scores[slot]),
+                    }
+                )
+        return MemoryBatch(jnp.asarray(latents), jnp.asarray(valid), jnp.asarray(turns)), picked
+
+    def run(
+        self, session: Session, video: np.ndarray, prompt: str, seed: int = 0, fps: float = 16.0, video_name: str = ""
+    ) -> list[dict[str, Any]]:
+        """Edits every segment the session has not done yet; returns their records and writes
+        `<session>/edited.mp4` once all are done."""
+        starts = segment_starts(video.shape[0], self.segment_frames, self.overlap)
+        if "segments" in session.meta and session.meta["segments"] != starts:
+            raise ValueError(
+                f"session {session.path} was cut into segments {session.meta['segments']}; this video "
+                f"gives {starts}: use the same video, segment length and overlap"
+            )
+        session.update(segments=starts, video=video_name, prompt=prompt)
+        records = []
+        for index in range(session.next_turn - 1, len(starts)):
+            records.append(self._segment(session, video, starts, index, prompt, seed + index, fps))
+        if session.next_turn - 1 == len(starts):
+            edited = [
+                self.codec.decode(session.bank.load(e.entry_id).latents[..., : self.codec.channels])
+                for e in sorted(session.bank.entries(), key=lambda e: e.turn)
+            ]
+            write_video(session.path / "edited.mp4", stitch(edited, starts, video.shape[0]), fps)
+        return records
+
+    def _segment(self, session, video, starts, index, prompt, seed, fps) -> dict[str, Any]:
+        stages = Stages()
+        turn = index + 1
+        frames = video[starts[index] : starts[index] + self.segment_frames]
+        with stages("encode"):
+            source = np.asarray(self.codec.encode(frames))
+            query = segment_embedding(frames, self.embed_frames)
+        with stages("retrieve"):
+            memory, picked = self.retrieve(session, query, source.shape)
+        condition = jnp.asarray(source)[None]
+        with stages("sample"):
+            latents, compiled = self.denoiser.sample(condition, None, memory, prompt, seed, source.shape)
+        stages.seconds["sample"] -= compiled
+        stages.seconds["compile"] = compiled
+        with stages("decode"):
+            output = self.codec.decode(latents)
+        with stages("store"):
+            entry_id = session.bank.add(
+                MemoryEntry(
+                    latents=np.concatenate([latents, source], -1),
+                    turn=turn,
+                    prompt=prompt,
+                    embedding=query,
+                    metadata={"start": starts[index]},
+                )
+            )
+        cost = self.denoiser.cost(condition, None, memory, source.shape)
+        record = {
+            "task": "long_edit",
+            "turn": turn,
+            "segment": index,
+            "start_frame": starts[index],
+            "entry": entry_id,
+            "prompt": prompt,
+            "seed": seed,
+            "retrieved": picked,
+            **self.denoiser.record(cost, int(np.prod(source.shape[:3])) // 4),
+            "seconds": {k: round(v, 3) for k, v in stages.seconds.items()},
+        }
+        return session.write_turn(
+            turn, output, fps, [frames, output], [f"source frames {starts[index]}+", f"edited segment {index}"], record
+        )

@@ -1,0 +1,171 @@
+"""Multi-turn novel view synthesis with memory: one turn = one new camera trajectory of the source video.
+
+A turn (`NVSPipeline.run_turn`):
+1. encode the user's source video (once per session; later turns reuse the stored latents);
+2. take the requested trajectory's cameras at the latent frames (every 4th of the 1 + 4k frames, as
+   ReCamMaster takes 21 of 81) and retrieve the top-k earlier outputs of the session by VideoFOV
+   against it (retrieval.fov; every pose relative to the target's first frame);
+3. build the streams (memory.builders.recammaster_streams): the source frame-concatenated after the
+   target, the retrieved memory in rank order (dynamic tokenizers by rank), hierarchical RoPE in
+   reverse-chronological order, each video with its own cameras relative to the target's first frame
+   (ReCamMaster's pose input: the target's first pose is the identity; translations in the scene's
+   units, metres for ReCamMaster, whose Unreal centimetres io.cameras divides by 100);
+4. sample (guidance when there is a text encoder) and decode;
+5. store the output's latents, cameras and FOV bitmask in the bank; write the mp4, contact sheet and
+   JSON record of the turn.
+
+Camera trajectories of a session share one world frame; named presets (pipelines.presets) start at
+the source video's first camera.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from mv2v_jax.memory.builders import MemoryBatch, recammaster_streams
+from mv2v_jax.memory.camera import relative_poses
+from mv2v_jax.memory.model import MemoryDiT
+from mv2v_jax.models.codec import TEMPORAL, LatentCodec
+from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
+from mv2v_jax.pipelines.session import Session, Stages
+from mv2v_jax.retrieval.bank import MemoryEntry
+from mv2v_jax.retrieval.fov import Intrinsics, fov_bitmask, retrieve_by_fov
+
+
+class NVSPipeline:
+    """Runs turns of a novel-view-synthesis session with a `MemoryDiT` that has camera layers."""
+
+    def __init__(
+        self,
+        model: MemoryDiT,
+        codec: LatentCodec,
+        sampling: SamplingConfig,
+        intrinsics: Intrinsics,
+        slots: int,
+        fov_radius: float = 1.0,
+        text: TextConditioning | None = None,
+    ):
+        if not model.config.camera:
+            raise ValueError("novel view synthesis needs a model with camera layers (convert_weights.recammaster)")
+        self.model, self.codec = model, codec
+        self.intrinsics, self.slots, self.fov_radius = intrinsics, slots, fov_radius
+        tokenizers = model.config.tokenizers
+        self.denoiser = Denoiser(
+            model,
+            lambda x, source, camera, memory: recammaster_streams(
+                x, source, camera, memory, tokenizers=tokenizers, reverse=True
+            ),
+            sampling,
+            text or TextConditioning(text_dim=model.config.dit.text_dim),
+        )
+
+    def retrieve(self, session: Session, target_cameras: np.ndarray, latent_shape) -> tuple[MemoryBatch, list]:
+        """The k most overlapping earlier outputs as a `MemoryBatch`, and what was picked with which scores."""
+        k = self.slots
+        latents = np.zeros((1, k, *latent_shape), np.float32)
+        cameras = np.zeros((1, k, latent_shape[0], 12), np.float32)
+        valid, turns = np.zeros((1, k), bool), np.zeros((1, k), np.int32)
+        picked = []
+        entries = session.bank.entries()
+        if entries:
+            keys = [session.bank.load(e.entry_id, arrays=("cameras", "fov")) for e in entries]
+            selection, scores = retrieve_by_fov(
+                target_cameras,
+                [e.cameras for e in keys],
+                k,
+                self.intrinsics,
+                self.fov_radius,
+                stored=[e.fov for e in keys],
+            )
+            for slot, row in enumerate(selection.rows()):
+                entry = session.bank.load(entries[row].entry_id)
+                latents[0, slot] = entry.latents
+                cameras[0, slot] = relative_poses(entry.cameras, target_cameras[0])
+                valid[0, slot], turns[0, slot] = True, entry.turn
+                picked.append(
+                    {
+                        "slot": slot,
+                        "entry": entry.entry_id,
+                        "turn": entry.turn,
+                        "score": float(scores.score[row]),
+                        "overlap": float(scores.overlap[row]),
+                        "containment": float(scores.containment[row]),
+                        "tokenizer": "x".join(map(str, self.model.config.tokenizers.patch_for_rank(slot))),
+                    }
+                )
+        memory = MemoryBatch(jnp.asarray(latents), jnp.asarray(valid), jnp.asarray(turns), jnp.asarray(cameras))
+        return memory, picked
+
+    def run_turn(
+        self,
+        session: Session,
+        target_w2c: np.ndarray,
+        prompt: str = "",
+        seed: int = 0,
+        source_frames: np.ndarray | None = None,
+        source_name: str = "",
+        fps: float = 16.0,
+        camera_name: str = "",
+    ) -> dict[str, Any]:
+        """One turn: `target_w2c` `[F, 3, 4]` per video frame; the source video is needed on the first turn."""
+        stages = Stages()
+        turn = session.next_turn
+        with stages("encode"):
+            if source_frames is not None and session.load_source() is None:
+                session.save_source(np.asarray(self.codec.encode(source_frames)), source_name)
+            source = session.load_source()
+        if source is None:
+            raise ValueError(f"session {session.path} has no source video yet: give one (--video) for its first turn")
+        frames = 1 + TEMPORAL * (source.shape[0] - 1)
+        if target_w2c.shape[0] != frames:
+            raise ValueError(
+                f"camera trajectory {camera_name} has {target_w2c.shape[0]} poses but the source video "
+                f"has {frames} frames"
+            )
+        target_cameras = np.asarray(target_w2c[::TEMPORAL], np.float64)
+        with stages("retrieve"):
+            memory, picked = self.retrieve(session, target_cameras, source.shape)
+        camera = jnp.asarray(relative_poses(target_cameras, target_cameras[0]))[None]
+        inputs = jnp.asarray(source)[None]
+        with stages("sample"):
+            latents, compiled = self.denoiser.sample(inputs, camera, memory, prompt, seed, source.shape)
+        stages.seconds["sample"] -= compiled
+        stages.seconds["compile"] = compiled
+        with stages("decode"):
+            output = self.codec.decode(latents)
+        with stages("store"):
+            fov = np.asarray(fov_bitmask(target_cameras, self.intrinsics, radius=self.fov_radius))
+            entry_id = session.bank.add(
+                MemoryEntry(
+                    latents=latents,
+                    turn=turn,
+                    prompt=prompt,
+                    cameras=target_cameras,
+                    fov=fov,
+                    metadata={"camera": camera_name},
+                )
+            )
+        cost = self.denoiser.cost(inputs, camera, memory, source.shape)
+        record = {
+            "task": "nvs",
+            "turn": turn,
+            "entry": entry_id,
+            "prompt": prompt,
+            "seed": seed,
+            "camera": camera_name,
+            "retrieved": picked,
+            **self.denoiser.record(cost, int(np.prod(source.shape[:3])) // 4),
+            "seconds": {k: round(v, 3) for k, v in stages.seconds.items()},
+        }
+        sheet = [self.codec.decode(source), output]
+        labels = [f"source {session.meta.get('source_video', '')}".strip(), f"turn {turn} {camera_name}".strip()]
+        return session.write_turn(turn, output, fps, sheet, labels, record)
+
+
+def describe(record: Mapping[str, Any]) -> str:
+    picked = ", ".join(f"turn {p['turn']} ({p['score']:.2f})" for p in record["retrieved"]) or "none"
+    return f"turn {record['turn']}: memory {picked}; seconds {record['seconds']} -> {record['files']['video']}"

@@ -1,0 +1,137 @@
+"""sample.py end to end with tiny random models: multi-turn NVS and long-edit sessions on disk,
+resumed by a second process, one compilation per session, and clear errors that leave a session as it was."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from mv2v_jax.data.synthetic import PRESETS, generate_scene
+from mv2v_jax.io.cameras import Trajectory, write_cameras
+from mv2v_jax.io.video import read_video, write_video
+from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
+from mv2v_jax.pipelines.presets import preset_trajectory
+from mv2v_jax.train.loop import export_weights
+
+ROOT = Path(__file__).parents[1]
+TINY = dict(dim=32, ffn_dim=64, num_heads=2, num_layers=3, text_dim=16, freq_dim=16)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sample")
+    for name, camera, channels in (("nvs", True, 48), ("long_edit", False, 96)):
+        config = MemoryConfig.from_config(dict(dit=TINY | dict(in_channels=channels, out_channels=48), camera=camera))
+        model = MemoryDiT(config, rngs=nnx.Rngs(0))
+        export_weights(nnx.state(model), config, tmp / f"{name}_weights", {})
+    scene = generate_scene(3, PRESETS["tiny"])  # 9 frames of 32 x 48
+    write_video(tmp / "source.mp4", scene["video"][0], 8, lossless=True)
+    write_video(tmp / "long.mp4", np.concatenate([scene["video"][v] for v in range(3)]), 8, lossless=True)  # 27
+    return tmp
+
+
+def sample(assets, *args, task="nvs"):
+    overrides = [
+        f"--config.sample.weights={assets / f'{task}_weights'}",
+        "--config.sample.video.frames=9",
+        "--config.sample.video.height=32",
+        "--config.sample.video.width=48",
+        "--config.sample.sampling.steps=2",
+        "--config.sample.long_edit.segment_frames=9",
+    ]
+    return subprocess.run(
+        [sys.executable, "sample.py", "--config", "configs/tiny_nvs.py", *overrides, "--task", task, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def records(session: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((session / "turns").glob("turn_*.json"))]
+
+
+def test_nvs_session_resumes_with_memory_and_compiles_once(assets, tmp_path):
+    session = tmp_path / "session"
+    turns = tmp_path / "turns.json"
+    turns.write_text(json.dumps([{"camera": "pan_left"}, {"camera": "pan_right"}, {"camera": "tilt_down"}]))
+    first = sample(assets, "--session", str(session), "--video", str(assets / "source.mp4"), "--turns", str(turns))
+    assert first.returncode == 0, first.stderr[-3000:]
+    # A second process: turn 4 looks where turn 2 looked, turn 5 where turn 1 did.
+    turns.write_text(json.dumps([{"camera": "pan_right"}, {"camera": "pan_left"}]))
+    second = sample(assets, "--session", str(session), "--turns", str(turns))
+    assert second.returncode == 0, second.stderr[-3000:]
+    made = records(session)
+    assert [r["turn"] for r in made] == [1, 2, 3, 4, 5]
+    assert made[0]["retrieved"] == [] and [p["turn"] for p in made[2]["retrieved"]] == [2, 1]
+    assert made[3]["retrieved"][0]["turn"] == 2 and made[3]["retrieved"][0]["score"] == pytest.approx(1.0)
+    assert made[4]["retrieved"][0]["turn"] == 1 and len(made[4]["retrieved"]) == 4
+    assert made[4]["compilations"] == 1 and made[3]["seconds"]["compile"] > 0 and made[4]["seconds"]["compile"] == 0
+    for record in made:
+        assert Path(record["files"]["video"]).exists() and Path(record["files"]["contact_sheet"]).exists()
+        assert record["tokens"]["target"] == 3 * 4 * 6 and record["flops_per_forward"] > 0
+    clip = read_video(made[-1]["files"]["video"], 9, None)
+    assert clip.frames.shape == (9, 32, 48, 3)
+
+
+def test_long_edit_session(assets, tmp_path):
+    session = tmp_path / "edit"
+    result = sample(
+        assets, "--session", str(session), "--video", str(assets / "long.mp4"), "--prompt", "winter", task="long_edit"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    made = records(session)
+    assert [r["segment"] for r in made] == [0, 1, 2] and [r["start_frame"] for r in made] == [0, 9, 18]
+    assert made[0]["retrieved"] == []
+    assert made[2]["retrieved"][0]["segment"] == 2 and {p["segment"] for p in made[2]["retrieved"]} == {1, 2}
+    edited = read_video(session / "edited.mp4", 25, None)  # 27 frames in all
+    assert edited.source_frames == 27
+    again = sample(assets, "--session", str(session), "--video", str(assets / "long.mp4"), task="long_edit")
+    assert again.returncode == 0 and len(records(session)) == 3  # nothing left to do
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_errors_are_clear_and_leave_the_session_untouched(assets, tmp_path):
+    session = tmp_path / "session"
+    ok = sample(assets, "--session", str(session), "--video", str(assets / "source.mp4"), "--camera", "pan_left")
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    before = snapshot(session)
+
+    unknown = sample(assets, "--session", str(session), "--camera", "barrel_roll")
+    assert unknown.returncode == 1 and "barrel_roll" in unknown.stderr and "pan_left" in unknown.stderr
+
+    cameras = tmp_path / "cameras.json"
+    write_cameras(cameras, Trajectory(preset_trajectory("pan_left", 13)))
+    wrong = sample(assets, "--session", str(session), "--camera", str(cameras))
+    assert wrong.returncode == 1 and "13 frames but 9 were asked for" in wrong.stderr
+
+    other = sample(assets, "--session", str(session), "--video", str(assets / "long.mp4"), task="long_edit")
+    assert other.returncode == 1 and "is a 'nvs' session, not 'long_edit'" in other.stderr
+
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "sample.py",
+            "--config",
+            "configs/tiny_nvs.py",
+            "--config.sample.weights=/nonexistent/weights",
+            "--session",
+            str(session),
+            "--camera",
+            "pan_left",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert missing.returncode == 1 and "model weights not found at '/nonexistent/weights'" in missing.stderr
+    assert snapshot(session) == before
