@@ -34,4 +34,5 @@ bench: install
 	$(PY) bench/dit_forward.py
 	$(PY) bench/encoders.py
 	$(PY) bench/retrieval.py
+	$(PY) bench/vae.py
 	$(PY) bench/memory_cost.py

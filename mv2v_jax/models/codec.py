@@ -12,7 +12,7 @@ has to get key frames right; the interpolation shows as blur in fast motion).
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Any, Protocol
 
 import einops
 import jax
@@ -71,3 +71,27 @@ class SpaceToDepthCodec:
             w = offset / TEMPORAL
             frames[i] = keys[k] if offset == 0 else (1 - w) * keys[k] + w * keys[k + 1]
         return np.clip(np.round((frames + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class WanVAECodec:
+    """A Wan VAE (models.wan.vae) as a codec: normalised posterior-mean latents, frames in [-1, 1]."""
+
+    vae: Any
+
+    @property
+    def channels(self) -> int:
+        return self.vae.config.z_dim
+
+    @property
+    def spatial(self) -> int:
+        return self.vae.config.spatial_compression
+
+    def encode(self, frames: np.ndarray) -> jax.Array:
+        check_frame_count(np.shape(frames)[0])
+        video = jnp.asarray(frames, jnp.float32)[None] / 127.5 - 1.0
+        return self.vae.encode(video)[0]
+
+    def decode(self, latents: jax.Array) -> np.ndarray:
+        video = np.asarray(self.vae.decode(jnp.asarray(latents)[None])[0])
+        return np.clip(np.round((video + 1.0) * 127.5), 0, 255).astype(np.uint8)

@@ -21,7 +21,7 @@ from flax import nnx
 
 from mv2v_jax.config import dataclass_from_config
 from mv2v_jax.memory.model import load_memory_dit
-from mv2v_jax.models.codec import LatentCodec, SpaceToDepthCodec
+from mv2v_jax.models.codec import LatentCodec, SpaceToDepthCodec, WanVAECodec
 from mv2v_jax.pipelines.denoiser import SamplingConfig, TextConditioning
 from mv2v_jax.pipelines.long_edit import LongEditPipeline
 from mv2v_jax.pipelines.nvs import NVSPipeline
@@ -46,7 +46,7 @@ def build_codec(config: Mapping[str, Any]) -> LatentCodec:
     if kind == "space_to_depth":
         return SpaceToDepthCodec(config["spatial"])
     if kind == "wan_vae":
-        from mv2v_jax.models.wan.vae import WanVAECodec, load_vae
+        from mv2v_jax.models.wan.vae import load_vae
 
         return WanVAECodec(load_vae(_existing(config["weights"], "VAE weights")))
     raise ValueError(f"unknown codec kind {kind!r}; choose space_to_depth or wan_vae")
