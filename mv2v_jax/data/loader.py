@@ -56,8 +56,13 @@ def training_dataset(
 
 
 def to_train_batch(batch: Mapping[str, np.ndarray], sharding: Callable[[np.ndarray], Any] | None = None) -> TrainBatch:
-    """A numpy batch -> `TrainBatch` of device arrays (placed by `sharding(array)` when given)."""
-    put = (lambda a: jax.device_put(a, sharding(a))) if sharding else jnp.asarray
+    """A numpy batch -> `TrainBatch` of device arrays (placed by `sharding(array)` when given); stored
+    float16 latents become float32, the parameters' precision (the model casts to its compute dtype)."""
+
+    def put(array: np.ndarray) -> jax.Array:
+        array = np.asarray(array, np.float32) if np.issubdtype(array.dtype, np.floating) else np.asarray(array)
+        return jax.device_put(array, sharding(array)) if sharding else jnp.asarray(array)
+
     camera = batch.get("memory_camera")
     memory = MemoryBatch(
         latents=put(batch["memory_latents"]),

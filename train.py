@@ -1,0 +1,45 @@
+"""Train Memory-V2V: `python train.py --config configs/tiny_nvs.py --workdir outputs/tiny_nvs`.
+
+The same command runs on one CPU, on one GPU, and on every host of a TPU pod (with `--distributed`,
+which calls `jax.distributed.initialize()`; each process then reads its own shard of the data and the
+mesh spans all devices). Training reads the experiment's latent dataset
+(`python -m mv2v_jax.data.encode_latents --config ...` makes it) and resumes from the newest
+checkpoint in `--workdir`. Outputs in the workdir: checkpoints/, metrics.jsonl, tensorboard/,
+validation PNGs, and weights/ (what sample.py loads) at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from mv2v_jax.data.encode_latents import open_latents
+from mv2v_jax.train.loop import train
+
+config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+flags.DEFINE_string("workdir", None, "where checkpoints, logs and the final weights go", required=True)
+flags.DEFINE_bool("distributed", False, "multi-host: call jax.distributed.initialize() first")
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    if FLAGS.distributed:
+        jax.distributed.initialize()
+    config = FLAGS.config
+    try:
+        splits = open_latents(config).as_data_source()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    metrics = train(config, FLAGS.workdir, splits["train"], splits.get("validation"))
+    print(f"done: {metrics}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))
