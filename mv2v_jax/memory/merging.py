@@ -30,7 +30,8 @@ import numpy as np
 from flax import nnx
 
 from mv2v_jax.memory.streams import StreamSlice
-from mv2v_jax.models.wan.dit import DTYPES, WanBlock, WanDiTConfig, dense
+from mv2v_jax.models.layers import DTYPES
+from mv2v_jax.models.wan.dit import WanBlock, WanDiTConfig, dense
 from mv2v_jax.models.wan.rope import Rope3D
 from mv2v_jax.models.wan.sequence import BlockState
 

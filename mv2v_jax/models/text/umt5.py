@@ -31,9 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mv2v_jax.config import dataclass_from_config
+from mv2v_jax.models.layers import DTYPES, check_dtypes, compute_dtype, param
 from mv2v_jax.models.text.prompt_cache import PromptCache
 from mv2v_jax.models.text.tokenizer import UMT5Tokenizer
-from mv2v_jax.models.wan.dit import DTYPES
 from mv2v_jax.parallel.mesh import constrain
 
 
@@ -54,26 +55,16 @@ class UMT5Config:
     dtype: str = "auto"  # compute dtype; "auto": float32 on CPU, bfloat16 on accelerators
 
     def __post_init__(self):
-        for name in ("param_dtype", "dtype"):
-            value = getattr(self, name)
-            if value not in DTYPES and not (name == "dtype" and value == "auto"):
-                raise ValueError(f"{name}={value!r} is not one of {sorted(DTYPES)}")
+        check_dtypes(self)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> UMT5Config:
         """From an ml_collections ConfigDict / dict; an unknown key is an error that names it."""
-        config = dict(config.items())
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown umT5 config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**config)
+        return dataclass_from_config(cls, config, "umT5")
 
     @property
     def compute_dtype(self):
-        if self.dtype == "auto":
-            return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-        return DTYPES[self.dtype]
+        return compute_dtype(self.dtype)
 
 
 # Fields stored with converted weights; the others are run-time choices.
@@ -97,10 +88,6 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int) 
     return ((rel > 0) * half + np.where(distance < max_exact, distance, large)).astype(np.int32)
 
 
-def _param(rngs: nnx.Rngs, initializer, shape, axes, dtype) -> nnx.Param:
-    return nnx.Param(nnx.with_partitioning(initializer, axes, eager_sharding=False)(rngs.params(), shape, dtype))
-
-
 def _linear(din: int, dout: int, axes, std: float, config: UMT5Config, rngs: nnx.Rngs) -> nnx.Linear:
     """Bias-free linear layer with T5's normal init and logical axis names."""
     return nnx.Linear(
@@ -121,7 +108,7 @@ class RMSNorm(nnx.Module):
         self.eps = config.layer_norm_epsilon
         self.out_dtype = out_dtype or config.compute_dtype
         init = nnx.initializers.ones_init()
-        self.weight = _param(rngs, init, (config.d_model,), ("embed",), DTYPES[config.param_dtype])
+        self.weight = param(rngs, init, (config.d_model,), ("embed",), DTYPES[config.param_dtype])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.astype(jnp.float32)
@@ -141,7 +128,7 @@ class SelfAttention(nnx.Module):
         self.v = _linear(d, inner, ("embed", "heads"), d**-0.5, config, rngs)
         self.o = _linear(inner, d, ("heads", "embed"), inner**-0.5, config, rngs)
         shape = (config.relative_attention_num_buckets, config.num_heads)
-        self.relative_bias = _param(
+        self.relative_bias = param(
             rngs, nnx.initializers.normal(d**-0.5), shape, (None, None), DTYPES[config.param_dtype]
         )
 
@@ -189,7 +176,7 @@ class UMT5Encoder(nnx.Module):
 
     def __init__(self, config: UMT5Config, *, rngs: nnx.Rngs):
         self.config = config
-        self.token_embedding = _param(
+        self.token_embedding = param(
             rngs,
             nnx.initializers.normal(1.0),
             (config.vocab_size, config.d_model),

@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mv2v_jax.models.wan.dit import DTYPES, layer_norm
+from mv2v_jax.config import dataclass_from_config
+from mv2v_jax.models.layers import DTYPES, check_dtypes, compute_dtype, layer_norm, param
 from mv2v_jax.parallel.mesh import constrain
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,26 +65,16 @@ class Dinov2Config:
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
-        for name in ("param_dtype", "dtype"):
-            value = getattr(self, name)
-            if value not in DTYPES and not (name == "dtype" and value == "auto"):
-                raise ValueError(f"{name}={value!r} is not one of {sorted(DTYPES)}")
+        check_dtypes(self)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Dinov2Config:
         """From an ml_collections ConfigDict / dict; an unknown key is an error that names it."""
-        config = dict(config.items())
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown DINOv2 config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**config)
+        return dataclass_from_config(cls, config, "DINOv2")
 
     @property
     def compute_dtype(self):
-        if self.dtype == "auto":
-            return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-        return DTYPES[self.dtype]
+        return compute_dtype(self.dtype)
 
     @property
     def mlp_dim(self) -> int:
@@ -230,10 +221,6 @@ def preprocess(
 # -- model -----------------------------------------------------------------------------------------
 
 
-def _param(rngs: nnx.Rngs, initializer, shape, axes, dtype) -> nnx.Param:
-    return nnx.Param(nnx.with_partitioning(initializer, axes, eager_sharding=False)(rngs.params(), shape, dtype))
-
-
 TRUNC_NORMAL = nnx.initializers.truncated_normal(0.02)  # transformers' init (initializer_range 0.02)
 
 
@@ -256,8 +243,8 @@ class LayerNorm(nnx.Module):
     def __init__(self, config: Dinov2Config, rngs: nnx.Rngs):
         dtype = DTYPES[config.param_dtype]
         self.eps = config.layer_norm_eps
-        self.scale = _param(rngs, nnx.initializers.ones_init(), (config.hidden_size,), ("embed",), dtype)
-        self.bias = _param(rngs, nnx.initializers.zeros_init(), (config.hidden_size,), ("embed",), dtype)
+        self.scale = param(rngs, nnx.initializers.ones_init(), (config.hidden_size,), ("embed",), dtype)
+        self.bias = param(rngs, nnx.initializers.zeros_init(), (config.hidden_size,), ("embed",), dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return layer_norm(x, self.eps, self.scale[...], self.bias[...])
@@ -269,16 +256,16 @@ class Embeddings(nnx.Module):
     def __init__(self, config: Dinov2Config, rngs: nnx.Rngs):
         d, p, dtype = config.hidden_size, config.patch_size, DTYPES[config.param_dtype]
         self.config = config
-        self.patch_kernel = _param(rngs, TRUNC_NORMAL, (p, p, 3, d), (None, None, "in", "embed"), dtype)
-        self.patch_bias = _param(rngs, nnx.initializers.zeros_init(), (d,), ("embed",), dtype)
-        self.cls_token = _param(rngs, TRUNC_NORMAL, (1, 1, d), (None, None, "embed"), dtype)
+        self.patch_kernel = param(rngs, TRUNC_NORMAL, (p, p, 3, d), (None, None, "in", "embed"), dtype)
+        self.patch_bias = param(rngs, nnx.initializers.zeros_init(), (d,), ("embed",), dtype)
+        self.cls_token = param(rngs, TRUNC_NORMAL, (1, 1, d), (None, None, "embed"), dtype)
         if config.use_mask_token:
-            self.mask_token = _param(rngs, nnx.initializers.zeros_init(), (1, d), (None, "embed"), dtype)
+            self.mask_token = param(rngs, nnx.initializers.zeros_init(), (1, d), (None, "embed"), dtype)
         if config.num_register_tokens:
             shape = (1, config.num_register_tokens, d)
-            self.register_tokens = _param(rngs, TRUNC_NORMAL, shape, (None, None, "embed"), dtype)
+            self.register_tokens = param(rngs, TRUNC_NORMAL, shape, (None, None, "embed"), dtype)
         positions = 1 + config.position_grid**2
-        self.position_embeddings = _param(rngs, TRUNC_NORMAL, (1, positions, d), (None, None, "embed"), dtype)
+        self.position_embeddings = param(rngs, TRUNC_NORMAL, (1, positions, d), (None, None, "embed"), dtype)
 
     def __call__(self, pixels: jax.Array, bool_masked_pos: jax.Array | None = None) -> jax.Array:
         """`[B, H, W, 3]` -> `[B, 1 + R + (H/p)(W/p), D]` float32; a partial last patch row/column is dropped."""
@@ -343,8 +330,8 @@ class SwiGLU(nnx.Module):
     def __init__(self, config: Dinov2Config, rngs: nnx.Rngs):
         d, f, dtype = config.hidden_size, config.mlp_dim, DTYPES[config.param_dtype]
         self.dtype = config.compute_dtype
-        self.weights_in_kernel = _param(rngs, TRUNC_NORMAL, (d, 2, f), ("embed", None, "mlp"), dtype)
-        self.weights_in_bias = _param(rngs, nnx.initializers.zeros_init(), (2, f), (None, "mlp"), dtype)
+        self.weights_in_kernel = param(rngs, TRUNC_NORMAL, (d, 2, f), ("embed", None, "mlp"), dtype)
+        self.weights_in_bias = param(rngs, nnx.initializers.zeros_init(), (2, f), (None, "mlp"), dtype)
         self.weights_out = _linear(f, d, ("mlp", "embed"), config, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -359,10 +346,10 @@ class Dinov2Layer(nnx.Module):
         self.dtype = config.compute_dtype
         self.norm1 = LayerNorm(config, rngs)
         self.attention = Attention(config, rngs)
-        self.layer_scale1 = _param(rngs, nnx.initializers.ones_init(), (config.hidden_size,), ("embed",), dtype)
+        self.layer_scale1 = param(rngs, nnx.initializers.ones_init(), (config.hidden_size,), ("embed",), dtype)
         self.norm2 = LayerNorm(config, rngs)
         self.mlp = SwiGLU(config, rngs) if config.use_swiglu_ffn else MLP(config, rngs)
-        self.layer_scale2 = _param(rngs, nnx.initializers.ones_init(), (config.hidden_size,), ("embed",), dtype)
+        self.layer_scale2 = param(rngs, nnx.initializers.ones_init(), (config.hidden_size,), ("embed",), dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Residual stream `[B, N, D]` float32 in and out."""

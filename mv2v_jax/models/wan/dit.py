@@ -29,12 +29,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mv2v_jax.config import dataclass_from_config
+from mv2v_jax.models.layers import DTYPES, check_dtypes, compute_dtype, layer_norm, param, partitioned
 from mv2v_jax.models.wan.attention import AttentionConfig, attention
 from mv2v_jax.models.wan.rope import Rope3D, apply_rope
 from mv2v_jax.models.wan.sequence import BlockAdapter, BlockHook, BlockState, TokenSequence
 from mv2v_jax.parallel.mesh import constrain
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -71,10 +71,7 @@ class WanDiTConfig:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat={self.remat!r} is not one of {sorted(REMAT_POLICIES)}")
-        for name in ("param_dtype", "dtype"):
-            value = getattr(self, name)
-            if value not in DTYPES and not (name == "dtype" and value == "auto"):
-                raise ValueError(f"{name}={value!r} is not one of {sorted(DTYPES)}")
+        check_dtypes(self)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> WanDiTConfig:
@@ -87,20 +84,10 @@ class WanDiTConfig:
 
     @property
     def compute_dtype(self):
-        if self.dtype == "auto":
-            return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-        return DTYPES[self.dtype]
+        return compute_dtype(self.dtype)
 
 
 XAVIER = nnx.initializers.xavier_uniform()  # Wan's init_weights for every Linear
-
-
-def _init(initializer, axes: tuple[str | None, ...]):
-    return nnx.with_partitioning(initializer, axes, eager_sharding=False)
-
-
-def _param(rngs: nnx.Rngs, initializer, shape, axes, dtype) -> nnx.Param:
-    return nnx.Param(_init(initializer, axes)(rngs.params(), shape, dtype))
 
 
 def dense(
@@ -118,21 +105,10 @@ def dense(
         dout,
         dtype=dtype or config.compute_dtype,
         param_dtype=DTYPES[config.param_dtype],
-        kernel_init=_init(kernel_init, axes),
-        bias_init=_init(nnx.initializers.zeros_init(), axes[1:]),
+        kernel_init=partitioned(kernel_init, axes),
+        bias_init=partitioned(nnx.initializers.zeros_init(), axes[1:]),
         rngs=rngs,
     )
-
-
-def layer_norm(x: jax.Array, eps: float, scale: jax.Array | None = None, bias: jax.Array | None = None):
-    """LayerNorm over the last axis in float32 (the reference's FP32LayerNorm)."""
-    x = x.astype(jnp.float32)
-    mean = x.mean(-1, keepdims=True)
-    var = jnp.square(x - mean).mean(-1, keepdims=True)
-    y = (x - mean) * jax.lax.rsqrt(var + eps)
-    if scale is not None:
-        y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
-    return y
 
 
 class RMSNorm(nnx.Module):
@@ -140,7 +116,7 @@ class RMSNorm(nnx.Module):
 
     def __init__(self, dim: int, eps: float, config: WanDiTConfig, rngs: nnx.Rngs, axes=("heads",)):
         self.eps = eps
-        self.weight = _param(rngs, nnx.initializers.ones_init(), (dim,), axes, DTYPES[config.param_dtype])
+        self.weight = param(rngs, nnx.initializers.ones_init(), (dim,), axes, DTYPES[config.param_dtype])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
@@ -174,8 +150,8 @@ class PatchEmbed(nnx.Module):
         # xavier over the flattened kernel, as Wan's init_weights does for its patch embedding.
         init = nnx.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=(0, 1, 2, 3), out_axis=4)
         dtype = DTYPES[config.param_dtype]
-        self.kernel = _param(rngs, init, (*patch, channels, config.dim), (None, None, None, "in", "embed"), dtype)
-        self.bias = _param(rngs, nnx.initializers.zeros_init(), (config.dim,), ("embed",), dtype)
+        self.kernel = param(rngs, init, (*patch, channels, config.dim), (None, None, None, "in", "embed"), dtype)
+        self.bias = param(rngs, nnx.initializers.zeros_init(), (config.dim,), ("embed",), dtype)
         self.fan_in = fan_in
         self.dtype = config.compute_dtype
 
@@ -254,11 +230,9 @@ class WanBlock(nnx.Module):
         dtype = DTYPES[config.param_dtype]
         d = config.dim
         if config.cross_attn_norm:
-            self.norm_cross_scale = _param(rngs, nnx.initializers.ones_init(), (d,), ("embed",), dtype)
-            self.norm_cross_bias = _param(rngs, nnx.initializers.zeros_init(), (d,), ("embed",), dtype)
-        self.modulation = _param(
-            rngs, nnx.initializers.normal(d**-0.5), (1, 6, d), (None, "modulation", "embed"), dtype
-        )
+            self.norm_cross_scale = param(rngs, nnx.initializers.ones_init(), (d,), ("embed",), dtype)
+            self.norm_cross_bias = param(rngs, nnx.initializers.zeros_init(), (d,), ("embed",), dtype)
+        self.modulation = param(rngs, nnx.initializers.normal(d**-0.5), (1, 6, d), (None, "modulation", "embed"), dtype)
 
     def _modulation(self, state: BlockState) -> list[jax.Array]:
         """The six float32 modulation vectors, each `[B, 1, D]` or per token `[B, N, D]`."""
@@ -308,7 +282,7 @@ class Head(nnx.Module):
             kernel_init=nnx.initializers.zeros_init(),
             dtype=jnp.float32,
         )
-        self.modulation = _param(
+        self.modulation = param(
             rngs,
             nnx.initializers.normal(config.dim**-0.5),
             (1, 2, config.dim),

@@ -52,8 +52,9 @@ import jax.numpy as jnp
 from flax import nnx
 from tqdm import tqdm
 
+from mv2v_jax.config import dataclass_from_config
+from mv2v_jax.models.layers import DTYPES, check_dtypes, param
 from mv2v_jax.models.wan.attention import AttentionConfig, attention
-from mv2v_jax.models.wan.dit import DTYPES
 
 CACHE_T = 2  # frames of history a causal 3x3x3 conv keeps between chunks
 
@@ -124,24 +125,12 @@ class WanVAEConfig:
                 raise ValueError(f"{name}={getattr(self, name)} is not divisible by patch_size**2={self.patch_size**2}")
         if self.conv_impl not in CONV_IMPLS:
             raise ValueError(f"conv_impl={self.conv_impl!r} is not one of {CONV_IMPLS}")
-        for name in ("param_dtype", "dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {sorted(DTYPES)}")
+        check_dtypes(self, auto=())
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> WanVAEConfig:
         """From an ml_collections ConfigDict / dict; an unknown key is an error that names it."""
-        config = dict(config.items())
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown VAE config keys {unknown}; known keys: {sorted(known)}")
-        if "attention" in config and not isinstance(config["attention"], AttentionConfig):
-            config["attention"] = AttentionConfig(**dict(config["attention"].items()))
-        for name in ("dim_mult", "temporal_downsample", "latents_mean", "latents_std"):
-            if name in config:
-                config[name] = tuple(config[name])
-        return cls(**config)
+        return dataclass_from_config(cls, config, "VAE", {"attention": AttentionConfig})
 
     @property
     def decoder_dim(self) -> int:
@@ -210,9 +199,7 @@ class FeatureCache:
 
 
 def _param(rngs: nnx.Rngs, initializer, shape: tuple[int, ...], config: WanVAEConfig) -> nnx.Param:
-    axes = (None,) * len(shape)  # replicated (see the module docstring)
-    init = nnx.with_partitioning(initializer, axes, eager_sharding=False)
-    return nnx.Param(init(rngs.params(), shape, DTYPES[config.param_dtype]))
+    return param(rngs, initializer, shape, (None,) * len(shape), DTYPES[config.param_dtype])  # replicated
 
 
 def _conv_frames(x: jax.Array, kernel: jax.Array, stride: int, padding) -> jax.Array:
