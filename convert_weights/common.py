@@ -217,16 +217,25 @@ def prefixed(rules: Sequence[Rule], prefix: str) -> tuple[Rule, ...]:
 def run_cli(
     prog: str,
     doc: str,
-    add_arguments: Callable[[argparse.ArgumentParser], None],
     run: Callable[[argparse.Namespace], Path],
     argv: Sequence[str] | None = None,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    param_dtypes: Sequence[str] = ("float32", "bfloat16"),
 ) -> int:
-    """The shared converter CLI: SRC OUT [--overwrite] plus `add_arguments`; errors print and exit 1."""
+    """The shared converter CLI: SRC OUT [--param-dtype] [--overwrite] plus `add_arguments`; errors
+    print and exit 1. The first of `param_dtypes` is the default ("auto": the checkpoint's)."""
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="checkpoint folder or file (see above)")
     parser.add_argument("out", help="output weights directory (written atomically)")
+    parser.add_argument(
+        "--param-dtype",
+        default=param_dtypes[0],
+        choices=list(param_dtypes),
+        help=f"dtype the parameters are stored and loaded in (default {param_dtypes[0]})",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    add_arguments(parser)
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         out = run(args)

@@ -127,20 +127,10 @@ def convert_dinov2(
     return write_weights(source, RULES, expected, out, record, overwrite=overwrite)
 
 
-def _arguments(parser) -> None:
-    parser.add_argument(
-        "--param-dtype",
-        default="float32",
-        choices=["float32", "bfloat16"],
-        help="dtype the parameters are stored and loaded in (default float32)",
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(
         "python -m convert_weights.dinov2",
         __doc__,
-        _arguments,
         lambda a: convert_dinov2(a.src, a.out, param_dtype=a.param_dtype, overwrite=a.overwrite),
         argv,
     )

@@ -13,21 +13,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from convert_weights.common import run_cli
-from convert_weights.memory_dit import convert_memory_dit
-from convert_weights.wan_dit import add_dit_arguments
+from convert_weights.memory_dit import run_memory_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(
-        "python -m convert_weights.lucy_edit",
-        __doc__,
-        add_dit_arguments,
-        lambda a: convert_memory_dit(
-            a.src, a.out, camera=False, param_dtype=a.param_dtype, head_dim=a.head_dim, overwrite=a.overwrite
-        ),
-        argv,
-    )
+    return run_memory_cli("python -m convert_weights.lucy_edit", __doc__, camera=False, argv=argv)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,16 @@ values (plain averaging). Training then starts from a model that already behaves
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flax import nnx
 
-from convert_weights.common import CONV3D, LINEAR, Rule, expected_params, prefixed, write_weights
+from convert_weights.common import CONV3D, LINEAR, Rule, expected_params, prefixed, run_cli, write_weights
 from convert_weights.sources import TensorSource
-from convert_weights.wan_dit import BLOCK, RULES, is_native, read_architecture, source_names
+from convert_weights.wan_dit import BLOCK, RULES, add_dit_arguments, is_native, read_architecture, source_names
 from mv2v_jax.memory.merging import TokenMerger
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
 from mv2v_jax.memory.tokenizers import DynamicTokenizers
@@ -91,4 +91,17 @@ def convert_memory_dit(
         rename=source_names(source),
         overwrite=overwrite,
         derived=lambda: initial_memory_modules(source, config),
+    )
+
+
+def run_memory_cli(prog: str, doc: str, camera: bool, argv: Sequence[str] | None = None) -> int:
+    """The recammaster / lucy_edit CLIs: the DiT converter's options, with or without camera layers."""
+    return run_cli(
+        prog,
+        doc,
+        lambda a: convert_memory_dit(
+            a.src, a.out, camera=camera, param_dtype=a.param_dtype, head_dim=a.head_dim, overwrite=a.overwrite
+        ),
+        argv,
+        add_dit_arguments,
     )

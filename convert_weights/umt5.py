@@ -214,22 +214,13 @@ def convert_umt5(
     return write_weights(source, RULES, expected, out, record, rename=rename, overwrite=overwrite)
 
 
-def _arguments(parser) -> None:
-    parser.add_argument(
-        "--param-dtype",
-        default="auto",
-        choices=["auto", "float32", "bfloat16"],
-        help="dtype the parameters are stored and loaded in (default: the checkpoint's)",
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(
         "python -m convert_weights.umt5",
         __doc__,
-        _arguments,
         lambda a: convert_umt5(a.src, a.out, param_dtype=a.param_dtype, overwrite=a.overwrite),
         argv,
+        param_dtypes=("auto", "float32", "bfloat16"),
     )
 
 

@@ -231,12 +231,6 @@ def convert_dit(
 
 def add_dit_arguments(parser) -> None:
     parser.add_argument(
-        "--param-dtype",
-        default="float32",
-        choices=["float32", "bfloat16"],
-        help="dtype the parameters are stored and loaded in (default float32)",
-    )
-    parser.add_argument(
         "--head-dim",
         type=int,
         default=128,
@@ -248,9 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(
         "python -m convert_weights.wan_dit",
         __doc__,
-        add_dit_arguments,
         lambda a: convert_dit(a.src, a.out, param_dtype=a.param_dtype, head_dim=a.head_dim, overwrite=a.overwrite),
         argv,
+        add_dit_arguments,
     )
 
 
