@@ -58,16 +58,23 @@ def open_source(source: Mapping[str, Any]):
         from mv2v_jax.data.tfds.synthetic_multicam import SyntheticMulticam, SyntheticMulticamConfig
 
         scene = SceneConfig.from_config(dict(source["scene"])) if "scene" in source else PRESETS[source["preset"]]
-        config = SyntheticMulticamConfig(name=source["name"], scene=scene, num_train=source["num_train"],
-                                         num_validation=source["num_validation"], base_seed=source["base_seed"])
+        config = SyntheticMulticamConfig(
+            name=source["name"],
+            scene=scene,
+            num_train=source["num_train"],
+            num_validation=source["num_validation"],
+            base_seed=source["base_seed"],
+        )
         return prepare(SyntheticMulticam, config, source["data_dir"])
     if name == "multicam_video":
         from mv2v_jax.data.tfds.multicam_video import MulticamVideo
 
         builder = MulticamVideo(config=source["name"], data_dir=source["data_dir"])
         if not builder.is_prepared():
-            raise FileNotFoundError(f"multicam_video/{source['name']} is not built in {source['data_dir']}: build it "
-                                    "from its manual folder first (mv2v_jax.data.tfds.multicam_video)")
+            raise FileNotFoundError(
+                f"multicam_video/{source['name']} is not built in {source['data_dir']}: build it "
+                "from its manual folder first (mv2v_jax.data.tfds.multicam_video)"
+            )
         return builder
     raise ValueError(f"unknown source dataset {name!r}; choose one of {SOURCES}")
 
@@ -86,15 +93,17 @@ class LatentScenes(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "scene": tfds.features.Text(),
-                # Shapes follow the source and the codec; "bytes" stores them with each record.
-                "latents": tfds.features.Tensor(shape=(None,) * 5, dtype=np.float16, encoding="bytes"),
-                "w2c": tfds.features.Tensor(shape=(None, None, 3, 4), dtype=np.float32, encoding="bytes"),
-                "K": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
-                "image_size": tfds.features.Tensor(shape=(2,), dtype=np.int32),
-                "context": tfds.features.Tensor(shape=(None, None), dtype=np.float16, encoding="bytes"),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "scene": tfds.features.Text(),
+                    # Shapes follow the source and the codec; "bytes" stores them with each record.
+                    "latents": tfds.features.Tensor(shape=(None,) * 5, dtype=np.float16, encoding="bytes"),
+                    "w2c": tfds.features.Tensor(shape=(None, None, 3, 4), dtype=np.float32, encoding="bytes"),
+                    "K": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
+                    "image_size": tfds.features.Tensor(shape=(2,), dtype=np.int32),
+                    "context": tfds.features.Tensor(shape=(None, None), dtype=np.float16, encoding="bytes"),
+                }
+            ),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -110,22 +119,29 @@ class LatentScenes(tfds.core.GeneratorBasedBuilder):
             prompts = record["prompts"]
             prompt = prompts[0].decode() if len(prompts) else ""
             scene = record["scene"].decode() if isinstance(record["scene"], bytes) else str(record["scene"])
-            yield scene, {
-                "scene": scene,
-                "latents": np.stack([np.asarray(codec.encode(v)) for v in video]).astype(np.float16),
-                "w2c": w2c[:, ::TEMPORAL],
-                "K": np.asarray(record["K"], np.float32),
-                "image_size": np.array(video.shape[2:4], np.int32),
-                "context": np.asarray(text(prompt))[0].astype(np.float16),
-            }
+            yield (
+                scene,
+                {
+                    "scene": scene,
+                    "latents": np.stack([np.asarray(codec.encode(v)) for v in video]).astype(np.float16),
+                    "w2c": w2c[:, ::TEMPORAL],
+                    "K": np.asarray(record["K"], np.float32),
+                    "image_size": np.array(video.shape[2:4], np.int32),
+                    "context": np.asarray(text(prompt))[0].astype(np.float16),
+                },
+            )
 
 
 def latent_config(config: Mapping[str, Any]) -> LatentScenesConfig:
     """The `latent_scenes` builder config of an experiment config (`data`, `sample`, `model` sections)."""
     data, sample = config["data"], config["sample"]
-    return LatentScenesConfig(name=data["latents_name"], source=data["source"].to_dict(),
-                              codec=sample["codec"].to_dict(), text=sample["text"].to_dict(),
-                              text_dim=config["model"]["dit"]["text_dim"])
+    return LatentScenesConfig(
+        name=data["latents_name"],
+        source=data["source"].to_dict(),
+        codec=sample["codec"].to_dict(),
+        text=sample["text"].to_dict(),
+        text_dim=config["model"]["dit"]["text_dim"],
+    )
 
 
 def open_latents(config: Mapping[str, Any], build: bool = False) -> tfds.core.GeneratorBasedBuilder:
@@ -133,13 +149,15 @@ def open_latents(config: Mapping[str, Any], build: bool = False) -> tfds.core.Ge
     that says how to make it."""
     from mv2v_jax.data.tfds.common import FILE_FORMAT
 
-    builder = LatentScenes(config=latent_config(config), data_dir=config["data"]["latents_dir"],
-                           file_format=FILE_FORMAT)
+    builder = LatentScenes(
+        config=latent_config(config), data_dir=config["data"]["latents_dir"], file_format=FILE_FORMAT
+    )
     if not builder.is_prepared():
         if not build:
             raise FileNotFoundError(
                 f"no latent dataset {builder.builder_config.name!r} in {config['data']['latents_dir']}: run "
-                "`python -m mv2v_jax.data.encode_latents --config <this config>` first")
+                "`python -m mv2v_jax.data.encode_latents --config <this config>` first"
+            )
         builder.download_and_prepare()
     return builder
 

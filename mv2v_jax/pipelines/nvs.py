@@ -63,14 +63,15 @@ class NVSPipeline:
             text or TextConditioning(text_dim=model.config.dit.text_dim),
         )
 
-    def retrieve(self, session: Session, target_cameras: np.ndarray, latent_shape) -> tuple[MemoryBatch, list]:
-        """The k most overlapping earlier outputs as a `MemoryBatch`, and what was picked with which scores."""
+    def retrieve(self, session: Session | None, target_cameras: np.ndarray, latent_shape) -> tuple[MemoryBatch, list]:
+        """The k most overlapping earlier outputs of `session` (None: none) as a `MemoryBatch`, and what
+        was picked with which scores."""
         k = self.slots
         latents = np.zeros((1, k, *latent_shape), np.float32)
         cameras = np.zeros((1, k, latent_shape[0], 12), np.float32)
         valid, turns = np.zeros((1, k), bool), np.zeros((1, k), np.int32)
         picked = []
-        entries = session.bank.entries()
+        entries = session.bank.entries() if session is not None else []
         if entries:
             keys = [session.bank.load(e.entry_id, arrays=("cameras", "fov")) for e in entries]
             selection, scores = retrieve_by_fov(
@@ -110,8 +111,13 @@ class NVSPipeline:
         source_name: str = "",
         fps: float = 16.0,
         camera_name: str = "",
+        use_memory: bool = True,
     ) -> dict[str, Any]:
-        """One turn: `target_w2c` `[F, 3, 4]` per video frame; the source video is needed on the first turn."""
+        """One turn: `target_w2c` `[F, 3, 4]` per video frame; the source video is needed on the first turn.
+
+        `use_memory=False` ignores the session's memory (the evaluation's independent-turns baseline)
+        with the same compiled program: every slot is empty.
+        """
         stages = Stages()
         turn = session.next_turn
         with stages("encode"):
@@ -128,7 +134,7 @@ class NVSPipeline:
             )
         target_cameras = np.asarray(target_w2c[::TEMPORAL], np.float64)
         with stages("retrieve"):
-            memory, picked = self.retrieve(session, target_cameras, source.shape)
+            memory, picked = self.retrieve(session if use_memory else None, target_cameras, source.shape)
         camera = jnp.asarray(relative_poses(target_cameras, target_cameras[0]))[None]
         inputs = jnp.asarray(source)[None]
         with stages("sample"):
