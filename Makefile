@@ -17,8 +17,9 @@ $(INSTALLED): pyproject.toml | $(PY)
 
 install: $(INSTALLED)
 
+# Five turns of novel view synthesis with the shipped small model on a held-out synthetic scene.
 demo: install
-	$(PY) sample.py --out outputs/demo
+	$(PY) -m mv2v_jax.eval.demo --out outputs/demo
 
 lint: install
 	$(PY) -m ruff check .
@@ -36,3 +37,4 @@ bench: install
 	$(PY) bench/retrieval.py
 	$(PY) bench/vae.py
 	$(PY) bench/memory_cost.py
+	$(PY) bench/train_step.py
