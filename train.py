@@ -16,12 +16,16 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mv2v_jax.config import parse_flags
 from mv2v_jax.data.encode_latents import open_latents
-from mv2v_jax.train.loop import train
+from mv2v_jax.memory.model import MemoryConfig
+from mv2v_jax.train.loop import export_checkpoint, train
 
 config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
 flags.DEFINE_string("workdir", None, "where checkpoints, logs and the final weights go", required=True)
 flags.DEFINE_bool("distributed", False, "multi-host: call jax.distributed.initialize() first")
+flags.DEFINE_bool("export", False, "only write <workdir>/weights from the latest checkpoint (sample a run mid-way)")
+flags.DEFINE_bool("export_ema", True, "with --export: the EMA parameters (when the run keeps one)")
 FLAGS = flags.FLAGS
 
 
@@ -31,9 +35,14 @@ def main(argv: list[str]) -> int:
     if FLAGS.distributed:
         jax.distributed.initialize()
     config = FLAGS.config
+    if FLAGS.export:
+        print(f"wrote {export_checkpoint(config, FLAGS.workdir, ema=FLAGS.export_ema)}")
+        return 0
     try:
+        if not config.get("init_weights"):  # a model config typo is reported before any data is read
+            MemoryConfig.from_config(config.model)
         splits = open_latents(config).as_data_source()
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     metrics = train(config, FLAGS.workdir, splits["train"], splits.get("validation"))
@@ -42,4 +51,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=parse_flags))

@@ -18,7 +18,7 @@ from mv2v_jax.data.loader import to_train_batch, training_dataset
 from mv2v_jax.data.memory_sampling import MemorySampling
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, use_mesh
-from mv2v_jax.train.loop import train
+from mv2v_jax.train.loop import export_checkpoint, train
 from mv2v_jax.train.step import StepVariant, loss_fn
 
 
@@ -41,6 +41,12 @@ def test_loss_falls_and_the_weights_export(tmp_path):
     assert last < 0.8 * first, (first, last)
     model = load_memory_dit(tmp_path / "weights")
     assert model.config.dit.num_layers == 3
+    # Exporting the last checkpoint again gives the same weights.
+    kernel = np.asarray(model.dit.blocks.ffn.fc1.kernel[...])
+    export_checkpoint(micro_config(), tmp_path)
+    np.testing.assert_array_equal(
+        np.asarray(load_memory_dit(tmp_path / "weights").dit.blocks.ffn.fc1.kernel[...]), kernel
+    )
     assert (tmp_path / "validation_60.png").exists() and (tmp_path / "tensorboard").is_dir()
     val = [
         json.loads(line)["val_loss"]

@@ -51,8 +51,11 @@ def main() -> int:
     parser.add_argument("--out", default="outputs/demo")
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the config's)")
+    parser.add_argument("--weights", default=None, help="model weights (default: the config's, the shipped model)")
     args = parser.parse_args()
     config = load_config(args.config)
+    if args.weights:
+        config.sample.weights = args.weights
     run = Path(args.out) / time.strftime("run-%Y%m%d-%H%M%S")
     run.mkdir(parents=True)
     print("Memory-V2V demo: a held-out synthetic scene, five camera turns that revisit each other, with memory.")
@@ -73,6 +76,8 @@ def main() -> int:
     ]
     if args.steps:
         command.append(f"--config.sample.sampling.steps={args.steps}")
+    if args.weights:
+        command.append(f"--config.sample.weights={args.weights}")
     result = subprocess.run(command, cwd=ROOT)
     if result.returncode:
         return result.returncode

@@ -20,6 +20,7 @@ from typing import Any
 from flax import nnx
 
 from mv2v_jax.config import dataclass_from_config
+from mv2v_jax.diffusion.samplers import make_sampler
 from mv2v_jax.memory.model import load_memory_dit
 from mv2v_jax.models.codec import LatentCodec, SpaceToDepthCodec, WanVAECodec
 from mv2v_jax.pipelines.denoiser import SamplingConfig, TextConditioning
@@ -90,10 +91,11 @@ def _existing(path: str, what: str) -> Path:
 def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEditPipeline:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    sampling = dataclass_from_config(SamplingConfig, sample["sampling"], "sample.sampling")
+    make_sampler(sampling.sampler, sampling.steps, sampling.shift)  # refused here, before a session is touched
     model = load_memory_dit(_existing(sample["weights"], "model weights"), **_plain(sample.get("runtime", {})))
     codec = build_codec(sample["codec"])
     text = build_text(sample["text"], model.config.dit.text_dim)
-    sampling = dataclass_from_config(SamplingConfig, sample["sampling"], "sample.sampling")
     retrieval = sample["retrieval"]
     if task == "nvs":
         video = sample["video"]

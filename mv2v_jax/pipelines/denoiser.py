@@ -23,6 +23,8 @@ from mv2v_jax.memory.budget import TurnCost, turn_cost
 from mv2v_jax.memory.builders import MemoryBatch
 from mv2v_jax.memory.model import MemoryDiT
 from mv2v_jax.memory.streams import Stream, pack_streams
+from mv2v_jax.models.codec import LatentCodec
+from mv2v_jax.pipelines.session import Stages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +104,26 @@ class Denoiser:
         latents = denoise(lambda x, t: self._call(x, t[:1], inputs, camera, memory, context), noise, sampler)
         compiled, self._pending_compile = self._pending_compile, 0.0
         return np.asarray(latents[0]), compiled
+
+    def generate(
+        self,
+        stages: Stages,
+        codec: LatentCodec,
+        inputs: jax.Array,
+        camera: jax.Array | None,
+        memory: MemoryBatch,
+        prompt: str,
+        seed: int,
+        shape: tuple[int, ...],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Samples and decodes, timing "sample", "compile" (apart) and "decode" in `stages`: (latents, frames)."""
+        with stages("sample"):
+            latents, compiled = self.sample(inputs, camera, memory, prompt, seed, shape)
+        stages.seconds["sample"] -= compiled
+        stages.seconds["compile"] = compiled
+        with stages("decode"):
+            frames = codec.decode(latents)
+        return latents, frames
 
     def cost(self, inputs: jax.Array, camera: jax.Array | None, memory: MemoryBatch, target_shape) -> TurnCost:
         """Tokens per block and analytic FLOPs of one forward of this turn."""

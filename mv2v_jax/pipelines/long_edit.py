@@ -149,12 +149,9 @@ class LongEditPipeline:
         with stages("retrieve"):
             memory, picked = self.retrieve(session, query, source.shape)
         condition = jnp.asarray(source)[None]
-        with stages("sample"):
-            latents, compiled = self.denoiser.sample(condition, None, memory, prompt, seed, source.shape)
-        stages.seconds["sample"] -= compiled
-        stages.seconds["compile"] = compiled
-        with stages("decode"):
-            output = self.codec.decode(latents)
+        latents, output = self.denoiser.generate(
+            stages, self.codec, condition, None, memory, prompt, seed, source.shape
+        )
         with stages("store"):
             entry_id = session.bank.add(
                 MemoryEntry(

@@ -137,12 +137,7 @@ class NVSPipeline:
             memory, picked = self.retrieve(session if use_memory else None, target_cameras, source.shape)
         camera = jnp.asarray(relative_poses(target_cameras, target_cameras[0]))[None]
         inputs = jnp.asarray(source)[None]
-        with stages("sample"):
-            latents, compiled = self.denoiser.sample(inputs, camera, memory, prompt, seed, source.shape)
-        stages.seconds["sample"] -= compiled
-        stages.seconds["compile"] = compiled
-        with stages("decode"):
-            output = self.codec.decode(latents)
+        latents, output = self.denoiser.generate(stages, self.codec, inputs, camera, memory, prompt, seed, source.shape)
         with stages("store"):
             fov = np.asarray(fov_bitmask(target_cameras, self.intrinsics, radius=self.fov_radius))
             entry_id = session.bank.add(

@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
@@ -41,6 +42,53 @@ def build_model(config: Mapping[str, Any], mesh: jax.sharding.Mesh) -> MemoryDiT
     model = MemoryDiT(MemoryConfig.from_config(config["model"]), rngs=nnx.Rngs(config["seed"]))
     graphdef, state = nnx.split(model)
     return nnx.merge(graphdef, jax.device_put(state, state_shardings(state, mesh, config["mesh_rules"])))
+
+
+def initial_state(config: Mapping[str, Any], mesh, optimizer, trainable) -> tuple[MemoryDiT, Any, TrainState]:
+    """The model, its graphdef and step 0's `TrainState` (laid out on `mesh`)."""
+    model = build_model(config, mesh)
+    graphdef, params = nnx.split(model)
+    trainable_params, _ = nnx.split_state(params, trainable, ...)
+    if not jax.tree.leaves(trainable_params):
+        raise ValueError(f"no parameter matches the trainable patterns {list(config['trainable'])}")
+    opt_state = jax.jit(optimizer.init)(trainable_params)
+    ema = trainable_params if config["step"].get("ema_decay") else None
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, ema=ema)
+    # Donation needs one buffer per leaf; initialisation can share them (tied init values, the EMA
+    # starting as the parameters, identical optimizer zeros), so every leaf gets its own copy.
+    return model, graphdef, jax.tree.map(lambda x: x.copy(), state)
+
+
+def final_params(state: TrainState, trainable, ema: bool = True) -> nnx.State:
+    """The parameters to sample with: the EMA of the trained ones where there is an EMA (and `ema`)."""
+    if state.ema is None or not ema:
+        return state.params
+    return nnx.merge_state(state.ema, nnx.split_state(state.params, trainable, ...)[1])
+
+
+def export_checkpoint(
+    config: Mapping[str, Any], workdir: str | Path, step: int | None = None, ema: bool = True
+) -> Path:
+    """Writes `<workdir>/weights` from a checkpoint (default the latest): sample from a run mid-way."""
+    workdir = Path(workdir)
+    mesh = make_mesh(dict(config["mesh"]), jax.devices()[: config["mesh_devices"] or None])
+    trainable = trainable_filter(list(config["trainable"]))
+    with use_mesh(mesh, config["mesh_rules"]):
+        model, _, state = initial_state(config, mesh, make_optimizer(dict(config["optimizer"])), trainable)
+        checkpointer = Checkpointer(workdir / "checkpoints", keep=config["keep_checkpoints"])
+        if checkpointer.latest is None:
+            raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
+        step = checkpointer.latest if step is None else step
+        restored = checkpointer.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_like(state)))
+        ).state
+        checkpointer.close()
+        return export_weights(
+            final_params(restored, trainable, ema),
+            model.config,
+            workdir / "weights",
+            {"trained": {"steps": int(restored.step), "ema": ema and restored.ema is not None}},
+        )
 
 
 def export_weights(model_state: nnx.State, config: MemoryConfig, path: Path, record: Mapping[str, Any]) -> Path:
@@ -114,18 +162,8 @@ def train(
     batch_size = config["batch_size"]
 
     with use_mesh(mesh, rules):
-        model = build_model(config, mesh)
-        graphdef, params = nnx.split(model)
+        model, graphdef, state = initial_state(config, mesh, optimizer, trainable)
         paper_tokenizers = model.config.tokenizers
-        trainable_params, _ = nnx.split_state(params, trainable, ...)
-        if not jax.tree.leaves(trainable_params):
-            raise ValueError(f"no parameter matches the trainable patterns {list(config['trainable'])}")
-        opt_state = jax.jit(optimizer.init)(trainable_params)
-        ema = trainable_params if step_config.get("ema_decay") else None
-        state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, ema=ema)
-        # Donation needs one buffer per leaf; initialisation can share them (tied init values, the EMA
-        # starting as the parameters, identical optimizer zeros), so every leaf gets its own copy.
-        state = jax.tree.map(lambda x: x.copy(), state)
         dataset = training_dataset(
             records, step_config["task"], sampling, batch_size // jax.process_count(), config["seed"]
         )
@@ -205,18 +243,14 @@ def train(
                 checkpointer.save(done, state, iterator, val_loss)
         checkpointer.wait()
         if int(state.step) == total:
-            final = (
-                nnx.merge_state(state.ema, nnx.split_state(state.params, trainable, ...)[1])
-                if state.ema
-                else (state.params)
-            )
+            final = final_params(state, trainable)
             export_weights(
                 final, model.config, workdir / "weights", {"trained": {"steps": total, "ema": state.ema is not None}}
             )
             if validation is not None:
                 samples = sample_validation(
                     graphdef,
-                    final if state.ema else state.params,
+                    final,
                     validation,
                     step_config,
                     paper_tokenizers,

@@ -124,7 +124,9 @@ def train_step(
     params = optax.apply_updates(params, updates)
     ema = state.ema
     if ema is not None:
-        decay = config["ema_decay"]
+        # Warm-up (1 + n) / (10 + n) keeps an early EMA from clinging to the initialisation.
+        n = state.step.astype(jnp.float32)
+        decay = jnp.minimum(config["ema_decay"], (1 + n) / (10 + n))
         ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
     metrics["grad_norm"] = optax.global_norm(grads)
     return state.replace(
