@@ -28,9 +28,11 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from mv2v_jax.config import parse_flags
 from mv2v_jax.io.cameras import CameraError, read_cameras
 from mv2v_jax.io.video import VideoError, read_all_frames, read_video
 from mv2v_jax.pipelines.build import TASKS, build_pipeline, session_config
+from mv2v_jax.pipelines.long_edit import segment_starts
 from mv2v_jax.pipelines.nvs import describe
 from mv2v_jax.pipelines.presets import AMOUNTS, preset_trajectory
 from mv2v_jax.pipelines.session import Session, SessionError
@@ -57,9 +59,10 @@ def load_camera(spec: str, frames: int):
     if not Path(spec).exists():
         raise CameraError(f"{spec}: neither a camera preset ({', '.join(sorted(AMOUNTS))}) nor an existing file")
     convention = FLAGS.camera_convention if spec.endswith((".npy", ".json")) and FLAGS.camera_convention else None
+    index = FLAGS.camera_index
     trajectory = read_cameras(
         spec,
-        camera=FLAGS.camera_index,
+        camera=int(index) if index and index.isdigit() else index,  # `3` means cam03
         convention=convention,
         axes=FLAGS.camera_axes if convention else None,
         num_frames=frames,
@@ -69,7 +72,11 @@ def load_camera(spec: str, frames: int):
 
 def turn_specs() -> list[dict]:
     if FLAGS.turns:
-        turns = json.loads(Path(FLAGS.turns).read_text())
+        try:
+            turns = json.loads(Path(FLAGS.turns).read_text())
+        except json.JSONDecodeError as e:
+            message = f"malformed JSON at line {e.lineno}: {e.msg}"
+            raise ValueError(f"{FLAGS.turns}: not a JSON list of turns ({message})") from e
         if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
             raise ValueError(f"{FLAGS.turns}: expected a JSON list of objects with camera / prompt / seed")
         return [{"prompt": FLAGS.prompt, "seed": FLAGS.seed + i} | t for i, t in enumerate(turns)]
@@ -113,6 +120,10 @@ def run_long_edit(sample, session_path: Path) -> None:
         raise VideoError("long_edit needs --video, the long video to edit")
     video = sample["video"]
     clip = read_all_frames(FLAGS.video, (video["height"], video["width"]))
+    try:  # before anything is loaded or written
+        segment_starts(len(clip.frames), sample["long_edit"]["segment_frames"], sample["long_edit"]["overlap"])
+    except ValueError as e:
+        raise VideoError(f"{FLAGS.video}: {e}") from e
     pipeline = build_pipeline(sample, "long_edit")
     session = Session(session_path, "long_edit", session_config(sample, "long_edit"))
     try:
@@ -135,11 +146,11 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         (run_nvs if FLAGS.task == "nvs" else run_long_edit)(FLAGS.config.sample, Path(FLAGS.session))
-    except (ValueError, FileNotFoundError, BankError) as e:  # VideoError, CameraError, SessionError, ...
+    except (ValueError, OSError, BankError) as e:  # VideoError, CameraError, SessionError, a full disk, ...
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=parse_flags))

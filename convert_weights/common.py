@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from convert_weights.sources import CheckpointError, TensorSource
+from convert_weights.sources import TensorSource
 from mv2v_jax.models.weights import WeightsWriter, flatten_paths
 
 Path_ = tuple[str, ...]
@@ -85,8 +86,13 @@ def plan(
     rules: Sequence[Rule],
     expected: Mapping[Path_, jax.ShapeDtypeStruct],
     rename: Callable[[str], str] = lambda n: n,
+    dtype_of: Callable[[str], np.dtype] | None = None,
 ) -> dict[Path_, list[Piece]]:
-    """Which source tensors fill which parameter; raises `ConversionError` listing every problem."""
+    """Which source tensors fill which parameter; raises `ConversionError` listing every problem.
+
+    With `dtype_of`, a tensor that is not floating point where the parameter is (or the other way
+    round) is a problem too: casting it would pass an integer tensor off as weights.
+    """
     pieces: dict[Path_, list[Piece]] = {}
     unused, shape_errors, duplicates = [], [], []
     for name in names:
@@ -105,6 +111,10 @@ def plan(
             want = want[1:]
         if got != want:
             shape_errors.append(f"{name} -> {'/'.join(path)}: {got} but the model needs {want}")
+            continue
+        dtype, wanted = dtype_of and dtype_of(name), expected[path].dtype
+        if dtype is not None and jnp.issubdtype(dtype, jnp.floating) != jnp.issubdtype(wanted, jnp.floating):
+            shape_errors.append(f"{name} -> {'/'.join(path)}: dtype {dtype} but the model needs {np.dtype(wanted)}")
             continue
         slot = pieces.setdefault(path, [])
         if any(p.layer == layer for p in slot):
@@ -125,7 +135,7 @@ def plan(
     problems = [
         (f"{len(missing)} model parameters not filled", missing),
         (f"{len(unused)} checkpoint tensors not used", unused),
-        (f"{len(shape_errors)} shape mismatches", shape_errors),
+        (f"{len(shape_errors)} shape or dtype mismatches", shape_errors),
         (f"{len(duplicates)} parameters filled twice", duplicates),
     ]
     message = "; ".join(f"{title}: {', '.join(items)}" for title, items in problems if items)
@@ -201,7 +211,7 @@ def write_weights(
     computes parameters the checkpoint does not hold (e.g. new modules initialised from converted
     ones); they are written after the checkpoint's.
     """
-    pieces = plan(source.names(), source.shape, rules, expected, rename)
+    pieces = plan(source.names(), source.shape, rules, expected, rename, source.dtype)
     with WeightsWriter(out, overwrite=overwrite) as writer:
         convert(source, pieces, expected, writer)
         for path, array in (derived() if derived else {}).items():
@@ -239,7 +249,7 @@ def run_cli(
     args = parser.parse_args(argv)
     try:
         out = run(args)
-    except (ConversionError, CheckpointError, FileExistsError) as e:
+    except (ValueError, OSError) as e:  # ConversionError, CheckpointError, an existing OUT, a full disk, ...
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {out}")

@@ -103,6 +103,9 @@ class EncoderTensors:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.source.shape(name)
 
+    def dtype(self, name: str) -> np.dtype:
+        return self.source.dtype(name)
+
     def read(self, name: str) -> np.ndarray:
         return self.source.read(name)
 

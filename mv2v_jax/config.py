@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import numbers
+import re
+import sys
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,18 +46,75 @@ def _tuples(value: Any) -> Any:
     return value
 
 
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether `value` is of the annotated type (ints pass for floats, bools pass only for bools)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args, strict=True))
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is type(None):
+        return value is None
+    return not isinstance(hint, type) or isinstance(value, hint)  # other annotations are not checked
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
 def dataclass_from_config(cls: type[T], config: Mapping[str, Any], label: str, nested: Mapping[str, type] = {}) -> T:
     """`cls(**config)` for a frozen config dataclass, with nested sections built the same way.
 
-    A key `cls` does not have is an error naming it and the known keys (a config typo must not pass
-    silently); lists become tuples.
+    A key `cls` does not have, a required key missing, or a value not of its field's annotated type
+    is a ValueError naming the key (a config typo must not pass silently); lists become tuples.
     """
+    if not hasattr(config, "items"):
+        raise ValueError(f"{label} config must be a mapping of keys to values, got {config!r}")
     values = dict(config.items())
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    fields = dataclasses.fields(cls)
+    known = {f.name for f in fields}
+    unknown = sorted(set(values) - known, key=str)
     if unknown:
         raise ValueError(f"unknown {label} config keys {unknown}; known keys: {sorted(known)}")
+    required = [f.name for f in fields if f.default is f.default_factory is dataclasses.MISSING]
+    if missing := [name for name in required if name not in values]:
+        raise ValueError(f"{label} config lacks required keys {missing}")
     for name, section in nested.items():
         if name in values and not isinstance(values[name], section):
             values[name] = dataclass_from_config(section, values[name], f"{label}.{name}")
-    return cls(**{k: v if dataclasses.is_dataclass(v) else _tuples(v) for k, v in values.items()})
+    values = {k: v if dataclasses.is_dataclass(v) else _tuples(v) for k, v in values.items()}
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if not _matches(value, hints[name]):
+            raise ValueError(f"{label} config key {name!r} must be {_type_name(hints[name])}, got {value!r}")
+    return cls(**values)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing for the CLIs (`app.run(main, flags_parser=parse_flags)`), where an override of
+    a key the config does not have (`--config.sample.sampling.stepz=2`) is a usage error naming the
+    flag: ml_collections raises it from inside the parser as a bare AttributeError / KeyError."""
+    from absl import app
+
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as error:
+        cause = error.args[0] if error.args else ""
+        text = str(cause.args[0] if isinstance(cause, BaseException) and cause.args else cause)
+        key = re.search(r"'([^']+)'", text)
+        flag = key and next((a for a in argv[1:] if key[1] in a.partition("=")[0].split(".")[1:]), None)
+        if not flag:
+            raise
+        hint = text.partition("\n")[2]  # ml_collections' "Did you mean ...?"
+        print(f"FATAL Flags parsing error: {flag}: the config has no key {key[1]!r}. {hint}".strip(), file=sys.stderr)
+        sys.exit(1)

@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mv2v_jax.config import parse_flags
 from mv2v_jax.models.codec import TEMPORAL
 from mv2v_jax.pipelines.build import build_codec, build_text
 
@@ -168,7 +169,7 @@ def main(argv: list[str]) -> int:
     config = flags.FLAGS.config
     try:
         builder = open_latents(config, build=True)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"latent dataset ready: {Path(builder.data_dir)} ({', '.join(builder.info.splits)})")
@@ -177,4 +178,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "experiment config with `data` and `sample` sections")
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=parse_flags))

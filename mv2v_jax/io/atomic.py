@@ -33,7 +33,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     The temporary file is fsynced before the rename and the folder after it, so a crash or an
     exception at any point leaves either the old file or the complete new one at `path`, never a
     half-written one; on an exception the temporary file is removed. A process killed outright may
-    leave the hidden temporary `.tmp-{name}.*{suffix}` beside `path`, never a partial `path`.
+    leave the hidden temporary `.tmp-{name}.*{suffix}` beside `path`, never a partial `path`. An OSError
+    of the write that names no file (a full disk) is raised naming `path`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +45,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         fsync_path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno is not None and error.filename is None:
+            raise type(error)(error.errno, error.strerror, str(path)) from error  # a failed write names no file
         raise
     fsync_path(path.parent)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,8 +163,10 @@ def check_extrinsics(matrices: Any, name: str, shapes: Sequence[tuple[int, int]]
     ROTATION_TOLERANCE, or det R <= 0 (a reflection: left-handed axes).
     """
     try:
+        if np.iscomplexobj(matrices):
+            raise TypeError("complex numbers")
         matrices = np.array(matrices, np.float64)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise CameraError(f"{name}: extrinsics are not a numeric array ({e})") from e
     if matrices.ndim != 3 or matrices.shape[1:] not in shapes or not len(matrices):
         expected = " or ".join(f"[F, {r}, {c}]" for r, c in shapes)
@@ -178,7 +181,9 @@ def check_extrinsics(matrices: Any, name: str, shapes: Sequence[tuple[int, int]]
         if error[worst] > HOMOGENEOUS_TOLERANCE:
             raise CameraError(f"{name}: frame {worst}: last row {matrices[worst, 3].tolist()} is not [0, 0, 0, 1]")
     rotation = matrices[:, :3, :3]
-    error = np.abs(np.swapaxes(rotation, 1, 2) @ rotation - np.eye(3)).max(axis=(1, 2))
+    with np.errstate(over="ignore", invalid="ignore"):  # huge entries overflow to inf or NaN: they fail below
+        error = np.abs(np.swapaxes(rotation, 1, 2) @ rotation - np.eye(3)).max(axis=(1, 2))
+    error[~np.isfinite(error)] = np.inf
     worst = int(error.argmax())
     if error[worst] >= ROTATION_TOLERANCE:
         raise CameraError(
@@ -196,7 +201,10 @@ def check_extrinsics(matrices: Any, name: str, shapes: Sequence[tuple[int, int]]
 
 def check_intrinsics(K: Any, name: str) -> np.ndarray:
     """Validates a pinhole `K` `[3, 3]` (finite, last row [0 0 1], K[1, 0] = 0, fx, fy > 0) -> float64."""
-    K = np.array(K, np.float64)
+    try:
+        K = np.array(K, np.float64)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise CameraError(f"{name}: intrinsics K are not a numeric array ({e})") from e
     if K.shape != (3, 3) or not np.isfinite(K).all():
         raise CameraError(f"{name}: intrinsics K must be a finite [3, 3] matrix, got {K.tolist()}")
     if K[1, 0] != 0 or K[2].tolist() != [0, 0, 1] or K[0, 0] <= 0 or K[1, 1] <= 0:
@@ -279,9 +287,13 @@ def write_cameras(path: str | os.PathLike, trajectory: Trajectory) -> Path:
 def _load(path: Path) -> Any:
     if path.suffix.lower() == ".npy":
         try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise CameraError(f"{path}: not a readable .npy array ({e})") from e
+        if not isinstance(array, np.ndarray):  # np.load opens a zip file as an .npz archive
+            array.close()
+            raise CameraError(f"{path}: an .npz archive, not a .npy array")
+        return array
     if path.suffix.lower() == ".json":
         try:
             return json.loads(path.read_text())
@@ -289,6 +301,8 @@ def _load(path: Path) -> Any:
             raise CameraError(f"{path}: not a text file ({e})") from e
         except json.JSONDecodeError as e:
             raise CameraError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+        except RecursionError as e:
+            raise CameraError(f"{path}: JSON nested too deeply to be a camera file") from e
     raise CameraError(f"{path}: unsupported camera file type {path.suffix or '(no suffix)'}: use .json or .npy")
 
 
@@ -311,7 +325,7 @@ def _read_recammaster(data: dict, path: Path, camera: str | int, translation_sca
     key = f"cam{camera:02d}" if isinstance(camera, int) else camera
     if unexpected := sorted(k for k in data if not re.fullmatch(r"frame(0|[1-9]\d*)", k)):
         raise CameraError(f"{path}: unexpected keys {unexpected[:5]}: a ReCamMaster file has frame0, frame1, ...")
-    frames = [f"frame{i}" for i in range(max(int(k[5:]) for k in data) + 1)]
+    frames = [f"frame{i}" for i in range(len(data))]  # every key is a distinct frameN: no gap iff N < len
     if missing := [f for f in frames if f not in data]:
         raise CameraError(f"{path}: frames must be numbered without gaps; missing: {', '.join(missing[:5])}")
     stored = []

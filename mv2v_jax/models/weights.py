@@ -204,7 +204,18 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 def _check_tree(path: Path, expected: Mapping[tuple[str, ...], jax.ShapeDtypeStruct]) -> None:
     import orbax.checkpoint as ocp
 
-    stored = flatten_paths(ocp.StandardCheckpointer().metadata(path / PARAMS_DIR).item_metadata.tree)
+    try:
+        metadata = ocp.StandardCheckpointer().metadata(path / PARAMS_DIR).item_metadata
+    except Exception as e:  # orbax's errors for an unreadable checkpoint share no type
+        raise WeightsError(f"{path / PARAMS_DIR}: unreadable parameter index ({e}); convert the weights again") from e
+    if metadata is None:  # orbax read the index and every array's header: something is missing or damaged
+        absent = sorted("/".join(p) for p in expected if not (path / PARAMS_DIR / ".".join(p)).is_dir())
+        raise WeightsError(
+            f"{path / PARAMS_DIR}: the parameter index or a parameter's files are missing or damaged"
+            + (f" (no files for {absent})" if absent else "")
+            + "; convert the weights again"
+        )
+    stored = flatten_paths(metadata.tree)
     missing = sorted("/".join(p) for p in expected.keys() - stored.keys())
     extra = sorted("/".join(p) for p in stored.keys() - expected.keys())
     shapes = sorted(
@@ -246,6 +257,10 @@ def load_module(
     targets = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     pure = nnx.to_pure_dict(targets)
     _check_tree(path, flatten_paths(pure))
-    restored = ocp.StandardCheckpointer().restore(path / PARAMS_DIR, pure)
+    try:
+        restored = ocp.StandardCheckpointer().restore(path / PARAMS_DIR, pure)
+    except Exception as e:
+        cause = e.__cause__ or e.__context__ or e  # tensorstore's message, which names the file
+        raise WeightsError(f"{path}: reading the parameters failed, a file is damaged or truncated: {cause}") from e
     nnx.replace_by_pure_dict(abstract, restored)
     return nnx.merge(graphdef, abstract)

@@ -41,6 +41,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import time
@@ -335,11 +336,16 @@ class MemoryBank:
             manifest = {**self._manifest, "next_id": self._manifest["next_id"] + 1}
             manifest["entries"] = [*self._manifest["entries"], record]
             self._publish(manifest)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(staging, ignore_errors=True)
             self._manifest = _read_manifest(self.path)  # the publish may have happened before the failure
             if entry_id not in {r["id"] for r in self._manifest["entries"]}:
                 shutil.rmtree(final, ignore_errors=True)
+                if isinstance(error, OSError):  # a full disk, a read-only folder
+                    raise BankError(
+                        f"memory bank {self.path}: writing entry {entry_id} failed ({error}); the session is as "
+                        "it was before this entry"
+                    ) from error
             raise
         return entry_id
 
@@ -473,10 +479,11 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise BankFormatError(f"{path} is not a memory bank (no {MANIFEST})")
     try:
         manifest = json.loads(file.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise BankFormatError(f"{file} is not valid JSON ({error}); the session manifest is damaged") from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BankFormatError(f"{file} is not a memory bank manifest (format {manifest.get('format')!r})")
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise BankFormatError(f"{file} is not a memory bank manifest (format {found!r})")
     if manifest.get("version") != FORMAT_VERSION:
         raise BankFormatError(
             f"memory bank {path} has format version {manifest.get('version')!r} (written by "
@@ -485,7 +492,51 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         )
     if manifest.get("task") not in TASKS:
         raise BankFormatError(f"memory bank {path} has unknown task {manifest.get('task')!r}; expected one of {TASKS}")
+    if problem := _manifest_problem(manifest):
+        raise BankFormatError(f"{file}: {problem}; the session manifest is damaged")
     return manifest
+
+
+# What `add` writes, field by field: a manifest that differs was damaged or edited by hand.
+RECORD_FIELDS = {"id": str, "turn": int, "prompt": str, "config_hash": str, "metadata": dict, "created": str}
+ARRAY_FIELDS = {"file": str, "sha256": str, "bytes": int, "shape": list, "dtype": str}
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a manifest's fields (None: nothing), checked before any of them is used."""
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    def wrong(record: Any, fields: dict[str, type]) -> list[str]:
+        if not isinstance(record, dict):
+            return ["the record"]
+        return [
+            k
+            for k, kind in fields.items()
+            if not (count(record.get(k)) if kind is int else isinstance(record.get(k), kind))
+        ]
+
+    if not isinstance(manifest.get("config_hash"), str) or not count(manifest.get("next_id")):
+        return "config_hash must be a string and next_id an int >= 0"
+    if not isinstance(manifest.get("entries"), list):
+        return "entries must be a list"
+    seen = set()
+    for i, record in enumerate(manifest["entries"]):
+        if bad := wrong(record, RECORD_FIELDS | {"arrays": dict}):
+            return f"entry {i}: {', '.join(bad)} missing or of the wrong type"
+        entry_id = record["id"]
+        if not re.fullmatch(r"\d+", entry_id) or int(entry_id) >= manifest["next_id"] or entry_id in seen:
+            return f"entry {i}: id {entry_id!r} is not a unique number below next_id {manifest['next_id']}"
+        seen.add(entry_id)
+        if missing := sorted({"latents", KEY_ARRAY[manifest["task"]]} - set(record["arrays"])):
+            return f"entry {entry_id}: no {' or '.join(missing)} array"
+        for name, array in record["arrays"].items():
+            if name not in ARRAYS or wrong(array, ARRAY_FIELDS) or array["file"] != f"{name}.npy":
+                return f"entry {entry_id}: array {name!r} has a malformed record {array!r}"
+            if not all(count(n) for n in array["shape"]):
+                return f"entry {entry_id}: array {name!r} has shape {array['shape']}"
+    return None
 
 
 def _require_empty(path: Path) -> None:

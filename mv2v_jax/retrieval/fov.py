@@ -183,10 +183,22 @@ def _visible(relative: jax.Array, intrinsics: Intrinsics, radius, frames_valid: 
 
 
 def _check_shape(name: str, array, shape: tuple[int | None, ...]) -> None:
+    """Shape, and outside jit finite values: NaN cameras would see nothing, silently."""
     got = jnp.shape(array)
     if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got, strict=True)):
         wanted = "[" + ", ".join("?" if s is None else str(s) for s in shape) + "]"
         raise ValueError(f"VideoFOV {name} must have shape {wanted}, got {tuple(got)}")
+    if not isinstance(array, jax.core.Tracer) and not np.isfinite(np.asarray(array, np.float32)).all():
+        raise ValueError(f"VideoFOV {name} contain NaN or inf")
+
+
+def _check_intrinsics(intrinsics: Intrinsics) -> None:
+    """Finite, with positive focal lengths and image size (outside jit)."""
+    if any(isinstance(v, jax.core.Tracer) for v in intrinsics):
+        return
+    fx, fy, cx, cy, width, height = map(float, intrinsics)
+    if not all(map(math.isfinite, (fx, fy, cx, cy, width, height))) or min(fx, fy, width, height) <= 0:
+        raise ValueError(f"VideoFOV intrinsics must be finite with fx, fy, width, height > 0, got {intrinsics}")
 
 
 def fov_bitmask(
@@ -233,6 +245,7 @@ def fov_bitmasks(
         _check_shape("frames_valid", frames_valid, jnp.shape(cameras)[:2])
     if isinstance(radius, int | float) and not radius > 0:
         raise ValueError(f"VideoFOV sphere radius must be > 0 (or inf), got {radius}")
+    _check_intrinsics(intrinsics)
     return _bitmasks(cameras, intrinsics, reference, radius, frames_valid, grid=grid, chunk=chunk)
 
 
@@ -295,6 +308,11 @@ def memory_bitmasks(
     for m, cameras in enumerate(trajectories):
         if cameras.ndim != 3 or cameras.shape[1:] != (3, 4) or cameras.shape[0] == 0:
             raise ValueError(f"memory trajectory {m}: cameras must be [F, 3, 4] with F >= 1, got {cameras.shape}")
+        if not np.isfinite(cameras).all():
+            raise ValueError(f"memory trajectory {m}: cameras contain NaN or inf")
+        if stored[m] is not None and np.shape(stored[m]) != (num_words(grid),):
+            raise ValueError(f"memory trajectory {m}: stored bitmask {np.shape(stored[m])}, not [{num_words(grid)}]")
+    _check_shape("reference", reference, (3, 4))
     result = np.zeros((len(trajectories), num_words(grid)), np.uint32)
     # Reusable: a stored mask whose entry starts at the reference (position irrelevant at infinity).
     columns = slice(0, 3) if math.isinf(radius) else slice(0, 4)

@@ -40,21 +40,41 @@ def segment_embedding(frames: np.ndarray, embed_frames: EmbedFrames, chunk: int 
         embeddings = np.asarray(embed_frames(batch), np.float32)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(batch):
             raise ValueError(f"embed_frames must return [N, D] for N frames, got {embeddings.shape}")
+        if not np.isfinite(embeddings).all():
+            raise ValueError(f"embed_frames returned NaN or inf for frames {start}..{start + len(batch) - 1}")
         batch_sum = embeddings.sum(axis=0, dtype=np.float64)
         total = batch_sum if total is None else total + batch_sum
     return (total / len(frames)).astype(np.float32)
 
 
-@jax.jit
+def check_embeddings(query: jax.Array, keys: jax.Array) -> None:
+    """A ValueError naming the input unless `query` is `[D]` and `keys` `[M, D]`, all finite (the
+    values are checked outside jit only; inside, callers check before they trace)."""
+    query_shape, keys_shape = jnp.shape(query), jnp.shape(keys)
+    if len(query_shape) != 1 or len(keys_shape) != 2 or keys_shape[1] != query_shape[0]:
+        raise ValueError(f"similarity needs query [D] and keys [M, D], got shapes {query_shape} and {keys_shape}")
+    for name, array in (("query", query), ("keys", keys)):
+        if not isinstance(array, jax.core.Tracer) and not np.isfinite(np.asarray(array, np.float32)).all():
+            raise ValueError(f"similarity {name} contain NaN or inf")
+
+
 def cosine_similarity(query: jax.Array, keys: jax.Array) -> jax.Array:
     """`query [D]` against `keys [M, D]`: `[M]` float32 in [-1, 1]."""
+    check_embeddings(query, keys)
+    return _cosine_similarity(query, keys)
+
+
+@jax.jit
+def _cosine_similarity(query: jax.Array, keys: jax.Array) -> jax.Array:
     query, keys = jnp.asarray(query, jnp.float32), jnp.asarray(keys, jnp.float32)
+    # Cosine is scale-free: scaling each vector by its largest entry first keeps huge ones from overflowing.
+    query = query / jnp.maximum(jnp.max(jnp.abs(query), initial=0.0), EPS)
+    keys = keys / jnp.maximum(jnp.max(jnp.abs(keys), axis=-1, keepdims=True, initial=0.0), EPS)
     dots = jnp.einsum("md,d->m", keys, query, precision=jax.lax.Precision.HIGHEST)
     norms = jnp.linalg.norm(keys, axis=-1) * jnp.linalg.norm(query)
     return dots / jnp.maximum(norms, EPS)
 
 
-@partial(jax.jit, static_argnames="k")
 def select_segments(
     query: jax.Array,
     keys: jax.Array,
@@ -73,6 +93,14 @@ def select_segments(
     """
     if k < 1:
         raise ValueError(f"select_segments needs k >= 1, got {k}")
+    check_embeddings(query, keys)
+    if valid is not None and jnp.shape(valid) != jnp.shape(keys)[:1]:
+        raise ValueError(f"select_segments valid must be [M] = {jnp.shape(keys)[:1]}, got {jnp.shape(valid)}")
+    return _select_segments(query, keys, k, valid, most_recent)
+
+
+@partial(jax.jit, static_argnames="k")
+def _select_segments(query, keys, k, valid, most_recent) -> TopK:
     count = keys.shape[0]
     if count == 0:
         return TopK(jnp.full(k, -1, jnp.int32), jnp.full(k, -jnp.inf, jnp.float32), jnp.zeros(k, bool))
@@ -81,7 +109,7 @@ def select_segments(
     recent = jnp.max(jnp.where(valid, rows, -1)) if most_recent is None else jnp.asarray(most_recent, jnp.int32)
     safe = jnp.clip(recent, 0, count - 1)
     has_recent = (recent >= 0) & (recent < count) & valid[safe]
-    similarity = cosine_similarity(query, keys)
+    similarity = _cosine_similarity(query, keys)
     head = TopK(
         jnp.where(has_recent, recent, -1).astype(jnp.int32)[None],
         jnp.where(has_recent, similarity[safe], -jnp.inf)[None],

@@ -67,6 +67,9 @@ class WanDiTConfig:
     remat: str = "none"  # one of REMAT_POLICIES
 
     def __post_init__(self):
+        sizes = ("dim", "ffn_dim", "num_heads", "num_layers", "in_channels", "out_channels", "text_dim", "freq_dim")
+        if bad := [f"{name}={getattr(self, name)}" for name in sizes if getattr(self, name) < 1]:
+            raise ValueError(f"DiT sizes must be >= 1: {', '.join(bad)}")
         if self.dim % self.num_heads:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.remat not in REMAT_POLICIES:

@@ -1,0 +1,828 @@
+"""The bad-input corpus: broken videos, pose files, checkpoints, configs and sessions, generated, never committed.
+
+    python tests/corpus/make_corpus.py OUT    # writes the inputs under OUT and prints the case table
+
+`make_corpus(root)` writes every input below `root` (the good ones the bad ones are made from too: a
+tiny MemoryDiT weights directory, tiny random diffusers / transformers checkpoints saved and then
+damaged, sessions made by the real `Session` class and then edited) and `CASES` says, for each, which
+tool gets it, with which command line, and what its error must say. tests/test_corpus.py runs them.
+
+Command lines are run with the repository as the working directory; `{root}` stands for the corpus
+folder. `root/config.py` is configs/tiny_nvs.py shrunk to the corpus (its arguments add the config
+typos); sessions made here carry that config's hash, so the tools open them as their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_DIT = dict(dim=32, ffn_dim=64, num_heads=2, num_layers=3, text_dim=16, freq_dim=16)
+FRAMES, HEIGHT, WIDTH = 9, 32, 48  # the corpus experiment's video: 3 latent frames of 8 x 12 x 48
+# What an output folder that cannot be made says: its parent is a file (root ignores chmod) or read-only.
+# TFDS records a builder's default config beside its datasets before it builds one.
+TFDS_CONFIG = ("out/tfds/*/.config/metadata.json",)
+UNWRITABLE = r"(Not a directory|Permission denied|File exists)\S*:? '\S*unwritable"
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One bad input and what the tool must say about it.
+
+    Attributes:
+      input: the bad input (a path under the corpus, or a flag).
+      tool: the command that gets it.
+      problem: what is wrong with it.
+      argv: the command line after `python`; `{root}` is the corpus folder.
+      expect: a regex the tool's stderr must match: it names the input and the problem.
+      lock: a memory bank (under the corpus) that another process holds open for writing meanwhile.
+      file_size_limit: RLIMIT_FSIZE of the run in bytes, a disk that fills up during the write.
+      leaves: files (globs under the corpus) the failed run may create: TFDS's own bookkeeping.
+    """
+
+    input: str
+    tool: str
+    problem: str
+    argv: tuple[str, ...]
+    expect: str
+    lock: str | None = None
+    file_size_limit: int | None = None
+    leaves: tuple[str, ...] = ()
+
+
+def sample(*args: str, task: str = "nvs", config: str = "") -> tuple[str, ...]:
+    return ("sample.py", "--config", f"{{root}}/config.py{config}", "--task", task, *args)
+
+
+def new_session(*args: str) -> tuple[str, ...]:
+    """An NVS turn in a session folder that does not exist yet: a failure must not create it."""
+    return sample("--session", "{root}/out/session", *args)
+
+
+def with_video(video: str, *flags: str) -> tuple[str, ...]:
+    return new_session("--video", f"{{root}}/{video}", "--camera", "pan_left", *flags)
+
+
+def with_camera(camera: str, *flags: str) -> tuple[str, ...]:
+    return new_session("--video", "{root}/videos/good.mp4", "--camera", f"{{root}}/{camera}", *flags)
+
+
+def turn(session: str) -> tuple[str, ...]:
+    """The next NVS turn of an existing session."""
+    return sample("--session", f"{{root}}/sessions/{session}", "--camera", "pan_right")
+
+
+def convert(converter: str, src: str, out: str = "{root}/out/weights", *flags: str) -> tuple[str, ...]:
+    return ("-m", f"convert_weights.{converter}", f"{{root}}/{src}", out, *flags)
+
+
+def train(*args: str, config: str = "") -> tuple[str, ...]:
+    return ("train.py", "--config", f"{{root}}/config.py{config}", "--workdir", "{root}/out/train", *args)
+
+
+def encode(*args: str, config: str = "") -> tuple[str, ...]:
+    return ("-m", "mv2v_jax.data.encode_latents", "--config", f"{{root}}/config.py{config}", *args)
+
+
+def prepare(builder: str, module: str, config: str, manual: str) -> tuple[str, ...]:
+    """`prepare(...)` of a TFDS builder, the library entry point, in a fresh interpreter."""
+    code = (
+        "from mv2v_jax.data.tfds.common import prepare\n"
+        f"from mv2v_jax.data.tfds.{module} import {builder}, {builder}Config\n"
+        f"prepare({builder}, {builder}Config(name='corpus', {config}), '{{root}}/out/tfds', '{{root}}/{manual}')\n"
+    )
+    return ("-c", code)
+
+
+CASES: tuple[Case, ...] = (
+    # Videos: sample.py reads them before anything is loaded or written.
+    Case(
+        "videos/empty.mp4",
+        "sample.py",
+        "zero-length file",
+        with_video("videos/empty.mp4"),
+        r"empty\.mp4: the file is empty \(0 bytes\)",
+    ),
+    Case(
+        "videos/truncated.mp4",
+        "sample.py",
+        "cut at 60%",
+        with_video("videos/truncated.mp4"),
+        r"truncated\.mp4: truncated: the container lists 9 frames but holds data for \d+",
+    ),
+    Case(
+        "videos/garbled.mp4",
+        "sample.py",
+        "frame data overwritten with noise",
+        with_video("videos/garbled.mp4"),
+        r"garbled\.mp4: decoding failed at frame \d+ of 9 .*corrupt",
+    ),
+    Case(
+        "videos/notes.mp4",
+        "sample.py",
+        "a text file named .mp4",
+        with_video("videos/notes.mp4"),
+        r"notes\.mp4: not a readable video",
+    ),
+    Case(
+        "videos/still.png",
+        "sample.py",
+        "a still image",
+        with_video("videos/still.png"),
+        r"still\.png: is a still image \(png_pipe\), not a video",
+    ),
+    Case(
+        "videos/sound.wav",
+        "sample.py",
+        "audio only",
+        with_video("videos/sound.wav"),
+        r"sound\.wav: has no video stream \(streams: audio\)",
+    ),
+    Case(
+        "videos/short.mp4",
+        "sample.py",
+        "5 frames, 9 needed",
+        with_video("videos/short.mp4"),
+        r"short\.mp4: the video is too short: it has 5 frames, but 9 frames",
+    ),
+    Case(
+        "videos/mixed_sizes/",
+        "sample.py",
+        "a frame folder with one frame of another size",
+        with_video("videos/mixed_sizes"),
+        r"4\.png: frame is \(32, 40\), earlier frames in the folder are \(32, 48\)",
+    ),
+    Case(
+        "videos/broken_frame/",
+        "sample.py",
+        "a frame folder with a truncated PNG",
+        with_video("videos/broken_frame"),
+        r"2\.png: not a readable image",
+    ),
+    Case(
+        "videos/short.mp4 (long_edit)",
+        "sample.py --task long_edit",
+        "shorter than one 9-frame segment",
+        sample("--session", "{root}/out/session", "--video", "{root}/videos/short.mp4", task="long_edit"),
+        r"short\.mp4: the video has 5 frames, fewer than one segment of 9",
+    ),
+    # Camera files.
+    Case(
+        "cameras/wrong_shape.npy",
+        "sample.py",
+        "[9, 3, 3] matrices",
+        with_camera("cameras/wrong_shape.npy", "--camera_convention", "w2c"),
+        r"wrong_shape\.npy: expected extrinsics \[F, 3, 4\] or \[F, 4, 4\] .*got shape \(9, 3, 3\)",
+    ),
+    Case(
+        "cameras/nan.json",
+        "sample.py",
+        "NaN in frame 4",
+        with_camera("cameras/nan.json", "--camera_convention", "w2c"),
+        r"nan\.json: NaN or inf in 1 frame\(s\), first \[4\]",
+    ),
+    Case(
+        "cameras/inf_trajectory.json",
+        "sample.py",
+        "inf in a trajectory file",
+        with_camera("cameras/inf_trajectory.json"),
+        r"inf_trajectory\.json: NaN or inf in 1 frame\(s\), first \[2\]",
+    ),
+    Case(
+        "cameras/not_rotation.npy",
+        "sample.py",
+        "rotations scaled by 1.1",
+        with_camera("cameras/not_rotation.npy", "--camera_convention", "c2w"),
+        r"not_rotation\.npy: not a rotation: frame \d has max \|R\^T R - I\| = 0\.21 .*9 frame\(s\) fail",
+    ),
+    Case(
+        "cameras/reflection.npy",
+        "sample.py",
+        "det R = -1",
+        with_camera("cameras/reflection.npy", "--camera_convention", "w2c"),
+        r"reflection\.npy: frame 0 has det R = -1: a reflection",
+    ),
+    Case(
+        "cameras/bottom_row.npy",
+        "sample.py",
+        "4x4 with last row [0 0 1 1]",
+        with_camera("cameras/bottom_row.npy", "--camera_convention", "w2c"),
+        r"bottom_row\.npy: frame 0: last row \[0\.0, 0\.0, 1\.0, 1\.0\] is not \[0, 0, 0, 1\]",
+    ),
+    Case(
+        "cameras/five_frames.npy",
+        "sample.py",
+        "5 poses for a 9-frame video",
+        with_camera("cameras/five_frames.npy", "--camera_convention", "w2c"),
+        r"five_frames\.npy: holds 5 frames but 9 were asked for",
+    ),
+    Case(
+        "cameras/plain.npy",
+        "sample.py",
+        "a plain array without --camera_convention",
+        with_camera("cameras/plain.npy"),
+        r"plain\.npy: a plain array of extrinsics does not say its convention",
+    ),
+    Case(
+        "cameras/truncated.json",
+        "sample.py",
+        "JSON cut short",
+        with_camera("cameras/truncated.json"),
+        r"truncated\.json: malformed JSON at line \d+ column \d+",
+    ),
+    Case(
+        "cameras/camera_extrinsics.json",
+        "sample.py",
+        "a ReCamMaster camera that is not in the file",
+        with_camera("cameras/camera_extrinsics.json", "--camera_index", "7"),
+        r"camera_extrinsics\.json: unknown camera 'cam07' in frame0 \(it has cam01, cam02\)",
+    ),
+    Case(
+        "cameras/turns_broken.json",
+        "sample.py --turns",
+        "a turns file that is not JSON",
+        new_session("--video", "{root}/videos/good.mp4", "--turns", "{root}/cameras/turns_broken.json"),
+        r"turns_broken\.json: not a JSON list of turns \(malformed JSON at line 1",
+    ),
+    # Sessions: made by the real Session class, then edited.
+    Case(
+        "sessions/version/",
+        "sample.py",
+        "bank manifest of format version 2",
+        turn("version"),
+        r"memory bank \S*sessions/version/bank has format version 2 .*reads version 1",
+    ),
+    Case(
+        "sessions/long_edit/",
+        "sample.py --task nvs",
+        "a long-edit session",
+        turn("long_edit"),
+        r"session \S*sessions/long_edit is a 'long_edit' session, not 'nvs'",
+    ),
+    Case(
+        "sessions/other_config/",
+        "sample.py",
+        "made with another retrieval FOV",
+        turn("other_config"),
+        r"session \S*sessions/other_config was made with another configuration",
+    ),
+    Case(
+        "sessions/broken_json/",
+        "sample.py",
+        "session.json cut short",
+        turn("broken_json"),
+        r"session \S*sessions/broken_json: session\.json is not valid JSON",
+    ),
+    Case(
+        "sessions/busy/",
+        "sample.py",
+        "another process has the session open (two processes)",
+        turn("busy"),
+        r"memory bank \S*sessions/busy/bank is open for writing by another process \(pid \d+",
+        lock="sessions/busy/bank",
+    ),
+    Case(
+        "sessions/flipped_bit/",
+        "sample.py",
+        "a stored latent with one flipped bit",
+        turn("flipped_bit"),
+        r"entry 000000 array 'latents' \(\S*latents\.npy\) fails its checksum",
+    ),
+    Case(
+        "sessions/disk_full/",
+        "sample.py",
+        "the disk fills up while the turn is stored (RLIMIT_FSIZE 16 KiB)",
+        turn("disk_full"),
+        r"memory bank \S*disk_full/bank: writing entry 000000 failed \(.*File too large",
+        file_size_limit=16 << 10,
+    ),
+    Case(
+        "sessions/not_a_session/",
+        "sample.py",
+        "a folder holding other files",
+        sample(
+            "--session", "{root}/sessions/not_a_session", "--video", "{root}/videos/good.mp4", "--camera", "pan_left"
+        ),
+        r"not_a_session is not empty and holds no session",
+    ),
+    Case(
+        "unwritable/session",
+        "sample.py",
+        "a session folder that cannot be created",
+        sample("--session", "{root}/unwritable/session", "--video", "{root}/videos/good.mp4", "--camera", "pan_left"),
+        UNWRITABLE,
+    ),
+    # Configs.
+    Case(
+        "weights_missing/",
+        "sample.py",
+        "a parameter's folder deleted",
+        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_missing"),
+        r"weights_missing/params: the parameter index or a parameter's files are missing or damaged "
+        r"\(no files for \['dit/head/proj/kernel'\]\)",
+    ),
+    Case(
+        "weights_truncated/",
+        "sample.py",
+        "a parameter file cut short",
+        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_truncated"),
+        r"weights_truncated: reading the parameters failed, a file is damaged or truncated: .*"
+        r"dit\.head\.proj\.kernel/0\.0\S*: Not enough data",
+    ),
+    Case(
+        "--config.sample.video.frames=ten",
+        "sample.py",
+        "not an int",
+        new_session("--camera", "pan_left", "--config.sample.video.frames=ten"),
+        r"--config\.sample\.video\.frames=ten: invalid literal for int",
+    ),
+    Case(
+        "--config.sample.sampling.foo=1",
+        "sample.py",
+        "a key the config does not have",
+        new_session("--camera", "pan_left", "--config.sample.sampling.foo=1"),
+        r"--config\.sample\.sampling\.foo=1: the config has no key 'foo'",
+    ),
+    Case(
+        "--config.sample.sampling.sampler=ddim",
+        "sample.py",
+        "an unknown sampler",
+        with_video("videos/good.mp4", "--config.sample.sampling.sampler=ddim"),
+        r"unknown sampler 'ddim'; choose one of",
+    ),
+    Case(
+        "--config.sample.video.frames=10",
+        "sample.py",
+        "not 4k + 1 frames",
+        with_video("videos/good.mp4", "--config.sample.video.frames=10"),
+        r"num_frames=10 is not of the form 4k \+ 1",
+    ),
+    Case(
+        "config.py:sampling_type",
+        "sample.py",
+        "sample.sampling.steps = 'ten' in the config file",
+        sample(
+            "--session",
+            "{root}/out/session",
+            "--video",
+            "{root}/videos/good.mp4",
+            "--camera",
+            "pan_left",
+            config=":sampling_type",
+        ),
+        r"sample\.sampling config key 'steps' must be int, got 'ten'",
+    ),
+    Case(
+        "config.py:dit_typo",
+        "train.py",
+        "model.dit.dimm, a DiT config typo",
+        train(config=":dit_typo"),
+        r"unknown DiT config keys \['dimm'\]",
+    ),
+    Case(
+        "--config.steps=ten",
+        "train.py",
+        "not an int",
+        train("--config.steps=ten"),
+        r"--config\.steps=ten: invalid literal for int",
+    ),
+    Case(
+        "--config.optimizer.lrr=0.1",
+        "train.py",
+        "a key the config does not have",
+        train("--config.optimizer.lrr=0.1"),
+        r"--config\.optimizer\.lrr=0\.1: the config has no key 'lrr'",
+    ),
+    Case(
+        "data/latents (missing)",
+        "train.py",
+        "the latent dataset was never made",
+        train(),
+        r"no latent dataset '\S+' in \S*data/latents: run .*encode_latents",
+    ),
+    Case(
+        "config.py:scene_typo",
+        "encode_latents",
+        "data.source.scene.heigth",
+        encode(config=":scene_typo"),
+        r"unknown SceneConfig config keys \['heigth'\]",
+    ),
+    Case(
+        "--config.data.source.builder=nope",
+        "encode_latents",
+        "an unknown source dataset",
+        encode("--config.data.source.builder=nope"),
+        r"unknown source dataset 'nope'; choose one of",
+    ),
+    # Converter checkpoints: tiny random models saved, then damaged.
+    Case(
+        "checkpoints/dit_missing/",
+        "convert_weights.wan_dit",
+        "proj_out.bias deleted",
+        convert("wan_dit", "checkpoints/dit_missing"),
+        r"1 model parameters not filled: head/proj/bias",
+    ),
+    Case(
+        "checkpoints/dit_typo/",
+        "convert_weights.wan_dit",
+        "config.json says num_layerz",
+        convert("wan_dit", "checkpoints/dit_typo"),
+        r"dit_typo/config\.json: config\.json lacks 'num_layers'",
+    ),
+    Case(
+        "checkpoints/dit_truncated.safetensors",
+        "convert_weights.wan_dit",
+        "cut 10 bytes short",
+        convert("wan_dit", "checkpoints/dit_truncated.safetensors"),
+        r"dit_truncated\.safetensors: .*outside",
+    ),
+    Case(
+        "checkpoints/empty.safetensors",
+        "convert_weights.wan_dit",
+        "zero-length file",
+        convert("wan_dit", "checkpoints/empty.safetensors"),
+        r"empty\.safetensors: empty file",
+    ),
+    Case(
+        "checkpoints/dit/ (no camera layers)",
+        "convert_weights.recammaster",
+        "a plain Wan DiT, not ReCamMaster",
+        convert("recammaster", "checkpoints/dit"),
+        r"model parameters not filled: .*camera/cam_encoder/kernel",
+    ),
+    Case(
+        "checkpoints/lucy_missing_shard/",
+        "convert_weights.lucy_edit",
+        "the index names a deleted shard",
+        convert("lucy_edit", "checkpoints/lucy_missing_shard"),
+        r"index\.json: shard diffusion_pytorch_model-00002-of-00002\.safetensors named in the index is missing",
+    ),
+    Case(
+        "checkpoints/vae_extra/",
+        "convert_weights.wan_vae",
+        "an extra tensor",
+        convert("wan_vae", "checkpoints/vae_extra"),
+        r"^error: 1 checkpoint tensors not used: encoder\.down_blocks\.0\.lora\.weight$",
+    ),
+    Case(
+        "checkpoints/umt5_misshaped/",
+        "convert_weights.umt5",
+        "wo.weight of shape (48, 79)",
+        convert("umt5", "checkpoints/umt5_misshaped"),
+        r"; 1 shape or dtype mismatches: encoder\.block\.0\.layer\.1\.DenseReluDense\.wo\.weight -> "
+        r"blocks/ffn/fc2/kernel: \(79, 48\) but the model needs \(80, 48\)$",
+    ),
+    Case(
+        "checkpoints/dinov2_int/",
+        "convert_weights.dinov2",
+        "layernorm.weight stored as int64",
+        convert("dinov2", "checkpoints/dinov2_int"),
+        r"; 1 shape or dtype mismatches: layernorm\.weight -> layernorm/scale: dtype int64 but the model "
+        r"needs float32$",
+    ),
+    Case(
+        "converted/dit (--overwrite, disk full)",
+        "convert_weights.wan_dit",
+        "the disk fills up (RLIMIT_FSIZE 20 KB)",
+        convert("wan_dit", "checkpoints/dit", "{root}/converted/dit", "--overwrite"),
+        r"File too large",
+        file_size_limit=20_000,
+    ),
+    Case(
+        "unwritable/weights",
+        "convert_weights.wan_dit",
+        "an output folder that cannot be created",
+        convert("wan_dit", "checkpoints/dit", "{root}/unwritable/weights"),
+        UNWRITABLE,
+    ),
+    # Dataset folders, through the TFDS builders' `prepare`.
+    Case(
+        "datasets/multicam/",
+        "prepare(MulticamVideo)",
+        "a camera video of zero bytes",
+        prepare(
+            "MulticamVideo", "multicam_video", "height=16, width=24, num_frames=5, cameras=(1, 2)", "datasets/multicam"
+        ),
+        r"scene \S*/scene1: \S*cam02\.mp4: the file is empty \(0 bytes\)",
+        leaves=TFDS_CONFIG,
+    ),
+    Case(
+        "datasets/pairs/",
+        "prepare(LongEditPairs)",
+        "edited.mp4 has fewer frames than source.mp4",
+        prepare("LongEditPairs", "long_edit_pairs", "height=16, width=24, segment_frames=5", "datasets/pairs"),
+        r"pair \S*/pair1: source\.mp4 has 13 frames but edited\.mp4 has 9",
+        leaves=TFDS_CONFIG,
+    ),
+)
+
+
+CONFIG = '''"""The corpus experiment: configs/tiny_nvs.py with the corpus's tiny model, video size and folders."""
+
+from mv2v_jax.config import load_config
+
+ROOT = {root!r}
+
+
+def get_config(arg: str = ""):
+    config = load_config("tiny_nvs.py")
+    config.sample.weights = f"{{ROOT}}/weights"
+    config.sample.video.update(frames={frames}, height={height}, width={width})
+    config.sample.sampling.steps = 2
+    config.sample.retrieval.slots = 1
+    config.sample.long_edit.segment_frames = {frames}
+    config.data.source.data_dir = f"{{ROOT}}/data/tfds"
+    config.data.latents_dir = f"{{ROOT}}/data/latents"
+    if arg == "dit_typo":
+        config.model.dit.dimm = 32
+    elif arg == "scene_typo":
+        config.data.source.scene.heigth = 32
+    elif arg == "sampling_type":
+        config.sample.sampling = dict(config.sample.sampling.to_dict(), steps="ten")  # a section written anew
+    elif arg == "other_fov":
+        config.sample.retrieval.hfov_degrees = 90.0
+    return config
+'''
+
+
+def write_config(root: Path) -> None:
+    (root / "config.py").write_text(CONFIG.format(root=str(root), frames=FRAMES, height=HEIGHT, width=WIDTH))
+
+
+def write_videos(root: Path) -> None:
+    import av
+    from PIL import Image
+
+    from mv2v_jax.data.synthetic import PRESETS, generate_scene
+    from mv2v_jax.io.video import write_video
+
+    videos = root / "videos"
+    frames = generate_scene(3, PRESETS["tiny"])["video"][0]  # [9, 32, 48, 3]
+    write_video(videos / "good.mp4", frames, 8, lossless=True)
+    write_video(videos / "short.mp4", frames[:5], 8, lossless=True)
+    (videos / "empty.mp4").write_bytes(b"")
+    data = write_video(videos / "whole.mp4", frames, 8).read_bytes()  # x264, index first
+    (videos / "whole.mp4").unlink()
+    (videos / "truncated.mp4").write_bytes(data[: len(data) * 6 // 10])
+    payload = data.index(b"mdat") + 4  # the header and index stay valid, every frame's data is noise
+    noise = np.random.default_rng(0).integers(0, 256, len(data) - payload, dtype=np.uint8).tobytes()
+    (videos / "garbled.mp4").write_bytes(data[:payload] + noise)
+    (videos / "notes.mp4").write_text("these are meeting notes, not a video\n" * 20)
+    Image.fromarray(frames[0]).save(videos / "still.png")
+    with av.open(str(videos / "sound.wav"), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        samples = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        samples.sample_rate = 8000
+        container.mux(stream.encode(samples))
+        container.mux(stream.encode())
+    for folder, damage in (("mixed_sizes", 4), ("broken_frame", 2)):
+        (videos / folder).mkdir()
+        for i, frame in enumerate(frames):
+            image = Image.fromarray(frame[:, :40] if folder == "mixed_sizes" and i == damage else frame)
+            image.save(videos / folder / f"{i}.png")
+    broken = videos / "broken_frame" / "2.png"
+    broken.write_bytes(broken.read_bytes()[:60])
+
+
+def write_cameras(root: Path) -> None:
+    from mv2v_jax.io.cameras import Trajectory, invert_pose, to_4x4, write_cameras
+    from mv2v_jax.pipelines.presets import preset_trajectory
+
+    cameras = root / "cameras"
+    cameras.mkdir()
+    w2c = preset_trajectory("pan_left", FRAMES)  # [9, 3, 4]
+    np.save(cameras / "plain.npy", w2c)
+    np.save(cameras / "wrong_shape.npy", w2c[:, :, :3])
+    nan = w2c.copy()
+    nan[4, 1, 2] = np.nan
+    (cameras / "nan.json").write_text(json.dumps(nan.tolist()))  # json writes NaN, as numpy users do
+    write_cameras(cameras / "inf_trajectory.json", Trajectory(w2c))
+    document = json.loads((cameras / "inf_trajectory.json").read_text())
+    document["w2c"][2][0][3] = float("inf")
+    (cameras / "inf_trajectory.json").write_text(json.dumps(document))
+    scaled = invert_pose(w2c)
+    scaled[:, :, :3] *= 1.1
+    np.save(cameras / "not_rotation.npy", scaled)
+    mirrored = w2c.copy()
+    mirrored[:, 0, :] *= -1
+    np.save(cameras / "reflection.npy", mirrored)
+    bottom = to_4x4(w2c)
+    bottom[:, 3] = [0, 0, 1, 1]
+    np.save(cameras / "bottom_row.npy", bottom)
+    np.save(cameras / "five_frames.npy", w2c[:5])
+    text = json.dumps(w2c.tolist())
+    (cameras / "truncated.json").write_text(text[: len(text) // 2])
+    rows = "[1 0 0 0] [0 1 0 0] [0 0 1 0] [{} 0 150 1] "
+    recammaster = {f"frame{i}": {f"cam{c:02d}": rows.format(10 * i) for c in (1, 2)} for i in range(FRAMES)}
+    (cameras / "camera_extrinsics.json").write_text(json.dumps(recammaster))
+    (cameras / "turns_broken.json").write_text('[{"camera": "pan_left"},')
+
+
+def write_weights(root: Path) -> None:
+    from flax import nnx
+
+    from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
+    from mv2v_jax.train.loop import export_weights
+
+    config = MemoryConfig.from_config(dict(dit=TINY_DIT | dict(in_channels=48, out_channels=48), camera=True))
+    export_weights(nnx.state(MemoryDiT(config, rngs=nnx.Rngs(0))), config, root / "weights", {})
+    kernel = Path("params") / "dit.head.proj.kernel"
+    shutil.copytree(root / "weights", root / "weights_missing")
+    shutil.rmtree(root / "weights_missing" / kernel)
+    shutil.copytree(root / "weights", root / "weights_truncated")
+    (chunk,) = (root / "weights_truncated" / kernel).glob("0.*")
+    chunk.write_bytes(chunk.read_bytes()[:100])
+
+
+def write_sessions(root: Path) -> None:
+    """Sessions as sample.py leaves them, made by the real classes with the corpus config, then edited."""
+    from mv2v_jax.config import load_config
+    from mv2v_jax.io.video import read_video
+    from mv2v_jax.models.codec import SpaceToDepthCodec
+    from mv2v_jax.pipelines.build import session_config
+    from mv2v_jax.pipelines.presets import preset_trajectory
+    from mv2v_jax.pipelines.session import Session
+    from mv2v_jax.retrieval.bank import MemoryEntry
+    from mv2v_jax.retrieval.fov import Intrinsics, fov_bitmask
+
+    sessions = root / "sessions"
+    sample = load_config(f"{root}/config.py").sample
+    codec = SpaceToDepthCodec(sample.codec.spatial)
+    source = np.asarray(codec.encode(read_video(root / "videos" / "good.mp4", FRAMES, (HEIGHT, WIDTH)).frames))
+
+    def session(name: str, task: str = "nvs", config=sample) -> Session:
+        made = Session(sessions / name, task, session_config(config, task))
+        if task == "nvs":
+            made.save_source(source, str(root / "videos" / "good.mp4"))
+        return made
+
+    for name in ("version", "broken_json", "busy", "disk_full"):
+        session(name).close()
+    session("long_edit", "long_edit").close()
+    session("other_config", config=load_config(f"{root}/config.py:other_fov").sample).close()
+    made = session("flipped_bit")
+    cameras = preset_trajectory("pan_left", FRAMES)[::4]
+    intrinsics = Intrinsics.from_hfov(sample.retrieval.hfov_degrees, WIDTH, HEIGHT)
+    fov = np.asarray(fov_bitmask(cameras, intrinsics, radius=sample.retrieval.fov_radius))
+    made.bank.add(MemoryEntry(latents=source + 0.5, turn=1, cameras=cameras, fov=fov))
+    made.close()
+    latents = sessions / "flipped_bit" / "bank" / "entries" / "000000" / "latents.npy"
+    data = bytearray(latents.read_bytes())
+    data[-5] ^= 0x10
+    latents.write_bytes(bytes(data))
+    manifest = sessions / "version" / "bank" / "manifest.json"
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"version": 2}))
+    meta = sessions / "broken_json" / "session.json"
+    meta.write_text(meta.read_text()[:20])
+    (sessions / "not_a_session").mkdir()
+    (sessions / "not_a_session" / "notes.txt").write_text("my notes, not a session\n")
+
+
+def write_checkpoints(root: Path) -> None:
+    """Tiny random diffusers / transformers checkpoints (tests/torch_reference.py), saved, then damaged."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import safetensors.torch
+    import torch
+    from torch_reference import randomize, tiny_wan_dit
+    from transformers import Dinov2Config, Dinov2Model, UMT5Config, UMT5EncoderModel
+    from vae_reference import tiny_wan_vae
+
+    from convert_weights.wan_dit import convert_dit
+
+    checkpoints = root / "checkpoints"
+
+    def folder(name: str, state: dict, config: dict, file: str = "diffusion_pytorch_model.safetensors") -> Path:
+        (checkpoints / name).mkdir(parents=True)
+        (checkpoints / name / "config.json").write_text(json.dumps(config))
+        safetensors.torch.save_file({k: v.clone() for k, v in state.items()}, checkpoints / name / file)
+        return checkpoints / name
+
+    dit = tiny_wan_dit("1.3b")
+    state, config = dict(dit.state_dict()), dict(dit.config)
+    good = folder("dit", state, config)
+    convert_dit(good, root / "converted" / "dit")  # what a later --overwrite must not lose
+    folder("dit_missing", {k: v for k, v in state.items() if k != "proj_out.bias"}, config)
+    typo = dict(config)
+    typo["num_layerz"] = typo.pop("num_layers")
+    folder("dit_typo", state, typo)
+    data = (good / "diffusion_pytorch_model.safetensors").read_bytes()
+    (checkpoints / "dit_truncated.safetensors").write_bytes(data[:-10])
+    (checkpoints / "empty.safetensors").write_bytes(b"")
+
+    lucy = tiny_wan_dit("ti2v-5b")
+    shards = folder("lucy_missing_shard", {}, dict(lucy.config), file="unused.safetensors")
+    (shards / "unused.safetensors").unlink()
+    names = sorted(lucy.state_dict())
+    weight_map = {}
+    for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :]), start=1):
+        file = f"diffusion_pytorch_model-0000{i}-of-00002.safetensors"
+        safetensors.torch.save_file({k: lucy.state_dict()[k].contiguous() for k in part}, shards / file)
+        weight_map |= dict.fromkeys(part, file)
+    (shards / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (shards / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
+
+    vae = tiny_wan_vae("wan2.1")
+    folder(
+        "vae_extra", dict(vae.state_dict()) | {"encoder.down_blocks.0.lora.weight": torch.zeros(2, 2)}, dict(vae.config)
+    )
+
+    torch.manual_seed(0)
+
+    def saved_then_changed(name: str, model, change) -> None:
+        """`save_pretrained` (transformers' checkpoint names), then one tensor changed in the file."""
+        model.save_pretrained(checkpoints / name)
+        file = checkpoints / name / "model.safetensors"
+        state = safetensors.torch.load_file(file)
+        change(state)
+        safetensors.torch.save_file(state, file)
+
+    torch.manual_seed(0)
+    umt5_config = UMT5Config(vocab_size=180, d_model=48, d_kv=16, d_ff=80, num_heads=4, num_layers=2, dropout_rate=0)
+    saved_then_changed(
+        "umt5_misshaped",
+        randomize(UMT5EncoderModel(umt5_config), 0),
+        lambda state: state.update({"encoder.block.0.layer.1.DenseReluDense.wo.weight": torch.zeros(48, 79)}),
+    )
+    dinov2_config = Dinov2Config(
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=70, patch_size=14
+    )
+    saved_then_changed(
+        "dinov2_int",
+        randomize(Dinov2Model(dinov2_config), 0),
+        lambda state: state.update({"layernorm.weight": torch.ones(48, dtype=torch.int64)}),
+    )
+
+
+def write_datasets(root: Path) -> None:
+    """Dataset folders in the published layouts (tests/test_dataset_builders.py), each with one fault."""
+    from mv2v_jax.io.video import write_video
+
+    def video(path: Path, count: int) -> None:
+        levels = np.linspace(20, 200, count).astype(np.uint8)
+        write_video(path, np.broadcast_to(levels[:, None, None, None], (count, 40, 40, 3)), 15, lossless=True)
+
+    scene = root / "datasets" / "multicam" / "train" / "f24_aperture5" / "scene1"
+    (scene / "videos").mkdir(parents=True)
+    (scene / "cameras").mkdir()
+    video(scene / "videos" / "cam01.mp4", 9)
+    (scene / "videos" / "cam02.mp4").write_bytes(b"")
+    rows = "[1 0 0 0] [0 1 0 0] [0 0 1 0] [{} 0 150 1] "
+    document = {f"frame{i}": {f"cam{c:02d}": rows.format(100 * i) for c in (1, 2)} for i in range(9)}
+    (scene / "cameras" / "camera_extrinsics.json").write_text(json.dumps(document))
+    pair = root / "datasets" / "pairs" / "train" / "pair1"
+    pair.mkdir(parents=True)
+    video(pair / "source.mp4", 13)
+    video(pair / "edited.mp4", 9)
+    (pair / "prompt.txt").write_text("make it snowy\n")
+
+
+def write_unwritable(root: Path) -> None:
+    """`unwritable`: a read-only folder, or where chmod does not stop this user (root), a regular file."""
+    folder = root / "unwritable"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except PermissionError:
+        return
+    (folder / "probe").unlink()
+    folder.chmod(0o755)
+    folder.rmdir()
+    folder.write_text("a file where a folder would go\n")
+
+
+def make_corpus(root: str | os.PathLike) -> tuple[Case, ...]:
+    """Writes every input of `CASES` under `root` (which must not exist yet) and returns `CASES`."""
+    root = Path(root).absolute()
+    root.mkdir(parents=True)
+    write_config(root)
+    write_videos(root)
+    write_cameras(root)
+    write_weights(root)
+    write_sessions(root)
+    write_checkpoints(root)
+    write_datasets(root)
+    write_unwritable(root)
+    return CASES
+
+
+def table(cases: tuple[Case, ...] = CASES) -> str:
+    """The case table in Markdown: input, tool, problem, expected message."""
+    lines = ["| # | input | tool | problem | expected message (regex) |", "|---|---|---|---|---|"]
+    for i, case in enumerate(cases, 1):
+        expect = case.expect.replace("|", "\\|")
+        lines.append(f"| {i} | `{case.input}` | {case.tool} | {case.problem} | `{expect}` |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    make_corpus(sys.argv[1])
+    print(table())

@@ -1,0 +1,121 @@
+"""The bad-input corpus (tests/corpus/make_corpus.py) through the real tools, one process per case: each
+must exit non-zero with an error naming the input and the problem, leave every file that existed
+before byte for byte as it was, and leave no new file behind.
+
+The cases run two at a time (one per core of the 2-core machine the suite is sized for); the corpus
+is snapshotted before and after each pair, so a file a pair changed or left behind fails both cases.
+"""
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from corpus.make_corpus import CASES, Case, make_corpus, table
+
+REPO = Path(__file__).parents[1]
+WORKERS = 2
+ERROR_LINES = ("error: ", "FATAL Flags parsing error: ")  # how the CLIs report (absl for flags)
+LOCK_HOLDER = """
+import sys, time
+from pathlib import Path
+from mv2v_jax.retrieval.bank import MemoryBank
+bank = MemoryBank.open(sys.argv[1])
+Path(sys.argv[2]).touch()
+time.sleep(600)
+"""
+# Runs a command with a file size limit: RLIMIT_FSIZE set, then exec (no fork of this JAX process).
+FILE_SIZE_LIMIT = "import os, resource, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); os.execv(sys.argv[2], sys.argv[2:])"  # noqa: E501
+
+
+@dataclasses.dataclass
+class Outcome:
+    returncode: int
+    stderr: str
+    changed: list[str]  # files that existed before the run and differ (or are gone) after it
+    created: list[str]  # new files after it
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` by relative path."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(REPO)}
+
+
+def hold_lock(bank: Path, ready: Path) -> subprocess.Popen:
+    """Another process holding the session's memory bank open for writing."""
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(bank), str(ready)], env=environment())
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert holder.poll() is None and time.monotonic() < deadline, "the lock holder did not start"
+        time.sleep(0.02)
+    return holder
+
+
+def run(case: Case, root: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, *(arg.replace("{root}", str(root)) for arg in case.argv)]
+    if case.file_size_limit is not None:
+        command = [sys.executable, "-c", FILE_SIZE_LIMIT, str(case.file_size_limit), *command]
+    return subprocess.run(command, cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, Outcome]:
+    """Every case of the corpus run against a freshly generated corpus, two at a time."""
+    root = tmp_path_factory.mktemp("corpus") / "corpus"
+    make_corpus(root)
+    ready = tmp_path_factory.mktemp("locks")
+    results = {}
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        for start in range(0, len(CASES), WORKERS):
+            batch = CASES[start : start + WORKERS]
+            holders = [hold_lock(root / case.lock, ready / f"{start}-{i}") for i, case in enumerate(batch) if case.lock]
+            try:
+                before = snapshot(root)  # with the holders' pids in their lock files
+                done = list(pool.map(lambda case: run(case, root), batch))
+                after = snapshot(root)
+            finally:
+                for holder in holders:
+                    holder.send_signal(signal.SIGKILL)
+                    holder.wait()
+            changed = sorted(name for name, digest in before.items() if after.get(name) != digest)
+            for case, result in zip(batch, done, strict=True):
+                created = [n for n in sorted(after.keys() - before.keys()) if not any(map(Path(n).match, case.leaves))]
+                results[case.input] = Outcome(result.returncode, result.stderr, changed, created)
+    if (root / "unwritable").is_dir():
+        (root / "unwritable").chmod(0o755)  # so that pytest can clean up
+    return results
+
+
+def test_the_corpus_has_at_least_30_cases():
+    print(f"\n{len(CASES)} bad-input cases\n{table()}")
+    assert len(CASES) >= 30
+    assert len({case.input for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.input for case in CASES])
+def test_bad_input_is_named_and_nothing_is_lost(outcomes, case):
+    outcome = outcomes[case.input]
+    error = outcome.stderr
+    assert outcome.returncode != 0, f"exit 0 on {case.input}:\n{error[-3000:]}"
+    if case.argv[0] != "-c":  # a CLI prints an error line, not a traceback
+        error = "\n".join(line for line in error.splitlines() if line.startswith(ERROR_LINES))
+    assert re.search(case.expect, error, re.MULTILINE), (
+        f"{case.input}: expected /{case.expect}/ in:\n{outcome.stderr[-3000:]}"
+    )
+    assert not outcome.changed, f"{case.input}: existing files changed or removed: {outcome.changed}"
+    assert not outcome.created, f"{case.input}: the failed run left new files: {outcome.created}"
