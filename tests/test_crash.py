@@ -11,6 +11,7 @@ Where the kill lands:
   from outside, after a random delay drawn from `numpy.random.default_rng(seed)` over the measured
   duration of the write (from the moment the first checkpoint / the dataset folder appears). A seed
   whose child finishes before the kill is not counted: each path loops until KILLS kills landed.
+  These three loops take about two minutes together and run in `make test-slow`.
 """
 
 import json
@@ -205,6 +206,7 @@ def expected_state(step: int) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_killed_checkpoint_saves_leave_the_latest_complete_step(tmp_path):
     import grain
 
@@ -317,6 +319,7 @@ def kill_builds(tmp_path: Path, start, dataset_dir, check) -> tuple[list[int], f
     return seeded_kills(run_once, committed - began), committed - began
 
 
+@pytest.mark.slow
 def test_killed_dataset_builds_leave_nothing_partial_and_rerun(tmp_path):
     from mv2v_jax.data.synthetic import SceneConfig
     from mv2v_jax.data.tfds.common import prepare
@@ -343,6 +346,7 @@ def test_killed_dataset_builds_leave_nothing_partial_and_rerun(tmp_path):
     assert "not visible" in outcomes
 
 
+@pytest.mark.slow
 def test_killed_latent_encoding_leaves_nothing_partial_and_reruns(tmp_path):
     from mv2v_jax.config import load_config
     from mv2v_jax.data.encode_latents import open_latents, open_source

@@ -3,8 +3,10 @@
 A codec maps uint8 frames `[F, H, W, 3]` with F = 1 + 4k to latents `[1 + k, H / s, W / s, C]` and back.
 The Wan VAEs are codecs (models.wan.vae, via `WanVAECodec`). For the small CPU model shipped with the
 repository we use a fixed, stated mapping instead of a trained VAE, `SpaceToDepthCodec`: keep every
-4th frame (the frames a Wan latent frame is anchored on, 0, 4, 8, ...), scale to [-1, 1] and fold
-each s x s pixel block into channels. It is exact on those key frames, needs no training, and decodes
+4th frame (the frames a Wan latent frame is anchored on, 0, 4, 8, ...), scale to [-1, 1], standardise
+each colour with the data's mean and std (as the Wan VAEs normalise their latents: noise of std 1 must
+meet data of std 1, or every noise level but the lowest hides the video) and fold each s x s pixel
+block into channels. It is exact on those key frames, needs no training, and decodes
 the frames in between by linear interpolation of neighbouring key frames (the small model then only
 has to get key frames right; the interpolation shows as blur in fast motion).
 """
@@ -42,9 +44,16 @@ def check_frame_count(frames: int) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class SpaceToDepthCodec:
-    """Key frames (every 4th) folded `s x s` into channels: `C = 3 s^2` (s = 4: 48, Wan2.2's channel count)."""
+    """Key frames (every 4th), standardised per colour, folded `s x s` into channels: `C = 3 s^2` (s = 4:
+    48, Wan2.2's channel count). `mean` / `std`: RGB statistics of the data in [-1, 1] pixel units."""
 
     spatial: int = 4
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self):
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"codec mean and std need 3 values, std > 0; got {self.mean}, {self.std}")
 
     @property
     def channels(self) -> int:
@@ -57,13 +66,14 @@ class SpaceToDepthCodec:
         if height % self.spatial or width % self.spatial:
             raise ValueError(f"frames {height}x{width} are not divisible by the codec's {self.spatial}")
         keys = jnp.asarray(frames[::TEMPORAL], jnp.float32) / 127.5 - 1.0
+        keys = (keys - jnp.asarray(self.mean)) / jnp.asarray(self.std)
         return einops.rearrange(keys, "t (h p) (w q) c -> t h w (p q c)", p=self.spatial, q=self.spatial)
 
     def decode(self, latents: jax.Array) -> np.ndarray:
         keys = einops.rearrange(
             jnp.asarray(latents, jnp.float32), "t h w (p q c) -> t (h p) (w q) c", p=self.spatial, q=self.spatial
         )
-        keys = np.asarray(jnp.clip(keys, -1.0, 1.0))
+        keys = np.asarray(jnp.clip(keys * jnp.asarray(self.std) + jnp.asarray(self.mean), -1.0, 1.0))
         count = keys.shape[0]
         frames = np.empty((1 + TEMPORAL * (count - 1), *keys.shape[1:]), np.float32)
         for i in range(frames.shape[0]):

@@ -645,8 +645,7 @@ def write_sessions(root: Path) -> None:
     """Sessions as sample.py leaves them, made by the real classes with the corpus config, then edited."""
     from mv2v_jax.config import load_config
     from mv2v_jax.io.video import read_video
-    from mv2v_jax.models.codec import SpaceToDepthCodec
-    from mv2v_jax.pipelines.build import session_config
+    from mv2v_jax.pipelines.build import build_codec, session_config
     from mv2v_jax.pipelines.presets import preset_trajectory
     from mv2v_jax.pipelines.session import Session
     from mv2v_jax.retrieval.bank import MemoryEntry
@@ -654,7 +653,7 @@ def write_sessions(root: Path) -> None:
 
     sessions = root / "sessions"
     sample = load_config(f"{root}/config.py").sample
-    codec = SpaceToDepthCodec(sample.codec.spatial)
+    codec = build_codec(sample.codec)
     source = np.asarray(codec.encode(read_video(root / "videos" / "good.mp4", FRAMES, (HEIGHT, WIDTH)).frames))
 
     def session(name: str, task: str = "nvs", config=sample) -> Session:
