@@ -1,7 +1,7 @@
 """Pipelines from an experiment config's `sample` section (what sample.py and the evaluation call).
 
 sample.weights        MemoryDiT weights directory (convert_weights.recammaster / lucy_edit, or train.py)
-sample.codec          {kind: "space_to_depth", spatial, mean, std} | {kind: "wan_vae", weights}
+sample.codec          {kind: "space_to_depth", spatial, frequencies, mean, std} | {kind: "wan_vae", weights}
 sample.text           {kind: "none"} | {kind: "umt5", weights, tokenizer, cache}
 sample.embedder       long edit: {kind: "dinov2", weights} | {kind: "dinov2_random", preset, seed}
 sample.video          frames, height, width, fps (what every turn's video is read and written at)
@@ -46,7 +46,7 @@ def build_codec(config: Mapping[str, Any]) -> LatentCodec:
     kind = config["kind"]
     if kind == "space_to_depth":
         options = {k: tuple(config[k]) for k in ("mean", "std") if k in config}
-        return SpaceToDepthCodec(config["spatial"], **options)
+        return SpaceToDepthCodec(config["spatial"], config.get("frequencies"), **options)
     if kind == "wan_vae":
         from mv2v_jax.models.wan.vae import load_vae
 
