@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from mv2v_jax.config import load_config
 from mv2v_jax.data.synthetic import PRESETS, generate_scene
 from mv2v_jax.io.cameras import Trajectory, write_cameras
 from mv2v_jax.io.video import read_video, write_video
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
+from mv2v_jax.pipelines.build import build_codec
 from mv2v_jax.pipelines.presets import preset_trajectory
 from mv2v_jax.train.loop import export_weights
 
@@ -24,8 +26,9 @@ TINY = dict(dim=32, ffn_dim=64, num_heads=2, num_layers=3, text_dim=16, freq_dim
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sample")
-    for name, camera, channels in (("nvs", True, 48), ("long_edit", False, 96)):
-        config = MemoryConfig.from_config(dict(dit=TINY | dict(in_channels=channels, out_channels=48), camera=camera))
+    c = build_codec(load_config("tiny_nvs.py").sample.codec).channels  # the experiment's latents
+    for name, camera, channels in (("nvs", True, c), ("long_edit", False, 2 * c)):  # long edit: + the source
+        config = MemoryConfig.from_config(dict(dit=TINY | dict(in_channels=channels, out_channels=c), camera=camera))
         model = MemoryDiT(config, rngs=nnx.Rngs(0))
         export_weights(nnx.state(model), config, tmp / f"{name}_weights", {})
     scene = generate_scene(3, PRESETS["tiny"])  # 9 frames of 32 x 48

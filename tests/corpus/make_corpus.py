@@ -628,10 +628,13 @@ def write_cameras(root: Path) -> None:
 def write_weights(root: Path) -> None:
     from flax import nnx
 
+    from mv2v_jax.config import load_config
     from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
+    from mv2v_jax.pipelines.build import build_codec
     from mv2v_jax.train.loop import export_weights
 
-    config = MemoryConfig.from_config(dict(dit=TINY_DIT | dict(in_channels=48, out_channels=48), camera=True))
+    c = build_codec(load_config(f"{root}/config.py").sample.codec).channels
+    config = MemoryConfig.from_config(dict(dit=TINY_DIT | dict(in_channels=c, out_channels=c), camera=True))
     export_weights(nnx.state(MemoryDiT(config, rngs=nnx.Rngs(0))), config, root / "weights", {})
     kernel = Path("params") / "dit.head.proj.kernel"
     shutil.copytree(root / "weights", root / "weights_missing")
