@@ -69,7 +69,9 @@ def git_revision() -> str:
 
 def write_section(name: str, body: str) -> None:
     """Replaces (or appends) the section `## name` of BENCHMARKS.md with `body`."""
-    command = "python " + " ".join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    spec = getattr(sys.modules["__main__"], "__spec__", None)  # set under `python -m`
+    program = f"-m {spec.name}" if spec is not None else os.path.relpath(sys.argv[0])
+    command = " ".join(["python", program, *sys.argv[1:]])
     section = f"## {name}\n\nCommand: `{command}` (commit {git_revision()})\n\nMachine: {machine()}\n\n{body.strip()}\n"
     text = (
         BENCHMARKS.read_text()
