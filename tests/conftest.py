@@ -1,4 +1,5 @@
-"""Test setup: 8 fake CPU devices for the sharding tests, and tiny random PyTorch references."""
+"""Test setup: 8 fake CPU devices for the sharding tests, reproducible hypothesis examples, tiny random
+PyTorch references."""
 
 import os
 
@@ -8,6 +9,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# The default suite draws the same examples on every run (a red CI run is reproducible here);
+# HYPOTHESIS_PROFILE=explore draws new ones.
+settings.register_profile("default", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def relative_error(ours, reference) -> float:
