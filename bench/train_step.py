@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +32,7 @@ from mv2v_jax.memory.tokenizers import TokenizerConfig
 from mv2v_jax.models.codec import TEMPORAL
 from mv2v_jax.pipelines.build import build_codec
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
-from mv2v_jax.train.step import StepVariant, TrainState, train_step
+from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step
 
 
 def batch_from_scenes(config, batch_size: int):
@@ -81,16 +80,7 @@ def main() -> None:
     }
     rows = []
     for name, variant in variants.items():
-        step = jax.jit(
-            functools.partial(
-                train_step,
-                graphdef=graphdef,
-                trainable=trainable,
-                optimizer=optimizer,
-                variant=variant,
-                config=dict(config.step),
-            )
-        )
+        step = jit_train_step(graphdef, trainable, optimizer, variant, dict(config.step), donate=False)
         times = timed(
             lambda s=step: jax.block_until_ready(s(state, batch, jax.random.key(0))[1]), repeats=args.repeats
         )[0]

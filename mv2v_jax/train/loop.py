@@ -32,7 +32,7 @@ from mv2v_jax.models.weights import WeightsWriter, flatten_paths
 from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, use_mesh
 from mv2v_jax.train.checkpoint import Checkpointer, abstract_like
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
-from mv2v_jax.train.step import StepVariant, TrainState, loss_fn, train_step
+from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step, loss_fn
 
 
 def build_model(config: Mapping[str, Any], mesh: jax.sharding.Mesh) -> MemoryDiT:
@@ -177,17 +177,7 @@ def train(
 
         def step_fn(variant: StepVariant):
             if variant not in steps_fns:
-                steps_fns[variant] = jax.jit(
-                    functools.partial(
-                        train_step,
-                        graphdef=graphdef,
-                        trainable=trainable,
-                        optimizer=optimizer,
-                        variant=variant,
-                        config=step_config,
-                    ),
-                    donate_argnums=0,
-                )
+                steps_fns[variant] = jit_train_step(graphdef, trainable, optimizer, variant, step_config)
             return steps_fns[variant]
 
         validation = None

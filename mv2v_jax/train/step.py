@@ -14,7 +14,8 @@ much to merge) is a static `StepVariant` drawn on the host, so each variant comp
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -132,3 +133,19 @@ def train_step(
     return state.replace(
         step=state.step + 1, params=nnx.merge_state(params, frozen), opt_state=opt_state, ema=ema
     ), metrics
+
+
+def jit_train_step(
+    graphdef: nnx.GraphDef,
+    trainable: Any,
+    optimizer: optax.GradientTransformation,
+    variant: StepVariant,
+    config: Mapping[str, Any],
+    donate: bool = True,
+) -> Callable[[TrainState, TrainBatch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    """`train_step` for one variant, jitted: `(state, batch, key) -> (state, metrics)`. `donate` hands the
+    old state's buffers to the new one (training); a benchmark that reuses its state passes False."""
+    step = functools.partial(
+        train_step, graphdef=graphdef, trainable=trainable, optimizer=optimizer, variant=variant, config=config
+    )
+    return jax.jit(step, donate_argnums=0 if donate else ())
