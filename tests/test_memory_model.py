@@ -13,8 +13,8 @@ from flax import nnx
 from torch_reference import TINY_DIT_CONFIGS, randomize, tiny_wan_dit, to_channels_last
 
 from convert_weights import lucy_edit, recammaster, wan_dit
+from mv2v_jax.geometry import relative_poses
 from mv2v_jax.memory.builders import MemoryBatch, lucy_edit_streams, recammaster_streams
-from mv2v_jax.memory.camera import relative_poses
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.models.wan.attention import AttentionConfig

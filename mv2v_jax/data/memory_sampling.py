@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from mv2v_jax.memory.camera import relative_poses
+from mv2v_jax.geometry import Intrinsics, relative_poses
 from mv2v_jax.memory.tokenizers import TokenizerConfig
-from mv2v_jax.retrieval.fov import Intrinsics, fov_bitmask, fov_bitmasks, fov_scores
+from mv2v_jax.retrieval.fov import fov_bitmask, fov_bitmasks, fov_scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +91,7 @@ def nvs_example(scene: Mapping[str, Any], rng: np.random.Generator, sampling: Me
     chosen: list[int] = []
     if count:
         height, width = scene["image_size"]
-        intrinsics = Intrinsics.from_matrix(np.asarray(scene["K"]), width, height)
+        intrinsics = Intrinsics.from_matrix(np.asarray(scene["K"]), height, width)
         reference = w2c[target, 0]
         target_bits = fov_bitmask(w2c[target], intrinsics, reference, radius=sampling.fov_radius)
         memory_bits = fov_bitmasks(w2c[candidates], intrinsics, reference, radius=sampling.fov_radius)

@@ -14,7 +14,7 @@ cameras share most of their view and others see walls that no other camera sees.
 Conventions are the library's (`mv2v_jax.io.cameras`): `w2c` `[V, F, 3, 4]` world-to-camera with
 OpenCV camera axes (x right, y down, z forward); `K` `[3, 3]` pinhole from a horizontal field of
 view, square pixels, principal point at the image centre, pixel (i, j) centred at (j + 0.5, i + 0.5)
-(the image spans u in [0, W], v in [0, H], as `retrieval.fov.Intrinsics.from_hfov`). Depth is
+(the image spans u in [0, W], v in [0, H], as `geometry.Intrinsics.from_hfov`). Depth is
 z-depth along the camera axis in metres. Time is normalised: frame f of F is at `f / (F - 1)`, so a
 new trajectory of the same scene rendered at the same times shows the objects where the scene's
 cameras saw them.
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from mv2v_jax.config import dataclass_from_config
-from mv2v_jax.io.cameras import invert_pose
+from mv2v_jax.geometry import Intrinsics, invert_pose
 from mv2v_jax.io.images import SHEET_COLUMNS, write_contact_sheet
 from mv2v_jax.io.video import check_num_frames
 
@@ -158,7 +158,7 @@ class SceneConfig:
     @property
     def intrinsics(self) -> np.ndarray:
         """`K` `[3, 3]` float64 for this config's size and field of view."""
-        return intrinsics_from_hfov(self.hfov_degrees, self.height, self.width)
+        return Intrinsics.from_hfov(self.hfov_degrees, self.height, self.width).matrix()
 
 
 PRESETS: dict[str, SceneConfig] = {
@@ -248,12 +248,6 @@ class World:
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         a, b = self.half_extent
         return np.array([-a, -b, 0.0]), np.array([a, b, self.height])
-
-
-def intrinsics_from_hfov(hfov_degrees: float, height: int, width: int) -> np.ndarray:
-    """Pinhole `K` `[3, 3]`: square pixels, principal point at the image centre, `hfov` edge to edge."""
-    focal = width / 2 / math.tan(math.radians(hfov_degrees) / 2)
-    return np.array([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
 
 
 def look_w2c(positions: np.ndarray, forward: np.ndarray) -> np.ndarray:

@@ -21,12 +21,12 @@ from flax import nnx
 
 from mv2v_jax.config import dataclass_from_config
 from mv2v_jax.diffusion.samplers import make_sampler
+from mv2v_jax.geometry import Intrinsics
 from mv2v_jax.memory.model import load_memory_dit
 from mv2v_jax.models.codec import LatentCodec, SpaceToDepthCodec, WanVAECodec
 from mv2v_jax.pipelines.denoiser import SamplingConfig, TextConditioning
 from mv2v_jax.pipelines.long_edit import LongEditPipeline
 from mv2v_jax.pipelines.nvs import NVSPipeline
-from mv2v_jax.retrieval.fov import Intrinsics
 
 TASKS = ("nvs", "long_edit")
 
@@ -100,7 +100,7 @@ def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEd
     retrieval = sample["retrieval"]
     if task == "nvs":
         video = sample["video"]
-        intrinsics = Intrinsics.from_hfov(retrieval["hfov_degrees"], video["width"], video["height"])
+        intrinsics = Intrinsics.from_hfov(retrieval["hfov_degrees"], video["height"], video["width"])
         return NVSPipeline(model, codec, sampling, intrinsics, retrieval["slots"], retrieval["fov_radius"], text)
     edit = sample["long_edit"]
     return LongEditPipeline(

@@ -26,14 +26,14 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from mv2v_jax.geometry import Intrinsics, relative_poses
 from mv2v_jax.memory.builders import MemoryBatch, recammaster_streams
-from mv2v_jax.memory.camera import relative_poses
 from mv2v_jax.memory.model import MemoryDiT
 from mv2v_jax.models.codec import TEMPORAL, LatentCodec
 from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
 from mv2v_jax.pipelines.session import Session, Stages
 from mv2v_jax.retrieval.bank import MemoryEntry
-from mv2v_jax.retrieval.fov import Intrinsics, fov_bitmask, retrieve_by_fov
+from mv2v_jax.retrieval.fov import fov_bitmask, retrieve_by_fov
 
 
 class NVSPipeline:

@@ -592,7 +592,8 @@ def write_videos(root: Path) -> None:
 
 
 def write_cameras(root: Path) -> None:
-    from mv2v_jax.io.cameras import Trajectory, invert_pose, to_4x4, write_cameras
+    from mv2v_jax.geometry import invert_pose, to_4x4
+    from mv2v_jax.io.cameras import Trajectory, write_cameras
     from mv2v_jax.pipelines.presets import preset_trajectory
 
     cameras = root / "cameras"
@@ -671,7 +672,7 @@ def write_sessions(root: Path) -> None:
     session("other_config", config=load_config(f"{root}/config.py:other_fov").sample).close()
     made = session("flipped_bit")
     cameras = preset_trajectory("pan_left", FRAMES)[::4]
-    intrinsics = Intrinsics.from_hfov(sample.retrieval.hfov_degrees, WIDTH, HEIGHT)
+    intrinsics = Intrinsics.from_hfov(sample.retrieval.hfov_degrees, HEIGHT, WIDTH)
     fov = np.asarray(fov_bitmask(cameras, intrinsics, radius=sample.retrieval.fov_radius))
     made.bank.add(MemoryEntry(latents=source + 0.5, turn=1, cameras=cameras, fov=fov))
     made.close()
