@@ -31,15 +31,16 @@ from tqdm import tqdm
 from mv2v_jax.config import parse_flags
 from mv2v_jax.io.cameras import CameraError, read_cameras
 from mv2v_jax.io.video import VideoError, read_all_frames, read_video
-from mv2v_jax.pipelines.build import TASKS, build_pipeline, session_config
+from mv2v_jax.pipelines.build import build_pipeline, session_config
 from mv2v_jax.pipelines.long_edit import segment_starts
 from mv2v_jax.pipelines.nvs import describe
 from mv2v_jax.pipelines.presets import AMOUNTS, preset_trajectory
 from mv2v_jax.pipelines.session import Session, SessionError
 from mv2v_jax.retrieval.bank import BankError
+from mv2v_jax.tasks import TASKS
 
 config_flags.DEFINE_config_file("config", None, "experiment config file with a `sample` section", lock_config=True)
-flags.DEFINE_enum("task", "nvs", TASKS, "nvs (novel view synthesis) or long_edit")
+flags.DEFINE_enum("task", "nvs", sorted(TASKS), "nvs (novel view synthesis) or long_edit")
 flags.DEFINE_string("session", None, "session folder, created or resumed", required=True)
 flags.DEFINE_string("video", None, "source video (NVS: first turn of a session; long_edit: the long video)")
 flags.DEFINE_string("camera", None, "NVS: a preset trajectory name or a camera file")

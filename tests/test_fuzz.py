@@ -275,7 +275,7 @@ def bank_template(tmp_path_factory):
     """A session with two entries; its manifest is what the fuzzer damages."""
     path = tmp_path_factory.mktemp("bank") / "template"
     rng = np.random.default_rng(0)
-    with MemoryBank.create(path, "nvs", "hash") as bank:
+    with MemoryBank.create(path, "nvs", "hash", key="cameras") as bank:
         for turn in range(2):
             latents = rng.standard_normal((2, 3, 4, 8)).astype(np.float32)
             cameras = np.tile(np.eye(3, 4), (2, 1, 1))

@@ -78,7 +78,7 @@ def test_without_memory_reproduces_the_base_models_bit_for_bit(rng):
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(plain))
     # LucyEdit: the channel-concatenated stream is the base model's whole input.
     lucy = random_head(
-        MemoryDiT(MemoryConfig(dit=WanDiTConfig(**{**DIT.__dict__, "in_channels": 8}), camera=False), rngs=nnx.Rngs(1))
+        MemoryDiT(MemoryConfig(dit=WanDiTConfig(**{**DIT.__dict__, "in_channels": 8}), adapters=()), rngs=nnx.Rngs(1))
     )
     ours = jitted(lucy)(lucy_edit_streams(noisy, source), t, context)
     plain = jitted_dit(lucy)([Stream(jnp.concatenate([noisy, source], -1))], t, context)
@@ -208,7 +208,7 @@ def test_recammaster_checkpoint_converts_and_matches(tmp_path, rng):
     coarse = np.asarray(model.tokenizers.embedders["1x4x4"].kernel[...])
     np.testing.assert_allclose(coarse, np.tile(base, (1, 2, 2, 1, 1)) / 4, rtol=1e-6)
     meta = json.loads((tmp_path / "jax" / "config.json").read_text())
-    assert meta["model"] == "MemoryDiT" and meta["memory"]["camera"] is True
+    assert meta["model"] == "MemoryDiT" and meta["memory"]["adapters"] == ["camera"]
 
 
 def test_lucy_edit_folder_converts_with_the_dit_converter(tmp_path, rng):
@@ -241,7 +241,7 @@ def test_lucy_edit_folder_converts_with_the_dit_converter(tmp_path, rng):
 
     assert lucy_edit.main([str(tmp_path / "transformer"), str(tmp_path / "memory")]) == 0
     model = load_memory_dit(tmp_path / "memory", **RUNTIME)
-    assert model.camera is None
+    assert model.config.adapters == () and not hasattr(model, "camera")
     streams = lucy_edit_streams(
         jnp.asarray(noisy.transpose(0, 2, 3, 4, 1)), jnp.asarray(condition.transpose(0, 2, 3, 4, 1))
     )

@@ -635,7 +635,7 @@ def write_weights(root: Path) -> None:
     from mv2v_jax.train.loop import export_weights
 
     c = build_codec(load_config(f"{root}/config.py").sample.codec).channels
-    config = MemoryConfig.from_config(dict(dit=TINY_DIT | dict(in_channels=c, out_channels=c), camera=True))
+    config = MemoryConfig.from_config(dict(dit=TINY_DIT | dict(in_channels=c, out_channels=c), adapters=("camera",)))
     export_weights(nnx.state(MemoryDiT(config, rngs=nnx.Rngs(0))), config, root / "weights", {})
     kernel = Path("params") / "dit.head.proj.kernel"
     shutil.copytree(root / "weights", root / "weights_missing")
