@@ -5,7 +5,7 @@ Pair i of a split is `generate_long_edit(scene_seed(base_seed, split, i), config
 a pure function of its config. Records carry the fields of `long_edit_pairs` (so whatever reads one
 reads the other) plus the ground truth of the edit.
 
-Record (S segments, 3 or more per pair as `video.num_segments` draws them; F = segment frames):
+Record (S segments, drawn per pair from `video.num_segments`; F = segment frames):
 
     pair            bytes   "train/000042": split and index
     prompt          bytes   the edit instruction (the same for every pair; it does not name the colour)
