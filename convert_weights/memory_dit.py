@@ -34,6 +34,19 @@ CAMERA_RULES: tuple[Rule, ...] = (
 )
 
 
+def memory_dit_record(config: MemoryConfig) -> dict[str, Any]:
+    """What a MemoryDiT weights directory's config.json says of the model (`load_memory_dit` reads it)."""
+    return {
+        "model": "MemoryDiT",
+        "architecture": {k: getattr(config.dit, k) for k in ARCH_FIELDS},
+        "memory": {
+            "camera": config.camera,
+            "tokenizers": dataclasses.asdict(config.tokenizers),
+            "merge": dataclasses.asdict(config.merge),
+        },
+    }
+
+
 def initial_memory_modules(source: TensorSource, config: MemoryConfig) -> dict[tuple[str, ...], np.ndarray]:
     """Tokenizers from the checkpoint's patch embedding, mergers at their initialisation."""
     rngs = nnx.Rngs(0)
@@ -71,14 +84,7 @@ def convert_memory_dit(
     expected = expected_params(lambda: MemoryDiT(config, rngs=nnx.Rngs(0)))
     from_checkpoint = {p: s for p, s in expected.items() if p[0] in ("dit", "camera")}
     native = is_native(source.names())
-    record = {
-        "model": "MemoryDiT",
-        "architecture": {k: getattr(dit, k) for k in ARCH_FIELDS},
-        "memory": {
-            "camera": camera,
-            "tokenizers": dataclasses.asdict(config.tokenizers),
-            "merge": dataclasses.asdict(config.merge),
-        },
+    record = memory_dit_record(config) | {
         "derived": "tokenizers tile-averaged from the patch embedding; mergers at initialisation",
         "source": {"path": str(src.resolve()), "format": "native" if native else "diffusers"},
     }

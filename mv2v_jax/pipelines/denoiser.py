@@ -29,10 +29,12 @@ from mv2v_jax.pipelines.session import Stages
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-    """Attributes: sampler ("unipc" or "euler"), steps, shift, guidance (CFG scale; 1 = one pass),
-    keep_ratio (token merging's r at inference, None: off), negative_prompt."""
+    """Attributes: sampler ("unipc" or "euler"), grid (the sigma grid: "diffusers"; "diffsynth" is accepted
+    and not yet used), steps, shift, guidance (CFG scale; 1 = one pass), keep_ratio (token merging's r at
+    inference, None: off), negative_prompt."""
 
     sampler: str = "unipc"
+    grid: str = "diffusers"
     steps: int = 50
     shift: float = 5.0
     guidance: float = 5.0
