@@ -102,6 +102,16 @@ def test_weights_paths_hang_off_weights_dir_and_the_readme_makes_them(task):
     assert all(v.startswith("/elsewhere/") for k, v in flat(config).items() if k.endswith(("weights", "cache")))
 
 
+@pytest.mark.parametrize("task", CONFIGS)
+def test_random_weights_plan_every_folder_of_the_full_configs(task):
+    from convert_weights.random import TOKENIZER_FILE, plan
+
+    config = load_config(CONFIGS[task])
+    folders = {Path(v) for k, v in flat(config).items() if k.endswith("weights")}
+    want = folders | {Path(config.sample.text.tokenizer) / TOKENIZER_FILE}
+    assert set(plan(config, seed=0, spec=CONFIGS[task])) == want  # and every full-size model config is valid
+
+
 def clean_env(**extra) -> dict[str, str]:
     """The CLIs as a user runs them: one CPU device (not the suite's eight fake ones)."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
