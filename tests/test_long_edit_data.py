@@ -93,6 +93,20 @@ def test_neither_prompt_nor_segment_says_the_colour():
     assert (recoloured != video["edited"][0]).any()
 
 
+def test_long_preview_shows_source_and_edit_per_segment(video, tmp_path):
+    from PIL import Image
+
+    from mv2v_jax.data.synthetic import write_long_preview
+
+    def sheet(segments: int) -> Image.Image:
+        part = {k: video[k][:segments] for k in ("source", "edited")}
+        return Image.open(write_long_preview(tmp_path / f"{segments}.png", part))
+
+    one, two, every = sheet(1), sheet(2), sheet(len(video["source"]))
+    pair = two.height - one.height  # a segment adds two rows: its source and its edit
+    assert pair > 2 * TINY.scene.height and every.height == one.height + (len(video["source"]) - 1) * pair
+
+
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     root = tmp_path_factory.mktemp("long_edit")

@@ -14,7 +14,7 @@ One idea per module:
     scene_config.py   `SceneConfig` (sizes and ranges) and its `PRESETS`
     scenes.py         multi-camera scenes (`generate_scene`)
     long_video.py     long videos and their object-recolouring edit (`generate_long_edit`, `LONG_PRESETS`)
-    preview.py        contact sheets (`write_preview`) and `python -m mv2v_jax.data.synthetic`
+    preview.py        contact sheets (`write_preview`, `write_long_preview`), `python -m mv2v_jax.data.synthetic`
 
 Conventions are the library's (`mv2v_jax.io.cameras`): world-to-camera `[..., 3, 4]` in OpenCV camera
 axes, metres, pinhole `K` from a horizontal field of view.
@@ -49,7 +49,7 @@ from mv2v_jax.data.synthetic.long_video import (
     generate_long_edit,
     recolour_objects,
 )
-from mv2v_jax.data.synthetic.preview import main, write_preview
+from mv2v_jax.data.synthetic.preview import main, write_long_preview, write_preview
 from mv2v_jax.data.synthetic.render import RAYS_PER_CHUNK, render
 from mv2v_jax.data.synthetic.scene_config import PRESETS, SceneConfig
 from mv2v_jax.data.synthetic.scenes import HEADINGS, generate_scene
@@ -118,5 +118,6 @@ __all__ = [
     "rotate_z",
     "sample_camera",
     "sample_world",
+    "write_long_preview",
     "write_preview",
 ]
