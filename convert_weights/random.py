@@ -81,8 +81,9 @@ def write_random(build: Callable[[], nnx.Module], out: Path, record: Mapping[str
         return writer.commit(record)
 
 
-def write_tokenizer(folder: Path, overwrite: bool) -> Path:
-    """A small umT5-style `tokenizer.json` (ids: `<pad>` 0, `</s>` 1, `<unk>` 2, as T5's) in `folder`."""
+def write_tokenizer(folder: Path) -> Path:
+    """A small umT5-style `tokenizer.json` (ids: `<pad>` 0, `</s>` 1, `<unk>` 2, as T5's) in `folder`,
+    replacing one that is there (written beside it and renamed)."""
     import string
 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -105,7 +106,7 @@ def _preset(file: str, name: str):
 
 
 def plan(config: Mapping[str, Any], seed: int, spec: str) -> dict[Path, Callable[[bool], Path]]:
-    """Output path -> a writer `(overwrite) -> path`, for every weights folder the config names."""
+    """Output path -> its writer `(overwrite) -> path`, for every weights folder the config names."""
     from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
     from mv2v_jax.models.text.umt5 import ARCH_FIELDS as UMT5_FIELDS
     from mv2v_jax.models.text.umt5 import UMT5Config, UMT5Encoder
@@ -115,22 +116,24 @@ def plan(config: Mapping[str, Any], seed: int, spec: str) -> dict[Path, Callable
     from mv2v_jax.models.wan.vae import WanVAE, WanVAEConfig
 
     source = {"source": {"format": "random", "seed": seed, "config": spec}}
+    writers: dict[Path, Callable[[bool], Path]] = {}
 
-    def module(cls, config_cls, fields, preset_config):
-        model_config = config_cls.from_config(preset_config)
-        record = {"model": cls.__name__, "architecture": {k: getattr(model_config, k) for k in fields}} | source
-        return (lambda: cls(model_config, rngs=nnx.Rngs(0))), record
+    def add(path: str, build: Callable[[], nnx.Module], record: dict) -> None:
+        writers[Path(path)] = lambda overwrite: write_random(build, Path(path), record | source, seed, overwrite)
+
+    def add_preset(path: str, cls, config_cls, fields, preset) -> None:
+        model_config = config_cls.from_config(preset)
+        record = {"model": cls.__name__, "architecture": {k: getattr(model_config, k) for k in fields}}
+        add(path, lambda: cls(model_config, rngs=nnx.Rngs(0)), record)
 
     memory = MemoryConfig.from_config(config["model"])
-    dit = (lambda: MemoryDiT(memory, rngs=nnx.Rngs(0))), memory_dit_record(memory) | source
     sample = config.get("sample", {})
-    # None stands for the tokenizer file; the DiT goes wherever training or sampling loads it from.
-    jobs: dict[Path, tuple[Callable[[], nnx.Module], dict] | None] = {
-        Path(path): dit for path in (config.get("init_weights"), sample.get("weights")) if path
-    }
+    for path in (config.get("init_weights"), sample.get("weights")):  # where training and sampling load it
+        if path:
+            add(path, lambda: MemoryDiT(memory, rngs=nnx.Rngs(0)), memory_dit_record(memory))
     codec = sample.get("codec", {})
     if codec.get("kind") == "wan_vae":
-        jobs[Path(codec["weights"])] = module(WanVAE, WanVAEConfig, VAE_FIELDS, _preset("wan_vae.py", codec["preset"]))
+        add_preset(codec["weights"], WanVAE, WanVAEConfig, VAE_FIELDS, _preset("wan_vae.py", codec["preset"]))
     text = sample.get("text", {})
     if text.get("kind") == "umt5":
         umt5 = _preset("umt5.py", text["preset"])
@@ -139,21 +142,13 @@ def plan(config: Mapping[str, Any], seed: int, spec: str) -> dict[Path, Callable
                 f"sample.text.preset {text['preset']!r} gives {umt5.d_model}-wide embeddings but the DiT's "
                 f"text_dim is {memory.dit.text_dim}"
             )
-        jobs[Path(text["weights"])] = module(UMT5Encoder, UMT5Config, UMT5_FIELDS, umt5)
-        jobs[Path(text["tokenizer"]) / TOKENIZER_FILE] = None
+        add_preset(text["weights"], UMT5Encoder, UMT5Config, UMT5_FIELDS, umt5)
+        tokenizer = Path(text["tokenizer"])
+        writers[tokenizer / TOKENIZER_FILE] = lambda overwrite: write_tokenizer(tokenizer)
     embedder = sample.get("embedder", {})
     if embedder.get("kind") == "dinov2":
         preset = _preset("dinov2.py", embedder["preset"])
-        jobs[Path(embedder["weights"])] = module(Dinov2, Dinov2Config, DINOV2_FIELDS, preset)
-    writers = {}
-    for path, job in jobs.items():
-        if job is None:
-            writers[path] = lambda overwrite, path=path: write_tokenizer(path.parent, overwrite)
-        else:
-            build, record = job
-            writers[path] = lambda overwrite, path=path, build=build, record=record: write_random(
-                build, path, record, seed, overwrite
-            )
+        add_preset(embedder["weights"], Dinov2, Dinov2Config, DINOV2_FIELDS, preset)
     return writers
 
 
