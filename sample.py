@@ -7,7 +7,7 @@
     python sample.py --config configs/tiny_nvs.py --task nvs --session outputs/room --turns turns.json
 
     # long video editing: the whole video, segment by segment
-    python sample.py --config configs/X.py --task long_edit --session outputs/edit --video long.mp4 \
+    python sample.py --config configs/lucy_edit_long.py --task long_edit --session outputs/edit --video long.mp4 \
         --prompt "make it winter"
 
 `--camera` is a preset name (pipelines.presets: pan_left, pan_right, tilt_up, tilt_down, zoom_in,
@@ -51,6 +51,8 @@ flags.DEFINE_string("prompt", "", "text prompt")
 flags.DEFINE_string("turns", None, "JSON list of turns: [{camera, prompt, seed}]")
 flags.DEFINE_integer("seed", 0, "noise seed (turn i of --turns without its own seed: seed + i)")
 FLAGS = flags.FLAGS
+# What only that task reads from the `sample` section.
+TASK_KEYS = {"nvs": ("retrieval.hfov_degrees", "retrieval.fov_radius"), "long_edit": ("long_edit", "embedder")}
 
 
 def load_camera(spec: str, frames: int):
@@ -139,11 +141,25 @@ def run_long_edit(sample, session_path: Path) -> None:
         session.close()
 
 
+def _has(section, dotted: str) -> bool:
+    head, _, rest = dotted.partition(".")
+    return head in section and (not rest or _has(section[head], rest))
+
+
 def main(argv: list[str]) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     if FLAGS.config is None or "sample" not in FLAGS.config:
         print("error: --config must name an experiment config with a `sample` section", file=sys.stderr)
+        return 1
+    sample = FLAGS.config.sample
+    if missing := [key for key in TASK_KEYS[FLAGS.task] if not _has(sample, key)]:
+        task = FLAGS.config.get("step", {}).get("task", "?")
+        print(
+            f"error: --task {FLAGS.task} needs sample.{' and sample.'.join(missing)}, which this config (a "
+            f"{task!r} experiment) does not have",
+            file=sys.stderr,
+        )
         return 1
     try:
         (run_nvs if FLAGS.task == "nvs" else run_long_edit)(FLAGS.config.sample, Path(FLAGS.session))

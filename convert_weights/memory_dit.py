@@ -22,7 +22,7 @@ from convert_weights.wan_dit import BLOCK, RULES, add_dit_arguments, is_native, 
 from mv2v_jax.memory.merging import TokenMerger
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
 from mv2v_jax.memory.tokenizers import DynamicTokenizers
-from mv2v_jax.models.wan.dit import ARCH_FIELDS, PatchEmbed, WanDiTConfig
+from mv2v_jax.models.wan.dit import PatchEmbed, WanDiTConfig
 from mv2v_jax.models.weights import flatten_paths
 
 CAMERA_RULES: tuple[Rule, ...] = (
@@ -70,10 +70,7 @@ def convert_memory_dit(
     expected = expected_params(lambda: MemoryDiT(config, rngs=nnx.Rngs(0)))
     from_checkpoint = {p: s for p, s in expected.items() if p[0] in ("dit", "camera")}
     native = is_native(source.names())
-    record = {
-        "model": "MemoryDiT",
-        "architecture": {k: getattr(dit, k) for k in ARCH_FIELDS},
-        "memory": config.record(),
+    record = config.record() | {
         "derived": "tokenizers tile-averaged from the patch embedding; mergers at initialisation",
         "source": {"path": str(src.resolve()), "format": "native" if native else "diffusers"},
     }

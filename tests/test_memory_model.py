@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 from conftest import relative_error
+from diffsynth_layout import diffsynth_state_dict
 from flax import nnx
 from torch_reference import TINY_DIT_CONFIGS, randomize, tiny_wan_dit, to_channels_last
 
@@ -190,9 +191,10 @@ def test_recammaster_checkpoint_converts_and_matches(tmp_path, rng):
         )[0]
     want = to_channels_last(full[:, :, :t])  # ReCamMaster keeps the target frames
 
-    # The released checkpoint's form: DiffSynth's native names plus the camera layers, as a torch .ckpt.
-    state = {wan_dit.diffusers_to_native(k): v.contiguous() for k, v in torch_model.state_dict().items()}
-    assert "blocks.0.cam_encoder.weight" in state and "blocks.1.self_attn.q.weight" in state
+    # The released checkpoint's form: DiffSynth's names plus the camera layers, as a torch .ckpt, written
+    # from the layout itself (not from the converter's name mapping); every parameter once.
+    state = diffsynth_state_dict(torch_model)
+    assert len(state) == len(list(torch_model.parameters()))
     torch.save(state, tmp_path / "step20000.ckpt")
     assert recammaster.main([str(tmp_path / "step20000.ckpt"), str(tmp_path / "jax"), "--head-dim", "24"]) == 0
     model = load_memory_dit(tmp_path / "jax", **RUNTIME)

@@ -22,7 +22,7 @@ from mv2v_jax.memory.camera import camera_adapter
 from mv2v_jax.memory.merging import MergeConfig, TokenMerger, merge_hooks
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.memory.tokenizers import DynamicTokenizers, TokenizerConfig
-from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig
+from mv2v_jax.models.wan.dit import ARCH_FIELDS, WanDiT, WanDiTConfig
 from mv2v_jax.models.wan.sequence import BlockAdapter
 
 # Block adapters by name: `name -> (dit config, rngs) -> stacked per-block module`. The model holds each
@@ -66,11 +66,15 @@ class MemoryConfig:
         return dataclass_from_config(cls, config, "memory model", {"tokenizers": TokenizerConfig, "merge": MergeConfig})
 
     def record(self) -> dict[str, Any]:
-        """The memory part of a weights directory's config.json (what `from_config` reads back)."""
+        """What a MemoryDiT weights directory's config.json says of the model (`load_memory_dit` reads it)."""
         return {
-            "adapters": list(self.adapters),
-            "tokenizers": dataclasses.asdict(self.tokenizers),
-            "merge": dataclasses.asdict(self.merge),
+            "model": "MemoryDiT",
+            "architecture": {k: getattr(self.dit, k) for k in ARCH_FIELDS},
+            "memory": {
+                "adapters": list(self.adapters),
+                "tokenizers": dataclasses.asdict(self.tokenizers),
+                "merge": dataclasses.asdict(self.merge),
+            },
         }
 
 

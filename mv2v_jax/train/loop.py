@@ -94,19 +94,10 @@ def export_checkpoint(
 
 def export_weights(model_state: nnx.State, config: MemoryConfig, path: Path, record: Mapping[str, Any]) -> Path:
     """Writes a weights directory `load_memory_dit` reads (parameters gathered to the host one by one)."""
-    from mv2v_jax.models.wan.dit import ARCH_FIELDS
-
     with WeightsWriter(path, overwrite=True) as writer:
         for name, value in flatten_paths(nnx.to_pure_dict(model_state)).items():
             writer.write(name, np.asarray(jax.device_get(value)))
-        return writer.commit(
-            {
-                "model": "MemoryDiT",
-                "architecture": {k: getattr(config.dit, k) for k in ARCH_FIELDS},
-                "memory": config.record(),
-                **record,
-            }
-        )
+        return writer.commit(config.record() | dict(record))
 
 
 class _Log:
