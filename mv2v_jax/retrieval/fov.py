@@ -1,4 +1,4 @@
-"""VideoFOV (paper.md, "VideoFOV retrieval"): the viewing directions a camera trajectory sees, as bitmasks.
+"""VideoFOV (docs/paper.md, "VideoFOV retrieval"): the viewing directions a camera trajectory sees, as bitmasks.
 
 Cameras. Per-frame world-to-camera extrinsics `[F, 3, 4]` = `[R | t]` in OpenCV axes (x right, y down,
 z forward): a world point X is at `x_cam = R X + t` in camera coordinates; the camera centre is
