@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -381,18 +381,31 @@ def test_fov_retrieval_refuses_bad_cameras_or_scores_finitely(target, memory, in
     assert len(scores.score) == len(memory) and all(0 <= row < len(memory) for row in selection.rows())
 
 
+@st.composite
+def packed_words(draw) -> tuple[np.ndarray, np.ndarray]:
+    """(target, memory) uint32 arrays, mostly of the grid's word count and the right ranks."""
+    words = num_words(GRID)
+    n = draw(st.sampled_from([words, words, words, 1, words + 1]))
+    target = draw(hnp.arrays(np.uint32, st.sampled_from([(n,), (n,), (1, n), ()])))
+    m = draw(st.sampled_from([n, n, n, n + 1]))
+    memory = draw(hnp.arrays(np.uint32, st.sampled_from([(3, m), (1, m), (0, m), (m,), (1, 2, m)])))
+    return target, memory
+
+
 @FUZZ_JIT
-@given(
-    hnp.arrays(np.uint32, hnp.array_shapes(min_dims=1, max_dims=2, max_side=4)),
-    hnp.arrays(np.uint32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=4)),
-)
-def test_fov_scores_of_any_words_are_finite_fractions(target, memory):
+@given(packed_words())
+def test_fov_scores_of_any_words_are_finite_fractions(words):
+    target, memory = words
+    well_formed = target.shape == (num_words(GRID),) and memory.ndim == 2 and memory.shape[1:] == target.shape
     try:
-        scores = fov_scores(target, memory)
+        scores = fov_scores(target, memory, GRID)
     except ValueError as error:
-        assert "VideoFOV" in str(error)
+        assert "VideoFOV" in str(error) and not well_formed, str(error)
         return
+    assert well_formed, (target.shape, memory.shape)
+    event("well-formed words scored")
     for values in scores:
+        assert values.shape == memory.shape[:1]
         assert np.isfinite(values).all() and (np.asarray(values) >= 0).all() and (np.asarray(values) <= 1).all()
 
 
