@@ -44,17 +44,17 @@ FRAMES = 81
 REFERENCE_ENTRIES = 10  # the NumPy reference of the recomputation is timed on this many and scaled
 
 
-MASKS, AREAS = word_weights()
+MASKS, UNITS, _ = word_weights()
 
 
 def numpy_scores(target: np.ndarray, memory: np.ndarray) -> np.ndarray:
     """Overlap/containment score with NumPy popcounts on the packed words, weighted by cell area."""
 
     def area(words):
-        return np.sum(np.bitwise_count(words[..., None, :] & MASKS) * AREAS, axis=(-2, -1))
+        return np.sum(np.bitwise_count(words[..., None, :] & MASKS) * UNITS, axis=(-2, -1), dtype=np.int64)
 
     intersection, union = area(memory & target), area(memory | target)
-    return 0.5 * intersection / np.maximum(union, 1e-12) + 0.5 * intersection / max(area(target), 1e-12)
+    return 0.5 * intersection / np.maximum(union, 1) + 0.5 * intersection / max(area(target), 1)
 
 
 def set_scores(target: np.ndarray, memory: np.ndarray, cell_area: np.ndarray) -> np.ndarray:

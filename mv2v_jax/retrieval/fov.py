@@ -22,7 +22,9 @@ Area. A lat-long cell's solid angle shrinks towards the poles (row i spans `cos 
 theta_(i+1)` of the sphere's height), so counting cells would weight polar directions up to 115 times
 more than equatorial ones on the default grid and make scores depend on where the pole points. Every size `|F|` is
 therefore the fraction of the sphere F covers: the sum of its cells' solid angles over 4 pi
-(`cell_areas`; all cells sum to 1). The grid and the bits are the paper's; only their weights are ours.
+(`cell_areas`; all cells sum to 1), in integer units of 2^-30 of the sphere (`AREA_UNITS`; rounding
+moves a polar cell's area by < 0.3%, the sphere's by < 4e-5), so that sums are exact and fast. The grid
+and the bits are the paper's; only their weights are ours.
 
 Visibility. A direction d is visible in frame i if `x = x_cam` has `z > 0` and `(fx x/z + cx,
 fy y/z + cy)` lies in `[0, W] x [0, H]`. Which point is projected is the `radius` parameter:
@@ -75,6 +77,7 @@ from mv2v_jax.retrieval.ranking import TopK, top_k
 N_THETA, N_PHI = 180, 360
 GRID = (N_THETA, N_PHI)
 WORD_BITS = 32
+AREA_UNITS = 2**30  # areas are exact int32 sums of cell areas rounded to 2^-30 of the sphere
 HIGHEST = jax.lax.Precision.HIGHEST  # float32 rotations stay float32 on GPU/TPU too
 
 
@@ -145,11 +148,18 @@ def cell_areas(grid: tuple[int, int] = GRID) -> np.ndarray:
     return -np.diff(np.cos(np.arange(n_theta + 1) * np.pi / n_theta)) / (2 * n_phi)
 
 
+class WordWeights(NamedTuple):
+    """How to measure packed sets of a grid: a set's area is `sum(popcount(words & masks) * units)`
+    (int32), and the whole sphere's is `sphere`."""
+
+    masks: np.ndarray  # uint32 [S, W]: piece s of word w, its bits in grid row `32 w // n_phi + s`
+    units: np.ndarray  # int32 [S, W]: the cell area of that row in units of 2^-30 of the sphere
+    sphere: int
+
+
 @cache
-def word_weights(grid: tuple[int, int] = GRID) -> tuple[np.ndarray, np.ndarray]:
-    """The area of packed bits: uint32 masks `[S, W]` and float32 cell areas `[S, W]` such that a set's
-    area is `sum(popcount(words & masks) * areas)`. Piece s of word w is its bits in grid row
-    `32 w // n_phi + s`; bits past the grid are in no piece."""
+def word_weights(grid: tuple[int, int] = GRID) -> WordWeights:
+    """The area weights of packed bits for `grid`; bits past the grid are in no piece."""
     n_theta, n_phi = grid
     words = num_words(grid)
     bit = np.arange(words * WORD_BITS).reshape(words, WORD_BITS)
@@ -157,15 +167,15 @@ def word_weights(grid: tuple[int, int] = GRID) -> tuple[np.ndarray, np.ndarray]:
     piece = row - row[:, :1]
     pieces = int(piece.max()) + 1
     masks = np.zeros((pieces, words), np.uint32)
-    areas = np.zeros((pieces, words), np.float32)
+    units = np.zeros((pieces, words), np.int32)
     shifts = np.left_shift(np.uint32(1), np.arange(WORD_BITS, dtype=np.uint32))
-    row_area = np.append(cell_areas(grid), 0.0)  # padding bits' "row" n_theta has none
+    row_units = np.append(np.round(cell_areas(grid) * AREA_UNITS), 0)  # padding bits' "row" n_theta has none
     for s in range(pieces):
         inside = (piece == s) & (bit < n_theta * n_phi)
         masks[s] = np.sum(np.where(inside, shifts, np.uint32(0)), axis=1, dtype=np.uint32)
-        areas[s] = np.where(inside.any(axis=1), row_area[np.minimum(row[:, 0] + s, n_theta)], 0.0)
-    masks.flags.writeable = areas.flags.writeable = False  # cached: shared by every caller
-    return masks, areas
+        units[s] = np.where(inside.any(axis=1), row_units[np.minimum(row[:, 0] + s, n_theta)], 0)
+    masks.flags.writeable = units.flags.writeable = False  # cached: shared by every caller
+    return WordWeights(masks, units, int(np.sum(np.bitwise_count(masks) * units.astype(np.int64))))
 
 
 def relative_to(cameras: jax.Array, reference: jax.Array) -> jax.Array:
@@ -325,27 +335,34 @@ def fov_scores(target: jax.Array, memory: jax.Array, grid: tuple[int, int] = GRI
     """
     _check_words("target", target, grid)
     _check_words("memory", memory, grid)
-    _check_shape("memory", memory, (None, *jnp.shape(target)))
+    if jnp.ndim(target) != 1 or jnp.ndim(memory) != 2:  # integer words are finite: no _check_shape
+        raise ValueError(
+            f"VideoFOV bitmasks must be target [{num_words(grid)}] and memory [?, {num_words(grid)}], got "
+            f"{tuple(jnp.shape(target))} and {tuple(jnp.shape(memory))}"
+        )
     return _scores(target, memory, grid)
 
 
 def _area(words: jax.Array, grid: tuple[int, int]) -> jax.Array:
-    """`[..., W]` packed words -> `[...]` float32 fraction of the sphere."""
-    masks, areas = word_weights(grid)
-    counts = jax.lax.population_count(words[..., None, :] & masks)  # [..., S, W]
-    return jnp.sum(counts.astype(jnp.float32) * areas, axis=(-2, -1))
+    """`[..., W]` packed words -> `[...]` int32 area in units of `word_weights(grid).sphere`."""
+    masks, units, _ = word_weights(grid)
+    # One integer reduction per row piece: exact, and on CPU an order of magnitude faster than a float
+    # reduction or a [..., S, W] broadcast.
+    pieces = (jax.lax.population_count(words & masks[s]).astype(jnp.int32) * units[s] for s in range(len(masks)))
+    return sum(jnp.sum(p, axis=-1, dtype=jnp.int32) for p in pieces)
 
 
-_fraction = jax.jit(_area, static_argnames="grid")
+@partial(jax.jit, static_argnames="grid")
+def _fraction(words: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    return _area(words, grid).astype(jnp.float32) / word_weights(grid).sphere
 
 
 @partial(jax.jit, static_argnames="grid")
 def _scores(target: jax.Array, memory: jax.Array, grid: tuple[int, int]) -> FovScores:
-    # Sums of the same non-negative terms in the same order: intersection <= union and <= target exactly.
     intersection, union = _area(memory & target, grid), _area(memory | target, grid)
     target_size = _area(target, grid)
-    overlap = jnp.where(union > 0, intersection / jnp.where(union > 0, union, 1.0), 0.0)
-    containment = jnp.where(target_size > 0, intersection / jnp.where(target_size > 0, target_size, 1.0), 0.0)
+    overlap = jnp.where(union > 0, intersection / jnp.maximum(union, 1), 0.0).astype(jnp.float32)
+    containment = jnp.where(target_size > 0, intersection / jnp.maximum(target_size, 1), 0.0).astype(jnp.float32)
     return FovScores(overlap, containment, 0.5 * overlap + 0.5 * containment)
 
 
