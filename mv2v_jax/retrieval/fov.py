@@ -19,12 +19,12 @@ camera's axes: `theta_i = (i + 1/2) pi / 180` is the polar angle from the refere
 (theta-major). Poles up and down put the grid's dense rows where cameras rarely look.
 
 Area. A lat-long cell's solid angle shrinks towards the poles (row i spans `cos theta_i - cos
-theta_(i+1)` of the sphere's height), so counting cells would weight polar directions up to 115 times
-more than equatorial ones on the default grid and make scores depend on where the pole points. Every size `|F|` is
-therefore the fraction of the sphere F covers: the sum of its cells' solid angles over 4 pi
+theta_(i+1)` of the sphere's height), so counting cells would weigh a polar direction up to 115 times
+more than an equatorial one (default grid) and make scores depend on where the pole points. Every size
+`|F|` is therefore the fraction of the sphere F covers: the sum of its cells' solid angles over 4 pi
 (`cell_areas`; all cells sum to 1), in integer units of 2^-30 of the sphere (`AREA_UNITS`; rounding
-moves a polar cell's area by < 0.3%, the sphere's by < 4e-5), so that sums are exact and fast. The grid
-and the bits are the paper's; only their weights are ours.
+moves a polar cell's area by < 0.3%, the sphere's by < 4e-5), so that sums are exact and fast. The
+grid and the bits are the paper's; only their weights are ours.
 
 Visibility. A direction d is visible in frame i if `x = x_cam` has `z > 0` and `(fx x/z + cx,
 fy y/z + cy)` lies in `[0, W] x [0, H]`. Which point is projected is the `radius` parameter:
