@@ -24,7 +24,6 @@ from mv2v_jax.diffusion.samplers import denoise, make_sampler
 from mv2v_jax.memory.budget import TurnCost, turn_cost
 from mv2v_jax.memory.builders import Conditions
 from mv2v_jax.memory.model import MemoryDiT
-from mv2v_jax.memory.streams import pack_streams
 from mv2v_jax.models.codec import LatentCodec
 from mv2v_jax.pipelines.session import Stages
 from mv2v_jax.tasks import Task
@@ -131,15 +130,13 @@ class Denoiser:
         return latents, frames
 
     def cost(self, conditions: Conditions, target_shape: tuple[int, ...]) -> TurnCost:
-        """Tokens per block and analytic FLOPs of one forward of this turn; the packed layout is read
-        from shapes alone (`jax.eval_shape`), nothing is computed."""
-        tokenizers = self.model.tokenizers.mapping(self.model.dit.patch_embedding)
+        """Tokens per block and analytic FLOPs of one forward of this turn (`Task.layout`: from shapes alone)."""
         x = jax.ShapeDtypeStruct((1, *target_shape), jnp.float32)
-        seq = jax.eval_shape(lambda x, c: pack_streams(self._streams(self.model, x, c), tokenizers), x, conditions)
+        layout = self.task.layout(x, conditions, self.model.config.tokenizers)
         text_len = int(self.context("").shape[1])
         filled = int(np.asarray(conditions.memory.valid).sum())
         merge, keep_ratio = self.model.config.merge, self.sampling.keep_ratio
-        return turn_cost(seq.layout, self.model.config.dit, text_len, merge, keep_ratio, filled_memory=filled)
+        return turn_cost(layout, self.model.config.dit, text_len, merge, keep_ratio, filled_memory=filled)
 
     def record(self, cost: TurnCost, compiled_seconds: float) -> dict:
         """The turn record's cost fields: tokens by kind (memory that is real, padding apart), the FLOPs
