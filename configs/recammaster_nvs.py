@@ -98,6 +98,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             hfov_degrees=60.0,
             fov_radius=1.0,
         ),
+        merge_schedule="",  # the weights' own; or a name in memory.merging.MERGE_SCHEDULES
         runtime={},  # DiT execution overrides; dtype "auto" is bfloat16 compute on accelerators
     )
     # Training as ReCamMaster fine-tunes, plus the memory modules (paper).

@@ -130,6 +130,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             fov_radius=1.0,
         ),
         long_edit=dict(segment_frames=17, overlap=0),
+        merge_schedule="",  # the weights' own; or a name in memory.merging.MERGE_SCHEDULES
         runtime={},
     )
     return config

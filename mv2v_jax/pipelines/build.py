@@ -10,7 +10,7 @@ sample.retrieval      slots (the memory budget k), min_score, buckets (pipelines
                       hfov_degrees, fov_radius
 sample.long_edit      segment_frames, overlap
 sample.runtime        DiT execution overrides (dtype, attention, ...)
-sample.merge          optional: a merge schedule other than the weights' (memory.merging.MergeConfig)
+sample.merge_schedule "" (the weights' own) or a name in memory.merging.MERGE_SCHEDULES (blocks, fraction, r)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from flax import nnx
 
 from mv2v_jax.config import dataclass_from_config
 from mv2v_jax.geometry import Intrinsics
-from mv2v_jax.memory.merging import MergeConfig
+from mv2v_jax.memory.merging import MERGE_SCHEDULES
 from mv2v_jax.memory.model import load_memory_dit
 from mv2v_jax.models.codec import LatentCodec, SpaceToDepthCodec, WanVAECodec
 from mv2v_jax.pipelines.denoiser import SamplingConfig, TextConditioning
@@ -123,9 +123,13 @@ def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEd
     get_task(task)  # an unknown task is named before anything loads
     sampling = dataclass_from_config(SamplingConfig, sample["sampling"], "sample.sampling")
     sampling.make_sampler()  # refused here, before a session is touched
+    schedule = sample.get("merge_schedule", "")
+    if schedule and schedule not in MERGE_SCHEDULES:
+        raise ValueError(f"unknown sample.merge_schedule {schedule!r}; choose one of {sorted(MERGE_SCHEDULES)}")
     model = load_memory_dit(_existing(sample["weights"], "model weights"), **_plain(sample.get("runtime", {})))
-    if sample.get("merge"):  # another merge schedule than the weights' (memory.model.MemoryDiT.with_merge)
-        model = model.with_merge(dataclass_from_config(MergeConfig, sample["merge"], "sample.merge"))
+    if schedule:  # not the weights' own (memory.model.MemoryDiT.with_merge)
+        model = model.with_merge(MERGE_SCHEDULES[schedule])
+        sampling = dataclasses.replace(sampling, keep_ratio=MERGE_SCHEDULES[schedule].keep_ratio)
     codec = build_codec(sample["codec"])
     text = build_text(sample["text"], model.config.dit.text_dim)
     return PIPELINES[task](sample, model, codec, sampling, text)
