@@ -190,3 +190,17 @@ def test_errors_are_clear_and_leave_the_session_untouched(assets, tmp_path):
     )
     assert missing.returncode == 1 and "model weights not found at '/nonexistent/weights'" in missing.stderr
     assert snapshot(session) == before
+
+
+def test_merge_schedule_and_budget_are_checked_before_anything_loads():
+    from mv2v_jax.pipelines.build import build_pipeline, memory_budget
+
+    sample_config = load_config("tiny_nvs.py").sample
+    sample_config.weights = "/nonexistent/weights"
+    sample_config.merge_schedule = "eager"
+    with pytest.raises(ValueError, match=r"unknown sample.merge_schedule 'eager'; choose one of \['early', 'paper'\]"):
+        build_pipeline(sample_config, "nvs")
+    with pytest.raises(ValueError, match=r"retrieval.buckets=\[0, 2\] must be ascending slot counts ending at slots=6"):
+        memory_budget({"slots": 6, "buckets": (0, 2)})
+    budget = memory_budget({"slots": 6, "min_score": 0.1, "buckets": (0, 2, 6)})
+    assert [budget.slots_for(n) for n in range(7)] == [0, 2, 2, 6, 6, 6, 6]
