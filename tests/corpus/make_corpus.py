@@ -321,20 +321,50 @@ CASES: tuple[Case, ...] = (
     ),
     # Configs.
     Case(
-        "weights_missing/",
+        "weights_missing/ (no checksums)",
         "sample.py",
-        "a parameter's folder deleted",
+        "a parameter's folder deleted in a directory written before weights carried checksums",
         new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_missing"),
         r"weights_missing/params: the parameter index or a parameter's files are missing or damaged "
         r"\(no files for \['dit/head/proj/kernel'\]\)",
+    ),
+    Case(
+        "weights_deleted/",
+        "sample.py",
+        "a parameter's folder deleted",
+        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_deleted"),
+        r"weights_deleted: files are missing: parameter dit/head/proj/kernel \(params/dit\.head\.proj\.kernel/",
     ),
     Case(
         "weights_truncated/",
         "sample.py",
         "a parameter file cut short",
         new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_truncated"),
-        r"weights_truncated: reading the parameters failed, a file is damaged or truncated: .*"
-        r"dit\.head\.proj\.kernel/0\.0\S*: Not enough data",
+        r"weights_truncated: parameter dit/head/proj/kernel \(params/dit\.head\.proj\.kernel/0\.0\) fails its "
+        r"checksum",
+    ),
+    Case(
+        "weights_random_floats/",
+        "sample.py",
+        "a parameter file overwritten with finite random floats of the same size",
+        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_random_floats"),
+        r"weights_random_floats: parameter dit/blocks/ffn/fc1/kernel \(params/dit\.blocks\.ffn\.fc1\.kernel/0\.0\.0\) "
+        r"fails its checksum",
+    ),
+    Case(
+        "weights_random_bytes/",
+        "sample.py",
+        "a parameter file overwritten with random bytes of the same size",
+        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_random_bytes"),
+        r"weights_random_bytes: parameter dit/patch_embedding/kernel \(params/dit\.patch_embedding\.kernel/\S+\) "
+        r"fails its checksum",
+    ),
+    Case(
+        "weights_bad_checksums/",
+        "sample.py",
+        "checksums.json cut short",
+        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_bad_checksums"),
+        r"weights_bad_checksums/checksums\.json is damaged",
     ),
     Case(
         "--config.sample.video.frames=ten",
@@ -637,11 +667,23 @@ def write_weights(root: Path) -> None:
     config = MemoryConfig.from_config(dict(dit=TINY_DIT | dict(in_channels=c, out_channels=c), camera=True))
     export_weights(nnx.state(MemoryDiT(config, rngs=nnx.Rngs(0))), config, root / "weights", {})
     kernel = Path("params") / "dit.head.proj.kernel"
-    shutil.copytree(root / "weights", root / "weights_missing")
-    shutil.rmtree(root / "weights_missing" / kernel)
+    for name in ("weights_missing", "weights_deleted"):
+        shutil.copytree(root / "weights", root / name)
+        shutil.rmtree(root / name / kernel)
+    (root / "weights_missing" / "checksums.json").unlink()  # as written before weights carried checksums
     shutil.copytree(root / "weights", root / "weights_truncated")
     (chunk,) = (root / "weights_truncated" / kernel).glob("0.*")
     chunk.write_bytes(chunk.read_bytes()[:100])
+    noise = np.random.default_rng(0)
+    shutil.copytree(root / "weights", root / "weights_random_floats")
+    chunk = root / "weights_random_floats" / "params" / "dit.blocks.ffn.fc1.kernel" / "0.0.0"  # layer 0 of a stack
+    chunk.write_bytes(noise.standard_normal(chunk.stat().st_size // 4).astype("<f4").tobytes())
+    shutil.copytree(root / "weights", root / "weights_random_bytes")
+    (chunk,) = (root / "weights_random_bytes" / "params" / "dit.patch_embedding.kernel").glob("0.*")
+    chunk.write_bytes(noise.integers(0, 256, chunk.stat().st_size, dtype=np.uint8).tobytes())
+    shutil.copytree(root / "weights", root / "weights_bad_checksums")
+    checksums = root / "weights_bad_checksums" / "checksums.json"
+    checksums.write_text(checksums.read_text()[:50])
 
 
 def write_sessions(root: Path) -> None:
