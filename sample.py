@@ -28,6 +28,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from mv2v_jax.cache import enable_compilation_cache
 from mv2v_jax.config import parse_flags
 from mv2v_jax.io.cameras import CameraError, read_cameras
 from mv2v_jax.io.video import VideoError, read_all_frames, read_video
@@ -141,6 +142,7 @@ def run_long_edit(sample, session_path: Path) -> None:
 def main(argv: list[str]) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    enable_compilation_cache()  # the next process with the same shapes loads the program (mv2v_jax.cache)
     if FLAGS.config is None or "sample" not in FLAGS.config:
         print("error: --config must name an experiment config with a `sample` section", file=sys.stderr)
         return 1

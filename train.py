@@ -16,6 +16,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mv2v_jax.cache import enable_compilation_cache
 from mv2v_jax.config import parse_flags
 from mv2v_jax.data.encode_latents import open_latents
 from mv2v_jax.memory.model import MemoryConfig
@@ -32,6 +33,7 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)
+    enable_compilation_cache()  # the next process with the same shapes loads the program (mv2v_jax.cache)
     if FLAGS.distributed:
         jax.distributed.initialize()
     config = FLAGS.config

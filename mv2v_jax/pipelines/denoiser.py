@@ -10,6 +10,7 @@ compilation time is kept apart from the sampling time.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
 
@@ -77,8 +78,10 @@ class Denoiser:
     def _call(self, *args) -> jax.Array:
         if self._compiled is None:
             start = time.perf_counter()
+            print("compiling the denoiser (or loading it from the cache)...", end=" ", file=sys.stderr, flush=True)
             self._compiled = jax.jit(self._velocity).lower(self.state, *args).compile()
             self._pending_compile = time.perf_counter() - start
+            print(f"{self._pending_compile:.1f} s", file=sys.stderr, flush=True)
             self.compilations += 1
         return self._compiled(self.state, *args)
 
