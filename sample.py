@@ -32,7 +32,7 @@ from mv2v_jax.cache import enable_compilation_cache
 from mv2v_jax.config import parse_flags
 from mv2v_jax.io.cameras import CameraError, read_cameras
 from mv2v_jax.io.video import VideoError, read_all_frames, read_video
-from mv2v_jax.pipelines.build import TASKS, build_pipeline, session_config
+from mv2v_jax.pipelines.build import TASKS, build_pipeline, check_sample_config, session_config
 from mv2v_jax.pipelines.long_edit import segment_starts
 from mv2v_jax.pipelines.nvs import describe
 from mv2v_jax.pipelines.presets import AMOUNTS, preset_trajectory
@@ -147,6 +147,7 @@ def main(argv: list[str]) -> int:
         print("error: --config must name an experiment config with a `sample` section", file=sys.stderr)
         return 1
     try:
+        check_sample_config(FLAGS.config.sample)
         (run_nvs if FLAGS.task == "nvs" else run_long_edit)(FLAGS.config.sample, Path(FLAGS.session))
     except (ValueError, OSError, BankError) as e:  # VideoError, CameraError, SessionError, a full disk, ...
         print(f"error: {e}", file=sys.stderr)

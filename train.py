@@ -17,8 +17,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mv2v_jax.cache import enable_compilation_cache
-from mv2v_jax.config import parse_flags
+from mv2v_jax.config import dataclass_from_config, parse_flags
 from mv2v_jax.data.encode_latents import open_latents
+from mv2v_jax.data.memory_sampling import MemorySampling
 from mv2v_jax.memory.model import MemoryConfig
 from mv2v_jax.train.loop import export_checkpoint, train
 
@@ -43,6 +44,7 @@ def main(argv: list[str]) -> int:
     try:
         if not config.get("init_weights"):  # a model config typo is reported before any data is read
             MemoryConfig.from_config(config.model)
+        dataclass_from_config(MemorySampling, config.memory_sampling, "memory_sampling")
         splits = open_latents(config).as_data_source()
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

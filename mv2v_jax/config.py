@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import numbers
 import re
 import sys
@@ -37,6 +38,30 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {file} has no get_config()")
     return module.get_config(arg) if arg else module.get_config()
+
+
+class ConfigValueError(ValueError):
+    """A config value of the right type that makes no sense (`steps=0`, `keep_ratio=2.0`, a NaN shift).
+
+    Config dataclasses raise it from `__post_init__` through `require`, naming the field;
+    `dataclass_from_config` puts the section in front, so the message names the key as a user writes
+    it: `sample.sampling.steps=0: ...` for `--config.sample.sampling.steps=0`.
+    """
+
+    def __init__(self, key: str, value: Any, why: str):
+        super().__init__(f"{key}={value!r}: {why}")
+        self.key, self.value, self.why = key, value, why
+
+
+def require(ok: bool, key: str, value: Any, why: str) -> None:
+    """A config dataclass's check: raises `ConfigValueError(key, value, why)` unless `ok`."""
+    if not ok:
+        raise ConfigValueError(key, value, why)
+
+
+def positive(value: float) -> bool:
+    """Finite and > 0 (NaN and inf are not)."""
+    return math.isfinite(value) and value > 0
 
 
 def _tuples(value: Any) -> Any:
@@ -76,7 +101,8 @@ def dataclass_from_config(cls: type[T], config: Mapping[str, Any], label: str, n
     """`cls(**config)` for a frozen config dataclass, with nested sections built the same way.
 
     A key `cls` does not have, a required key missing, or a value not of its field's annotated type
-    is a ValueError naming the key (a config typo must not pass silently); lists become tuples.
+    is a ValueError naming the key (a config typo must not pass silently); lists become tuples. A value
+    `cls.__post_init__` refuses (`ConfigValueError`) is named as `label.key`.
     """
     if not hasattr(config, "items"):
         raise ValueError(f"{label} config must be a mapping of keys to values, got {config!r}")
@@ -97,7 +123,10 @@ def dataclass_from_config(cls: type[T], config: Mapping[str, Any], label: str, n
     for name, value in values.items():
         if not _matches(value, hints[name]):
             raise ValueError(f"{label} config key {name!r} must be {_type_name(hints[name])}, got {value!r}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigValueError as e:
+        raise ConfigValueError(f"{label}.{e.key}", e.value, e.why) from None
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -43,7 +43,7 @@ class MemoryConfig:
         """From a ConfigDict / dict with sections `dit`, `tokenizers`, `merge`; unknown keys are errors."""
         if "dit" in config and not isinstance(config["dit"], WanDiTConfig):
             config = dict(config.items()) | {"dit": WanDiTConfig.from_config(config["dit"])}
-        return dataclass_from_config(cls, config, "memory model", {"tokenizers": TokenizerConfig, "merge": MergeConfig})
+        return dataclass_from_config(cls, config, "model", {"tokenizers": TokenizerConfig, "merge": MergeConfig})
 
 
 class MemoryDiT(nnx.Module):

@@ -21,6 +21,7 @@ from flax import nnx
 
 from mv2v_jax.config import dataclass_from_config
 from mv2v_jax.diffusion.samplers import make_sampler
+from mv2v_jax.io.video import VideoConfig
 from mv2v_jax.memory.model import load_memory_dit
 from mv2v_jax.models.codec import LatentCodec, SpaceToDepthCodec, WanVAECodec
 from mv2v_jax.pipelines.denoiser import SamplingConfig, TextConditioning
@@ -87,6 +88,13 @@ def _existing(path: str, what: str) -> Path:
     if not path or not Path(path).exists():
         raise FileNotFoundError(f"{what} not found at {path!r}; convert them first (see README, Weights)")
     return Path(path)
+
+
+def check_sample_config(sample: Mapping[str, Any]) -> None:
+    """Refuses values that make no sense in the `sample` section (steps 0, keep_ratio 2, fps 0, a NaN
+    shift, ...), naming the key, before anything is loaded or created."""
+    dataclass_from_config(SamplingConfig, sample["sampling"], "sample.sampling")
+    dataclass_from_config(VideoConfig, sample["video"], "sample.video")
 
 
 def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEditPipeline:

@@ -10,6 +10,7 @@ compilation time is kept apart from the sampling time.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mv2v_jax.config import positive, require
 from mv2v_jax.diffusion.samplers import denoise, make_sampler
 from mv2v_jax.memory.budget import TurnCost, turn_cost
 from mv2v_jax.memory.builders import MemoryBatch
@@ -26,6 +28,8 @@ from mv2v_jax.memory.model import MemoryDiT
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.models.codec import LatentCodec
 from mv2v_jax.pipelines.session import Stages
+
+MAX_STEPS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,15 @@ class SamplingConfig:
     guidance: float = 5.0
     keep_ratio: float | None = 0.5
     negative_prompt: str = ""
+
+    def __post_init__(self):
+        # More steps than the schedules' 1000 training timesteps repeat UniPC's integer timesteps.
+        require(0 < self.steps <= MAX_STEPS, "steps", self.steps, f"sampler steps must be 1 to {MAX_STEPS}")
+        require(positive(self.shift), "shift", self.shift, "the timestep shift must be a positive number")
+        guidance_ok = math.isfinite(self.guidance) and self.guidance >= 0
+        require(guidance_ok, "guidance", self.guidance, "the guidance scale must be a number >= 0 (1: none)")
+        merge_ok = self.keep_ratio is None or 0 < self.keep_ratio <= 1
+        require(merge_ok, "keep_ratio", self.keep_ratio, "merging keeps a share of tokens in (0, 1] (None: off)")
 
 
 class TextConditioning:
