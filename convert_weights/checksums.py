@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mv2v_jax.config import INTERRUPTED
 from mv2v_jax.models.weights import CHECKSUMS_FILE, add_checksums, verify_checksums
 
 
@@ -37,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OSError) as e:  # WeightsError, an unreadable or read-only folder
             print(f"error: {e}", file=sys.stderr)
             failed = True
+        except KeyboardInterrupt:  # checksums.json is written atomically: there or not
+            print("error: interrupted (Ctrl-C)", file=sys.stderr)
+            return INTERRUPTED
     return int(failed)
 
 

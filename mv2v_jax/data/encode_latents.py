@@ -29,10 +29,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from mv2v_jax.config import parse_flags
+from mv2v_jax.config import run_app
 from mv2v_jax.models.codec import TEMPORAL
 from mv2v_jax.pipelines.build import build_codec, build_text
 
@@ -148,7 +148,7 @@ def latent_config(config: Mapping[str, Any]) -> LatentScenesConfig:
 def open_latents(config: Mapping[str, Any], build: bool = False) -> tfds.core.GeneratorBasedBuilder:
     """The experiment's latent dataset; `build` makes it if missing, else a missing one is an error
     that says how to make it."""
-    from mv2v_jax.data.tfds.common import FILE_FORMAT
+    from mv2v_jax.data.tfds.common import FILE_FORMAT, build
 
     builder = LatentScenes(
         config=latent_config(config), data_dir=config["data"]["latents_dir"], file_format=FILE_FORMAT
@@ -159,7 +159,7 @@ def open_latents(config: Mapping[str, Any], build: bool = False) -> tfds.core.Ge
                 f"no latent dataset {builder.builder_config.name!r} in {config['data']['latents_dir']}: run "
                 "`python -m mv2v_jax.data.encode_latents --config <this config>` first"
             )
-        builder.download_and_prepare()
+        build(builder)
     return builder
 
 
@@ -178,4 +178,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "experiment config with `data` and `sample` sections")
-    sys.exit(app.run(main, flags_parser=parse_flags))
+    run_app(main)

@@ -307,6 +307,8 @@ class _FrameFolder:
                     rgb = np.asarray(image.convert("RGB"))
             except OSError as e:
                 raise VideoError(f"{file}: not a readable image ({e})") from e
+            except Image.DecompressionBombError as e:  # a header claiming more pixels than memory allows
+                raise VideoError(f"{file}: refused, too large to decode as a frame ({e})") from e
             first_size = first_size or rgb.shape
             if rgb.shape != first_size:
                 raise VideoError(f"{file}: frame is {rgb.shape[:2]}, earlier frames in the folder are {first_size[:2]}")

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,7 +33,7 @@ import numpy as np
 from flax import nnx
 
 from mv2v_jax.cache import cache_root
-from mv2v_jax.io.atomic import atomic_output, fsync_path
+from mv2v_jax.io.atomic import atomic_output, fsync_path, new_temporary
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, state_shardings
 
 CONFIG_FILE = "config.json"
@@ -101,7 +100,7 @@ class WeightsWriter:
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"))
+        self._tmp = new_temporary(self.path.parent, f".{self.path.name}.", ".tmp", directory=True)
         (self._tmp / PARAMS_DIR).mkdir()
         self._arrays: dict[tuple[str, ...], Any] = {}
         self._committed = False

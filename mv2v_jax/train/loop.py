@@ -72,6 +72,8 @@ def export_checkpoint(
 ) -> Path:
     """Writes `<workdir>/weights` from a checkpoint (default the latest): sample from a run mid-way."""
     workdir = Path(workdir)
+    if not (workdir / "checkpoints").is_dir():  # before building the model, and creating the folder
+        raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: not a training run's workdir")
     mesh = make_mesh(dict(config["mesh"]), jax.devices()[: config["mesh_devices"] or None])
     trainable = trainable_filter(list(config["trainable"]))
     with use_mesh(mesh, config["mesh_rules"]):
