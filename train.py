@@ -19,6 +19,7 @@ from mv2v_jax.cache import enable_compilation_cache
 from mv2v_jax.config import dataclass_from_config, run_app
 
 config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+flags.mark_flag_as_required("config")
 flags.DEFINE_string("workdir", None, "where checkpoints, logs and the final weights go", required=True)
 flags.DEFINE_bool("distributed", False, "multi-host: call jax.distributed.initialize() first")
 flags.DEFINE_bool("export", False, "only write <workdir>/weights from the latest checkpoint (sample a run mid-way)")

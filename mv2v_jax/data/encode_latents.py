@@ -148,10 +148,10 @@ def latent_config(config: Mapping[str, Any]) -> LatentScenesConfig:
 def open_latents(config: Mapping[str, Any], build: bool = False) -> tfds.core.GeneratorBasedBuilder:
     """The experiment's latent dataset; `build` makes it if missing, else a missing one is an error
     that says how to make it."""
-    from mv2v_jax.data.tfds.common import FILE_FORMAT, build
+    from mv2v_jax.data.tfds import common
 
     builder = LatentScenes(
-        config=latent_config(config), data_dir=config["data"]["latents_dir"], file_format=FILE_FORMAT
+        config=latent_config(config), data_dir=config["data"]["latents_dir"], file_format=common.FILE_FORMAT
     )
     if not builder.is_prepared():
         if not build:
@@ -159,7 +159,7 @@ def open_latents(config: Mapping[str, Any], build: bool = False) -> tfds.core.Ge
                 f"no latent dataset {builder.builder_config.name!r} in {config['data']['latents_dir']}: run "
                 "`python -m mv2v_jax.data.encode_latents --config <this config>` first"
             )
-        build(builder)
+        common.build(builder)
     return builder
 
 
@@ -178,4 +178,5 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "experiment config with `data` and `sample` sections")
+    flags.mark_flag_as_required("config")
     run_app(main)

@@ -162,8 +162,7 @@ class WeightsWriter:
             os.replace(self._tmp, self.path)
         fsync_path(self.path.parent)
         self._committed = True
-        files, raw = _read_checksums(self.path)
-        _remember(self.path, raw, sorted(files))  # hashed a moment ago: the first load need not hash again
+        _remember(self.path)  # hashed a moment ago: the first load need not hash again
         return self.path
 
 
@@ -207,7 +206,7 @@ def _write_orbax_index(params: Path, dtypes: Mapping[tuple[str, ...], np.dtype])
         raise WeightsError(
             f"orbax-checkpoint {ocp.__version__} lays out a parameter tree differently from the arrays "
             f"WeightsWriter streams (it made {sorted(folders - expected)[:3]}, not {sorted(expected - folders)[:3]}); "
-            "install the orbax-checkpoint version pyproject.toml names, or update WeightsWriter"
+            "use orbax-checkpoint 0.12 (what tests/test_weights.py checks) or update WeightsWriter"
         )
     for file in scratch.iterdir():
         if file.is_file():
@@ -307,13 +306,18 @@ def _cache_entry(path: Path, raw_checksums: bytes, names: list[str]) -> dict[str
     }
 
 
-def _remember(path: Path, raw_checksums: bytes, names: list[str]) -> None:
-    """Records that `path`'s files match its checksums as they are now (best effort: it is a cache)."""
-    cache = _cache_file(path)
+def _store(cache: Path | None, entry: dict[str, Any]) -> None:
+    """Writes a verification record (best effort: it is a cache)."""
     if cache is not None:
         with contextlib.suppress(OSError):
             cache.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(cache, _cache_entry(path, raw_checksums, names))
+            write_json_atomic(cache, entry)
+
+
+def _remember(path: Path) -> None:
+    """Records that `path`'s files match its checksums as they are now (right after writing them)."""
+    files, raw = _read_checksums(path)
+    _store(_cache_file(path), _cache_entry(path, raw, sorted(files)))
 
 
 def verify_checksums(path: str | os.PathLike) -> None:
@@ -340,8 +344,9 @@ def verify_checksums(path: str | os.PathLike) -> None:
     if missing:
         raise WeightsError(f"{path}: files are missing: {_describe(missing)[0]}; convert or export the weights again")
     cache = _cache_file(path)
+    entry = _cache_entry(path, raw, names)  # before hashing: a file changed meanwhile is hashed again next time
     with contextlib.suppress(OSError, ValueError):
-        if cache is not None and json.loads(cache.read_text()) == _cache_entry(path, raw, names):
+        if cache is not None and json.loads(cache.read_text()) == entry:
             return
     actual = _hash_files(path, names)
     damaged = [name for name in names if actual[name] != expected[name]]
@@ -351,7 +356,7 @@ def verify_checksums(path: str | os.PathLike) -> None:
             f"{path}: {what} {'fails its checksum' if count == 1 else 'fail their checksums'}: changed after the "
             "weights were written (damaged or overwritten); convert or export the weights again"
         )
-    _remember(path, raw, names)
+    _store(cache, entry)
 
 
 def add_checksums(path: str | os.PathLike) -> Path:
@@ -364,8 +369,7 @@ def add_checksums(path: str | os.PathLike) -> Path:
         raise WeightsError(f"{path} already has {CHECKSUMS_FILE}")
     _stored_tree(path)
     written = write_checksums(path)
-    files, raw = _read_checksums(path)
-    _remember(path, raw, sorted(files))
+    _remember(path)
     return written
 
 
