@@ -7,7 +7,7 @@ r"""Multi-turn video editing with memory, from the command line; the session per
     python sample.py --config configs/tiny_nvs.py --task nvs --session outputs/room --turns turns.json
 
     # long video editing: the whole video, segment by segment
-    python sample.py --config configs/X.py --task long_edit --session outputs/edit --video long.mp4 \
+    python sample.py --config configs/lucy_edit_long.py --task long_edit --session outputs/edit --video long.mp4 \
         --prompt "make it winter"
 
 `--camera` is a preset name (pipelines.presets: pan_left, pan_right, tilt_up, tilt_down, zoom_in,
@@ -32,15 +32,16 @@ from tqdm import tqdm
 
 from mv2v_jax.cache import enable_compilation_cache
 from mv2v_jax.config import run_app
-from mv2v_jax.io.cameras import CameraError, read_cameras
 from mv2v_jax.io.video import VideoError, read_all_frames, read_video
-from mv2v_jax.pipelines.session import Session, SessionError
-from mv2v_jax.retrieval.bank import TASKS, BankError
+from mv2v_jax.retrieval.bank import BankError
 
-# JAX and the pipelines are imported where they are used, so that `--help` answers at once.
+# What imports JAX (the pipelines, sessions, camera files) is imported where it is used, so that
+# `--help` answers at once.
+# The tasks this CLI runs, and what only that task reads from the `sample` section.
+TASK_KEYS = {"nvs": ("retrieval.hfov_degrees", "retrieval.fov_radius"), "long_edit": ("long_edit", "embedder")}
 
 config_flags.DEFINE_config_file("config", None, "experiment config file with a `sample` section", lock_config=True)
-flags.DEFINE_enum("task", "nvs", TASKS, "nvs (novel view synthesis) or long_edit")
+flags.DEFINE_enum("task", "nvs", sorted(TASK_KEYS), "nvs (novel view synthesis) or long_edit")
 flags.DEFINE_string("session", None, "session folder, created or resumed", required=True)
 flags.DEFINE_string("video", None, "source video (NVS: first turn of a session; long_edit: the long video)")
 flags.DEFINE_string("camera", None, "NVS: a preset trajectory name or a camera file")
@@ -55,6 +56,7 @@ FLAGS = flags.FLAGS
 
 def load_camera(spec: str, frames: int):
     """A preset name or a camera file -> w2c `[frames, 3, 4]`."""
+    from mv2v_jax.io.cameras import CameraError, read_cameras
     from mv2v_jax.pipelines.presets import AMOUNTS, preset_trajectory
 
     if spec in AMOUNTS:
@@ -89,8 +91,10 @@ def turn_specs() -> list[dict]:
 
 
 def run_nvs(sample, session_path: Path) -> None:
+    from mv2v_jax.io.cameras import CameraError
     from mv2v_jax.pipelines.build import build_pipeline, session_config
     from mv2v_jax.pipelines.nvs import describe
+    from mv2v_jax.pipelines.session import Session, SessionError
 
     video = sample["video"]
     frames = video["frames"]
@@ -126,6 +130,7 @@ def run_nvs(sample, session_path: Path) -> None:
 def run_long_edit(sample, session_path: Path) -> None:
     from mv2v_jax.pipelines.build import build_pipeline, session_config
     from mv2v_jax.pipelines.long_edit import segment_starts
+    from mv2v_jax.pipelines.session import Session
 
     if not FLAGS.video:
         raise VideoError("long_edit needs --video, the long video to edit")
@@ -149,6 +154,11 @@ def run_long_edit(sample, session_path: Path) -> None:
         session.close()
 
 
+def _has(section, dotted: str) -> bool:
+    head, _, rest = dotted.partition(".")
+    return head in section and (not rest or _has(section[head], rest))
+
+
 def main(argv: list[str]) -> int:
     from mv2v_jax.pipelines.build import check_sample_config
 
@@ -157,6 +167,15 @@ def main(argv: list[str]) -> int:
     enable_compilation_cache()  # the next process with the same shapes loads the program (mv2v_jax.cache)
     if FLAGS.config is None or "sample" not in FLAGS.config:
         print("error: --config must name an experiment config with a `sample` section", file=sys.stderr)
+        return 1
+    sample = FLAGS.config.sample
+    if missing := [key for key in TASK_KEYS[FLAGS.task] if not _has(sample, key)]:
+        task = FLAGS.config.get("step", {}).get("task", "?")
+        print(
+            f"error: --task {FLAGS.task} needs sample.{' and sample.'.join(missing)}, which this config (a "
+            f"{task!r} experiment) does not have",
+            file=sys.stderr,
+        )
         return 1
     try:
         check_sample_config(FLAGS.config.sample)

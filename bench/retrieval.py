@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     rng = np.random.default_rng(0)
-    intrinsics = Intrinsics.from_hfov(60, 832, 480)
+    intrinsics = Intrinsics.from_hfov(60, 480, 832)
     target = trajectory(rng, FRAMES, turn_degrees=1.0, step=0.02)
     start = (target[0, :, :3].astype(np.float64), -target[0, :, :3].T @ target[0, :, 3])
     memory = np.stack([trajectory(rng, FRAMES, start=start, turn_degrees=1.0, step=0.02) for _ in range(args.entries)])

@@ -67,7 +67,7 @@ def reference_fov(cameras, intrinsics, radius, reference=None):
         return np.linalg.inv(m)
 
     ref = c2w(np.asarray(cameras[0] if reference is None else reference, np.float64))
-    fx, fy, cx, cy, width, height = intrinsics
+    fx, fy, cx, cy, height, width = intrinsics
     visible = np.zeros(len(d), bool)
     border = np.full(len(d), np.inf)
     for camera in np.asarray(cameras, np.float64):
@@ -88,9 +88,9 @@ def reference_fov(cameras, intrinsics, radius, reference=None):
 @pytest.mark.parametrize(
     ("seed", "radius", "intrinsics"),
     [
-        (0, 1.0, Intrinsics.from_hfov(60, 832, 480)),
-        (1, math.inf, Intrinsics.from_hfov(60, 832, 480)),
-        (2, 1.0, Intrinsics.from_matrix([[300, 0, 250], [0, 320, 140], [0, 0, 1]], 512, 320)),
+        (0, 1.0, Intrinsics.from_hfov(60, 480, 832)),
+        (1, math.inf, Intrinsics.from_hfov(60, 480, 832)),
+        (2, 1.0, Intrinsics.from_matrix([[300, 0, 250], [0, 320, 140], [0, 0, 1]], 320, 512)),
         (3, 2.0, Intrinsics.from_hfov(100, 640, 640)),
     ],
 )
@@ -147,7 +147,7 @@ def test_scores_against_numpy_sets():
 
 def test_retrieve_ranks_the_covering_trajectory_first_and_reuses_stored_bitmasks():
     rng = np.random.default_rng(7)
-    intrinsics = Intrinsics.from_hfov(60, 832, 480)
+    intrinsics = Intrinsics.from_hfov(60, 480, 832)
     target = trajectory(rng, 21)
     start = (target[0, :, :3], -target[0, :, :3].T @ target[0, :, 3])
     same_start = trajectory(rng, 21, start=start)  # begins at the target's first camera
@@ -170,7 +170,7 @@ def test_retrieve_ranks_the_covering_trajectory_first_and_reuses_stored_bitmasks
 
 
 def test_bad_inputs_are_named():
-    intrinsics = Intrinsics.from_hfov(60, 832, 480)
+    intrinsics = Intrinsics.from_hfov(60, 480, 832)
     with pytest.raises(ValueError, match=r"cameras must have shape \[\?, 3, 4\], got \(5, 4, 4\)"):
         fov_bitmask(np.zeros((5, 4, 4), np.float32), intrinsics)
     with pytest.raises(ValueError, match="radius must be > 0"):
@@ -178,7 +178,7 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="packed uint32"):
         fov_scores(np.zeros(2025, np.uint8), np.zeros((3, 2025), np.uint32))
     with pytest.raises(ValueError, match="field of view"):
-        Intrinsics.from_hfov(180, 832, 480)
+        Intrinsics.from_hfov(180, 480, 832)
 
 
 @st.composite
@@ -186,7 +186,7 @@ def cases(draw):
     seed = draw(st.integers(0, 2**32 - 1))
     hfov = draw(st.floats(20, 100))
     radius = draw(st.sampled_from([1.0, math.inf]))
-    return np.random.default_rng(seed), Intrinsics.from_hfov(hfov, 832, 480), radius
+    return np.random.default_rng(seed), Intrinsics.from_hfov(hfov, 480, 832), radius
 
 
 def scores_of(target, memory, intrinsics, radius, target_valid=None):
@@ -213,7 +213,7 @@ def test_opposite_narrow_views_score_zero(seed, hfov, radius):
     flip = np.diag([-1.0, 1.0, -1.0])  # 180 degrees about the camera's y axis: forward becomes backward
     target = trajectory(rng, FRAMES, start=(r, c), turn_degrees=2, step=0.005)
     memory = trajectory(rng, FRAMES, start=(flip @ r, c), turn_degrees=2, step=0.005)
-    scores = scores_of(target, memory[None], Intrinsics.from_hfov(hfov, 832, 480), radius)
+    scores = scores_of(target, memory[None], Intrinsics.from_hfov(hfov, 480, 832), radius)
     assert float(scores.score[0]) == 0
 
 

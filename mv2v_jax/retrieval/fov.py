@@ -61,42 +61,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mv2v_jax.geometry import HIGHEST, Intrinsics, relative_to
 from mv2v_jax.retrieval.ranking import TopK, top_k
 
 N_THETA, N_PHI = 180, 360
 GRID = (N_THETA, N_PHI)
 WORD_BITS = 32
-HIGHEST = jax.lax.Precision.HIGHEST  # float32 rotations stay float32 on GPU/TPU too
-
-
-class Intrinsics(NamedTuple):
-    """Pinhole intrinsics in pixels and the image size; a pytree, so values are traced, not compiled in."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: float
-    height: float
-
-    @classmethod
-    def from_hfov(cls, hfov_degrees: float, width: float, height: float) -> Intrinsics:
-        """Square pixels, principal point at the image centre, `hfov` between the left and right edges."""
-        if not 0 < hfov_degrees < 180:
-            raise ValueError(f"horizontal field of view must be in (0, 180) degrees, got {hfov_degrees}")
-        focal = width / 2 / math.tan(math.radians(hfov_degrees) / 2)
-        return cls(focal, focal, width / 2, height / 2, float(width), float(height))
-
-    @classmethod
-    def from_matrix(cls, matrix: np.ndarray, width: float, height: float) -> Intrinsics:
-        """From a 3x3 K (skew must be 0)."""
-        k = np.asarray(matrix, np.float64)
-        if k.shape != (3, 3) or k[0, 1] != 0 or k[1, 0] != 0 or k[2, 0] != 0 or k[2, 1] != 0 or k[2, 2] != 1:
-            raise ValueError(f"intrinsics must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {k.tolist()}")
-        return cls(float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]), float(width), float(height))
-
-    def matrix(self) -> np.ndarray:
-        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], np.float64)
 
 
 class FovScores(NamedTuple):
@@ -127,17 +97,6 @@ def grid_directions(grid: tuple[int, int] = GRID) -> np.ndarray:
     return directions.reshape(-1, 3)
 
 
-def relative_to(cameras: jax.Array, reference: jax.Array) -> jax.Array:
-    """World-to-camera `[..., 3, 4]` re-expressed in the frame of the camera `reference [3, 4]`.
-
-    `R' = R R_ref^T`, `t' = t - R' t_ref`: the paper's `R_ref^T R, R_ref^T (t - t_ref)` for our
-    world-to-camera convention (see the module docstring). `reference` maps to `[I | 0]`.
-    """
-    rotation = jnp.einsum("...ij,kj->...ik", cameras[..., :3], reference[:, :3], precision=HIGHEST)
-    translation = cameras[..., 3] - jnp.einsum("...ij,j->...i", rotation, reference[:, 3], precision=HIGHEST)
-    return jnp.concatenate([rotation, translation[..., None]], axis=-1)
-
-
 def pack_bits(bits: jax.Array) -> jax.Array:
     """bool `[..., N]` -> uint32 `[..., ceil(N / 32)]`, bit n at word n // 32, bit n % 32."""
     pad = -bits.shape[-1] % WORD_BITS
@@ -155,7 +114,7 @@ def unpack_bits(words: np.ndarray, count: int = N_THETA * N_PHI) -> np.ndarray:
 
 def _image_inequalities(intrinsics: Intrinsics) -> jax.Array:
     """`[5, 3]` rows c with `c . x_cam > 0` (first) and `>= 0` (others) iff x_cam projects into the image."""
-    fx, fy, cx, cy, width, height = (jnp.asarray(v, jnp.float32) for v in intrinsics)
+    fx, fy, cx, cy, height, width = (jnp.asarray(v, jnp.float32) for v in intrinsics)
     zero, one = jnp.zeros((), jnp.float32), jnp.ones((), jnp.float32)
     return jnp.stack(
         [
@@ -196,7 +155,7 @@ def _check_intrinsics(intrinsics: Intrinsics) -> None:
     """Finite, with positive focal lengths and image size (outside jit)."""
     if any(isinstance(v, jax.core.Tracer) for v in intrinsics):
         return
-    fx, fy, cx, cy, width, height = map(float, intrinsics)
+    fx, fy, cx, cy, height, width = map(float, intrinsics)
     if not all(map(math.isfinite, (fx, fy, cx, cy, width, height))) or min(fx, fy, width, height) <= 0:
         raise ValueError(f"VideoFOV intrinsics must be finite with fx, fy, width, height > 0, got {intrinsics}")
 

@@ -760,7 +760,8 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 def write_cameras(root: Path) -> None:
-    from mv2v_jax.io.cameras import Trajectory, invert_pose, to_4x4, write_cameras
+    from mv2v_jax.geometry import invert_pose, to_4x4
+    from mv2v_jax.io.cameras import Trajectory, write_cameras
     from mv2v_jax.pipelines.presets import preset_trajectory
 
     cameras = root / "cameras"
@@ -803,7 +804,7 @@ def write_weights(root: Path) -> None:
     from mv2v_jax.train.loop import export_weights
 
     c = build_codec(load_config(f"{root}/config.py").sample.codec).channels
-    config = MemoryConfig.from_config(dict(dit=TINY_DIT | dict(in_channels=c, out_channels=c), camera=True))
+    config = MemoryConfig.from_config(dict(dit=TINY_DIT | dict(in_channels=c, out_channels=c), adapters=("camera",)))
     export_weights(nnx.state(MemoryDiT(config, rngs=nnx.Rngs(0))), config, root / "weights", {})
     kernel = Path("params") / "dit.head.proj.kernel"
     for name in ("weights_missing", "weights_deleted"):
@@ -852,7 +853,7 @@ def write_sessions(root: Path) -> None:
     session("other_config", config=load_config(f"{root}/config.py:other_fov").sample).close()
     made = session("flipped_bit")
     cameras = preset_trajectory("pan_left", FRAMES)[::4]
-    intrinsics = Intrinsics.from_hfov(sample.retrieval.hfov_degrees, WIDTH, HEIGHT)
+    intrinsics = Intrinsics.from_hfov(sample.retrieval.hfov_degrees, HEIGHT, WIDTH)
     fov = np.asarray(fov_bitmask(cameras, intrinsics, radius=sample.retrieval.fov_radius))
     made.bank.add(MemoryEntry(latents=source + 0.5, turn=1, cameras=cameras, fov=fov))
     made.close()
