@@ -1,4 +1,4 @@
-"""Wan DiT presets as ml_collections configs (numbers: ../shared/wan_spec.md §1.1).
+"""Wan DiT presets as ml_collections configs (numbers: docs/models.md, "Wan DiT").
 
     get_config("wan2.1-t2v-1.3b")   # an architecture: the `model.dit` of an experiment config
     get_config("wan2.2-ti2v-5b")

@@ -1,4 +1,4 @@
-"""Wan VAE presets as ml_collections configs (numbers: ../shared/wan_spec.md §3).
+"""Wan VAE presets as ml_collections configs (numbers: docs/models.md, "Wan VAE").
 
     get_config("wan2.1")   # Wan2.1_VAE: z 16, 4x8x8; used by Wan2.1-T2V-1.3B/14B and ReCamMaster
     get_config("wan2.2")   # Wan2.2_VAE: z 48, 4x16x16; used by Wan2.2-TI2V-5B and LucyEdit

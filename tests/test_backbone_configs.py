@@ -62,8 +62,8 @@ def test_the_configs_hold_the_backbones_and_their_samplers():
         c.dit.in_channels,
         c.dit.out_channels,
     )
-    assert dims(recammaster) == (1536, 8960, 12, 30, 16, 16) and recammaster.camera  # Wan2.1-T2V-1.3B
-    assert dims(lucy) == (3072, 14336, 24, 30, 96, 48) and not lucy.camera  # Wan2.2-TI2V-5B, 48 + 48 in
+    assert dims(recammaster) == (1536, 8960, 12, 30, 16, 16) and recammaster.adapters == ("camera",)
+    assert dims(lucy) == (3072, 14336, 24, 30, 96, 48) and lucy.adapters == ()  # TI2V-5B, 48 + 48 in
     for memory in (recammaster, lucy):
         assert memory.tokenizers.ranked == ((1, 4, 4),) * 3 and memory.tokenizers.rest == (1, 8, 8)
         assert memory.merge.block_indices(30) == (10, 20)

@@ -829,12 +829,13 @@ def write_weights(root: Path) -> None:
 def write_sessions(root: Path) -> None:
     """Sessions as sample.py leaves them, made by the real classes with the corpus config, then edited."""
     from mv2v_jax.config import load_config
+    from mv2v_jax.geometry import Intrinsics
     from mv2v_jax.io.video import read_video
     from mv2v_jax.pipelines.build import build_codec, session_config
     from mv2v_jax.pipelines.presets import preset_trajectory
     from mv2v_jax.pipelines.session import Session
     from mv2v_jax.retrieval.bank import MemoryEntry
-    from mv2v_jax.retrieval.fov import Intrinsics, fov_bitmask
+    from mv2v_jax.retrieval.fov import fov_bitmask
 
     sessions = root / "sessions"
     sample = load_config(f"{root}/config.py").sample

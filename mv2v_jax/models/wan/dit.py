@@ -1,7 +1,7 @@
 """The Wan2.1 / Wan2.2 diffusion transformer in Flax NNX.
 
 Numerically the model of Wan's `WanModel` and diffusers' `WanTransformer3DModel`
-(../shared/wan_spec.md §1): patch embedding, sinusoidal time embedding projected to six modulation
+(docs/models.md, "Wan DiT"): patch embedding, sinusoidal time embedding projected to six modulation
 vectors, a text MLP, `num_layers` blocks (self-attention with RMSNorm on q/k across heads and 3D
 RoPE; cross-attention to text; GELU-tanh FFN; scale/shift-table modulation), and an output head with
 its own modulation. Norms, modulation and residual adds run in float32 as the reference keeps them;
