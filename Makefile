@@ -38,3 +38,4 @@ bench: install
 	$(PY) bench/vae.py
 	$(PY) bench/memory_cost.py
 	$(PY) bench/train_step.py
+	$(PY) bench/turn_startup.py

@@ -1,4 +1,4 @@
-"""Multi-turn video editing with memory, from the command line; the session persists between runs.
+r"""Multi-turn video editing with memory, from the command line; the session persists between runs.
 
     # novel view synthesis: each turn a new camera trajectory of the same source video
     python sample.py --config configs/tiny_nvs.py --task nvs --session outputs/room \
@@ -16,6 +16,8 @@ zoom_out, translate_*, arc_*, orbit_*) or a camera file (io.cameras: ReCamMaster
 `--turns` is a JSON list of {"camera": ..., "prompt": ..., "seed": ...} run in order. Each turn
 writes an mp4, a contact sheet and a JSON record under `<session>/turns/`. Configuration lives in the
 config file's `sample` section (pipelines.build); override fields with --config.sample.x=y.
+Compiled programs are cached in ~/.cache/mv2v_jax (MV2V_CACHE_DIR=/elsewhere moves it, =off disables
+it), so the next turn in a new process starts sampling in seconds.
 """
 
 from __future__ import annotations
@@ -24,23 +26,22 @@ import json
 import sys
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from mv2v_jax.config import parse_flags
-from mv2v_jax.io.cameras import CameraError, read_cameras
+from mv2v_jax.cache import enable_compilation_cache
+from mv2v_jax.config import run_app
 from mv2v_jax.io.video import VideoError, read_all_frames, read_video
-from mv2v_jax.pipelines.build import build_pipeline, session_config
-from mv2v_jax.pipelines.long_edit import segment_starts
-from mv2v_jax.pipelines.nvs import describe
-from mv2v_jax.pipelines.presets import AMOUNTS, preset_trajectory
-from mv2v_jax.pipelines.session import Session, SessionError
 from mv2v_jax.retrieval.bank import BankError
-from mv2v_jax.tasks import TASKS
+
+# What imports JAX (the pipelines, sessions, camera files) is imported where it is used, so that
+# `--help` answers at once.
+# The tasks this CLI runs, and what only that task reads from the `sample` section.
+TASK_KEYS = {"nvs": ("retrieval.hfov_degrees", "retrieval.fov_radius"), "long_edit": ("long_edit", "embedder")}
 
 config_flags.DEFINE_config_file("config", None, "experiment config file with a `sample` section", lock_config=True)
-flags.DEFINE_enum("task", "nvs", sorted(TASKS), "nvs (novel view synthesis) or long_edit")
+flags.DEFINE_enum("task", "nvs", sorted(TASK_KEYS), "nvs (novel view synthesis) or long_edit")
 flags.DEFINE_string("session", None, "session folder, created or resumed", required=True)
 flags.DEFINE_string("video", None, "source video (NVS: first turn of a session; long_edit: the long video)")
 flags.DEFINE_string("camera", None, "NVS: a preset trajectory name or a camera file")
@@ -51,12 +52,13 @@ flags.DEFINE_string("prompt", "", "text prompt")
 flags.DEFINE_string("turns", None, "JSON list of turns: [{camera, prompt, seed}]")
 flags.DEFINE_integer("seed", 0, "noise seed (turn i of --turns without its own seed: seed + i)")
 FLAGS = flags.FLAGS
-# What only that task reads from the `sample` section.
-TASK_KEYS = {"nvs": ("retrieval.hfov_degrees", "retrieval.fov_radius"), "long_edit": ("long_edit", "embedder")}
 
 
 def load_camera(spec: str, frames: int):
     """A preset name or a camera file -> w2c `[frames, 3, 4]`."""
+    from mv2v_jax.io.cameras import CameraError, read_cameras
+    from mv2v_jax.pipelines.presets import AMOUNTS, preset_trajectory
+
     if spec in AMOUNTS:
         return preset_trajectory(spec, frames)
     if not Path(spec).exists():
@@ -80,6 +82,8 @@ def turn_specs() -> list[dict]:
         except json.JSONDecodeError as e:
             message = f"malformed JSON at line {e.lineno}: {e.msg}"
             raise ValueError(f"{FLAGS.turns}: not a JSON list of turns ({message})") from e
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{FLAGS.turns}: not UTF-8 text ({e.reason} at byte {e.start}): save it as UTF-8") from e
         if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
             raise ValueError(f"{FLAGS.turns}: expected a JSON list of objects with camera / prompt / seed")
         return [{"prompt": FLAGS.prompt, "seed": FLAGS.seed + i} | t for i, t in enumerate(turns)]
@@ -87,6 +91,11 @@ def turn_specs() -> list[dict]:
 
 
 def run_nvs(sample, session_path: Path) -> None:
+    from mv2v_jax.io.cameras import CameraError
+    from mv2v_jax.pipelines.build import build_pipeline, session_config
+    from mv2v_jax.pipelines.nvs import describe
+    from mv2v_jax.pipelines.session import Session, SessionError
+
     video = sample["video"]
     frames = video["frames"]
     turns = turn_specs()
@@ -119,6 +128,10 @@ def run_nvs(sample, session_path: Path) -> None:
 
 
 def run_long_edit(sample, session_path: Path) -> None:
+    from mv2v_jax.pipelines.build import build_pipeline, session_config
+    from mv2v_jax.pipelines.long_edit import segment_starts
+    from mv2v_jax.pipelines.session import Session
+
     if not FLAGS.video:
         raise VideoError("long_edit needs --video, the long video to edit")
     video = sample["video"]
@@ -147,8 +160,11 @@ def _has(section, dotted: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    from mv2v_jax.pipelines.build import check_sample_config
+
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    enable_compilation_cache()  # the next process with the same shapes loads the program (mv2v_jax.cache)
     if FLAGS.config is None or "sample" not in FLAGS.config:
         print("error: --config must name an experiment config with a `sample` section", file=sys.stderr)
         return 1
@@ -162,6 +178,7 @@ def main(argv: list[str]) -> int:
         )
         return 1
     try:
+        check_sample_config(FLAGS.config.sample)
         (run_nvs if FLAGS.task == "nvs" else run_long_edit)(FLAGS.config.sample, Path(FLAGS.session))
     except (ValueError, OSError, BankError) as e:  # VideoError, CameraError, SessionError, a full disk, ...
         print(f"error: {e}", file=sys.stderr)
@@ -170,4 +187,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main, flags_parser=parse_flags))
+    run_app(main)

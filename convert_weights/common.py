@@ -25,6 +25,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from convert_weights.sources import TensorSource
+from mv2v_jax.config import INTERRUPTED
 from mv2v_jax.models.weights import WeightsWriter, flatten_paths
 
 Path_ = tuple[str, ...]
@@ -233,7 +234,8 @@ def run_cli(
     param_dtypes: Sequence[str] = ("float32", "bfloat16"),
 ) -> int:
     """The shared converter CLI: SRC OUT [--param-dtype] [--overwrite] plus `add_arguments`; errors
-    print and exit 1. The first of `param_dtypes` is the default ("auto": the checkpoint's)."""
+    print and exit 1, Ctrl-C prints one line and exits 130 (OUT is left as it was). The first of
+    `param_dtypes` is the default ("auto": the checkpoint's)."""
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="checkpoint folder or file (see above)")
     parser.add_argument("out", help="output weights directory (written atomically)")
@@ -252,5 +254,8 @@ def run_cli(
     except (ValueError, OSError) as e:  # ConversionError, CheckpointError, an existing OUT, a full disk, ...
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED
     print(f"wrote {out}")
     return 0

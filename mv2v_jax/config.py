@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import numbers
 import re
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import ml_collections
 
@@ -37,6 +38,30 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {file} has no get_config()")
     return module.get_config(arg) if arg else module.get_config()
+
+
+class ConfigValueError(ValueError):
+    """A config value of the right type that makes no sense (`steps=0`, `keep_ratio=2.0`, a NaN shift).
+
+    Config dataclasses raise it from `__post_init__` through `require`, naming the field;
+    `dataclass_from_config` puts the section in front, so the message names the key as a user writes
+    it: `sample.sampling.steps=0: ...` for `--config.sample.sampling.steps=0`.
+    """
+
+    def __init__(self, key: str, value: Any, why: str):
+        super().__init__(f"{key}={value!r}: {why}")
+        self.key, self.value, self.why = key, value, why
+
+
+def require(ok: bool, key: str, value: Any, why: str) -> None:
+    """A config dataclass's check: raises `ConfigValueError(key, value, why)` unless `ok`."""
+    if not ok:
+        raise ConfigValueError(key, value, why)
+
+
+def positive(value: float) -> bool:
+    """Finite and > 0 (NaN and inf are not)."""
+    return math.isfinite(value) and value > 0
 
 
 def _tuples(value: Any) -> Any:
@@ -76,7 +101,8 @@ def dataclass_from_config(cls: type[T], config: Mapping[str, Any], label: str, n
     """`cls(**config)` for a frozen config dataclass, with nested sections built the same way.
 
     A key `cls` does not have, a required key missing, or a value not of its field's annotated type
-    is a ValueError naming the key (a config typo must not pass silently); lists become tuples.
+    is a ValueError naming the key (a config typo must not pass silently); lists become tuples. A value
+    `cls.__post_init__` refuses (`ConfigValueError`) is named as `label.key`.
     """
     if not hasattr(config, "items"):
         raise ValueError(f"{label} config must be a mapping of keys to values, got {config!r}")
@@ -97,24 +123,90 @@ def dataclass_from_config(cls: type[T], config: Mapping[str, Any], label: str, n
     for name, value in values.items():
         if not _matches(value, hints[name]):
             raise ValueError(f"{label} config key {name!r} must be {_type_name(hints[name])}, got {value!r}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigValueError as e:
+        raise ConfigValueError(f"{label}.{e.key}", e.value, e.why) from None
+
+
+# absl's help flags (absl prints the usage and exits 1; ours exit 0) -> whether the short help is meant.
+HELP_FLAGS = {"--help": True, "-help": True, "-h": True, "-?": True, "--helpshort": True, "--helpfull": False}
+INTERRUPTED = 130  # a process ended by Ctrl-C (SIGINT) exits 128 + 2 in a shell
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing for the CLIs (`app.run(main, flags_parser=parse_flags)`), where an override of
-    a key the config does not have (`--config.sample.sampling.stepz=2`) is a usage error naming the
-    flag: ml_collections raises it from inside the parser as a bare AttributeError / KeyError."""
+    """absl's flag parsing for the CLIs (`run_app(main)`), with usage errors naming the flag where absl or
+    ml_collections would give a traceback: an override of a key the config does not have
+    (`--config.sample.sampling.stepz=2`), a `--config` file that is missing, is not valid Python or
+    whose `get_config()` fails. `--help` prints the usage and exits 0."""
+    from absl import app
+
+    options = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+    if asked := next((a for a in options if a in HELP_FLAGS), None):
+        app.usage(shorthelp=HELP_FLAGS[asked], writeto_stdout=True)
+        sys.exit(0)
+    config = _config_spec(options)
+    if config is not None and (problem := _config_file_problem(config)):
+        _usage_error(f"--config={config}: {problem}")
+    try:
+        return app.parse_flags_with_usage(argv)
+    except Exception as error:
+        message = _unknown_key(error, argv) if isinstance(error, AttributeError | KeyError) else None
+        if message is None and config is None:
+            raise
+        # Otherwise the config file itself failed (its get_config() raising NameError, ImportError, ...).
+        _usage_error(message or f"--config={config}: get_config() failed: {type(error).__name__}: {error}")
+
+
+def _unknown_key(error: AttributeError | KeyError, argv: list[str]) -> str | None:
+    """ml_collections' bare AttributeError / KeyError for an override of a missing key, as a message
+    naming the flag (None if no flag names the key)."""
+    cause = error.args[0] if error.args else ""
+    text = str(cause.args[0] if isinstance(cause, BaseException) and cause.args else cause)
+    key = re.search(r"'([^']+)'", text)
+    flag = key and next((a for a in argv[1:] if key[1] in a.partition("=")[0].split(".")[1:]), None)
+    if not flag:
+        return None
+    hint = text.partition("\n")[2]  # ml_collections' "Did you mean ...?"
+    return f"{flag}: the config has no key {key[1]!r}. {hint}".strip()
+
+
+def _config_spec(options: list[str]) -> str | None:
+    """The value of `--config` (`--config=X` or `--config X`) as typed, if given."""
+    for i, option in enumerate(options):
+        name, equals, value = option.partition("=")
+        if name in ("--config", "-config"):
+            return value if equals else (options[i + 1] if i + 1 < len(options) else None)
+    return None
+
+
+def _config_file_problem(spec: str) -> str | None:
+    """Why the config file `spec` (`path.py[:arg]`) cannot be loaded, before ml_collections tries (it
+    defers a missing file to a traceback at first use and lets a SyntaxError through), or None."""
+    path = Path(spec.partition(":")[0])
+    if not path.is_file():
+        return "no such config file" if not path.exists() else "not a file"
+    try:
+        compile(path.read_bytes(), str(path), "exec")
+    except SyntaxError as e:  # a file that is not UTF-8 included
+        return f"not valid Python: {e.msg} (line {e.lineno})"
+    except ValueError as e:  # null bytes
+        return f"not valid Python: {e}"
+    return None
+
+
+def _usage_error(message: str) -> NoReturn:
+    print(f"FATAL Flags parsing error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run_app(main: Callable[[list[str]], int | None]) -> None:
+    """`absl.app.run(main)` with `parse_flags`, and Ctrl-C answered with one line and exit 130 instead of
+    a traceback (`main`'s `finally` blocks, closing sessions and files, run on the way out)."""
     from absl import app
 
     try:
-        return app.parse_flags_with_usage(argv)
-    except (AttributeError, KeyError) as error:
-        cause = error.args[0] if error.args else ""
-        text = str(cause.args[0] if isinstance(cause, BaseException) and cause.args else cause)
-        key = re.search(r"'([^']+)'", text)
-        flag = key and next((a for a in argv[1:] if key[1] in a.partition("=")[0].split(".")[1:]), None)
-        if not flag:
-            raise
-        hint = text.partition("\n")[2]  # ml_collections' "Did you mean ...?"
-        print(f"FATAL Flags parsing error: {flag}: the config has no key {key[1]!r}. {hint}".strip(), file=sys.stderr)
-        sys.exit(1)
+        app.run(main, flags_parser=parse_flags)
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(INTERRUPTED)

@@ -1,11 +1,18 @@
 """Test setup: 8 fake CPU devices for the sharding tests, reproducible hypothesis examples, tiny random
-PyTorch references."""
+PyTorch references, a user cache folder of the run's own."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Must happen before JAX initialises its backends.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Compiled programs and verified weights (mv2v_jax.cache) of this run, the CLIs it starts included.
+if "MV2V_CACHE_DIR" not in os.environ:
+    os.environ["MV2V_CACHE_DIR"] = tempfile.mkdtemp(prefix="mv2v-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MV2V_CACHE_DIR"], ignore_errors=True)
 
 import numpy as np
 import pytest

@@ -11,7 +11,7 @@ from torch_reference import tiny_wan_dit
 from convert_weights.common import ConversionError
 from convert_weights.wan_dit import convert_dit, main
 from mv2v_jax.models.wan.dit import load_dit
-from mv2v_jax.models.weights import WeightsError, read_config
+from mv2v_jax.models.weights import WeightsError, read_config, write_checksums
 
 
 def write_checkpoint(folder, state_dict, config):
@@ -94,6 +94,9 @@ def test_loading_a_mismatched_weights_directory_names_the_problem(tmp_path, chec
     meta = json.loads((out / "config.json").read_text())
     meta["architecture"]["ffn_dim"] = 64
     (out / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(WeightsError, match=r"out: config\.json fails its checksum"):
+        load_dit(out)
+    write_checksums(out)  # a config.json that never fit its parameters
     with pytest.raises(
         WeightsError,
         match=r"shape mismatch.*blocks/ffn/fc1/kernel: stored \(2, 48, 96\), "

@@ -70,7 +70,23 @@ def run(case: Case, root: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, *(arg.replace("{root}", str(root)) for arg in case.argv)]
     if case.file_size_limit is not None:
         command = [sys.executable, "-c", FILE_SIZE_LIMIT, str(case.file_size_limit), *command]
+    if case.interrupt is not None:
+        return run_interrupted(command, case.interrupt)
     return subprocess.run(command, cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
+
+
+def run_interrupted(command: list[str], trigger: str) -> subprocess.CompletedProcess:
+    """Runs `command` and sends it SIGINT, as Ctrl-C does, once its stderr matches `trigger`."""
+    process = subprocess.Popen(command, cwd=REPO, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = b""
+    while not re.search(trigger.encode(), seen):
+        chunk = os.read(process.stderr.fileno(), 1 << 16)
+        if not chunk:  # it ended without showing `trigger`: the case then fails on its message
+            break
+        seen += chunk
+    process.send_signal(signal.SIGINT)
+    stdout, rest = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(command, process.returncode, stdout.decode(), (seen + rest).decode())
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +128,8 @@ def test_bad_input_is_named_and_nothing_is_lost(outcomes, case):
     outcome = outcomes[case.input]
     error = outcome.stderr
     assert outcome.returncode != 0, f"exit 0 on {case.input}:\n{error[-3000:]}"
+    if case.exit_code is not None:
+        assert outcome.returncode == case.exit_code, f"{case.input}: exit {outcome.returncode}:\n{error[-3000:]}"
     if case.argv[0] != "-c":  # a CLI prints an error line, not a traceback
         error = "\n".join(line for line in error.splitlines() if line.startswith(ERROR_LINES))
     assert re.search(case.expect, error, re.MULTILINE), (

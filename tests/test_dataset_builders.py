@@ -203,10 +203,13 @@ def test_long_edit_pairs_malformed_pair(tmp_path, make_pair, message):
         prepare(LongEditPairs, LONG_EDIT, tmp_path / "data", root)
 
 
-def test_synthetic_multicam_builds_and_reads_back(tmp_path):
+def test_synthetic_multicam_builds_and_reads_back(tmp_path, capsys):
     tiny = PRESETS["tiny"]
     config = SyntheticMulticamConfig(name="test", scene=tiny, num_train=2, num_validation=1)
     data = prepare(SyntheticMulticam, config, tmp_path / "data").as_data_source()
+    # One honest line, not TFDS's "Downloading and preparing dataset Unknown size ...".
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("building dataset synthetic_multicam/test/") and "nothing is downloaded" in line
     assert len(data["train"]) == 2 and len(data["validation"]) == 1
     record = records_by(data["train"], "scene")["train/000001"]
     assert record["seed"] == scene_seed(0, "train", 1)
@@ -224,5 +227,6 @@ def test_synthetic_multicam_builds_and_reads_back(tmp_path):
     assert validation["seed"] == scene_seed(0, "validation", 0)
     seeds = {scene_seed(base, split, i) for base in (0, 1) for split in ("train", "validation") for i in range(50)}
     assert len(seeds) == 200
-    # A second prepare reuses what is built.
+    # A second prepare reuses what is built, silently.
     assert len(prepare(SyntheticMulticam, config, tmp_path / "data").as_data_source()["train"]) == 2
+    assert capsys.readouterr().out == ""

@@ -41,10 +41,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from mv2v_jax.config import parse_flags
+from mv2v_jax.config import run_app
 from mv2v_jax.models.codec import TEMPORAL
 from mv2v_jax.pipelines.build import build_codec, build_embedder, build_text
 from mv2v_jax.retrieval.similarity import segment_embedding
@@ -246,7 +246,7 @@ def _plain(value: Any) -> Any:
 def open_latents(config: Mapping[str, Any], build: bool = False) -> tfds.core.GeneratorBasedBuilder:
     """The experiment's latent dataset (`latent_scenes` for multi-camera sources, `latent_pairs` for
     long-edit pairs); `build` makes it if missing, else a missing one is an error that says how to make it."""
-    from mv2v_jax.data.tfds.common import FILE_FORMAT
+    from mv2v_jax.data.tfds import common
 
     data, sample = config["data"], config["sample"]
     kind = data["source"]["builder"]
@@ -265,14 +265,14 @@ def open_latents(config: Mapping[str, Any], build: bool = False) -> tfds.core.Ge
         builder_class, builder_config = LatentPairs, LatentPairsConfig(**fields, embedder=_plain(sample["embedder"]))
     else:
         builder_class, builder_config = LatentScenes, LatentScenesConfig(**fields)
-    builder = builder_class(config=builder_config, data_dir=data["latents_dir"], file_format=FILE_FORMAT)
+    builder = builder_class(config=builder_config, data_dir=data["latents_dir"], file_format=common.FILE_FORMAT)
     if not builder.is_prepared():
         if not build:
             raise FileNotFoundError(
                 f"no latent dataset {builder.builder_config.name!r} in {data['latents_dir']}: run "
                 "`python -m mv2v_jax.data.encode_latents --config <this config>` first"
             )
-        builder.download_and_prepare()
+        common.build(builder)
     return builder
 
 
@@ -291,4 +291,5 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "experiment config with `data` and `sample` sections")
-    sys.exit(app.run(main, flags_parser=parse_flags))
+    flags.mark_flag_as_required("config")
+    run_app(main)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from mv2v_jax.config import positive, require
 from mv2v_jax.geometry import Intrinsics, relative_poses
 from mv2v_jax.memory.tokenizers import TokenizerConfig
 from mv2v_jax.retrieval.fov import fov_bitmask, fov_bitmasks, fov_scores
@@ -53,6 +54,22 @@ class MemorySampling:
     merge_prob: float = 0.5
     merge_ratios: tuple[float, ...] = (0.3, 0.5, 0.7)
     fov_radius: float = 1.0
+
+    def __post_init__(self):
+        require(self.slots >= 1, "slots", self.slots, "the memory budget must be at least 1 slot")
+        require(self.min_memory >= 0, "min_memory", self.min_memory, "a count of memory videos must be >= 0")
+        count_ok = self.min_memory <= self.max_memory <= self.slots
+        require(
+            count_ok,
+            "max_memory",
+            self.max_memory,
+            f"must be in [min_memory, slots] = [{self.min_memory}, {self.slots}]",
+        )
+        for key in ("uniform_tokenizer_prob", "merge_prob"):
+            require(0 <= getattr(self, key) <= 1, key, getattr(self, key), "a probability is in [0, 1]")
+        ratios_ok = bool(self.merge_ratios) and all(0 < r <= 1 for r in self.merge_ratios)
+        require(ratios_ok, "merge_ratios", self.merge_ratios, "merging keeps a share of tokens in (0, 1]")
+        require(positive(self.fov_radius), "fov_radius", self.fov_radius, "the VideoFOV sphere radius must be positive")
 
 
 def _slots(latents: list[np.ndarray], cameras: list[np.ndarray] | None, turns: list[int], slots: int, like):

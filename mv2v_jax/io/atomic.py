@@ -8,13 +8,47 @@ destination, fsync the folder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 # Every temporary starts with this, so a store can recognise (and remove) leftovers of a killed write.
 TEMPORARY_PREFIX = ".tmp-"
+
+
+def new_temporary(folder: str | os.PathLike, prefix: str, suffix: str = "", directory: bool = False) -> Path:
+    """Creates an empty file (or folder) `{prefix}{random}{suffix}` in `folder` that no one else has.
+
+    Unlike `tempfile.mkstemp` / `mkdtemp` (0600 / 0700), it gets the permissions any new file gets,
+    0666 (0777) less the umask, so what is renamed into place is readable like every other output
+    (0644 under the usual umask).
+    """
+    while True:
+        path = Path(folder) / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            if directory:
+                os.mkdir(path, 0o777)
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
+
+
+def check_can_create(path: str | os.PathLike) -> None:
+    """Raises the OSError that making the folder `path` and files in it would meet (a file where a
+    folder should be, a read-only folder), without creating anything: a long job checks its output
+    folder before it starts."""
+    path = Path(path).absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -34,13 +68,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     exception at any point leaves either the old file or the complete new one at `path`, never a
     half-written one; on an exception the temporary file is removed. A process killed outright may
     leave the hidden temporary `.tmp-{name}.*{suffix}` beside `path`, never a partial `path`. An OSError
-    of the write that names no file (a full disk) is raised naming `path`.
+    of the write that names no file (a full disk) is raised naming `path`. The file gets the usual
+    permissions (0644 under the usual umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMPORARY_PREFIX}{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = new_temporary(path.parent, f"{TEMPORARY_PREFIX}{path.name}.", path.suffix)
     try:
         yield tmp
         fsync_path(tmp)

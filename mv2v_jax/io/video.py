@@ -44,6 +44,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from mv2v_jax.config import positive, require
 from mv2v_jax.io.atomic import atomic_output
 from mv2v_jax.io.images import to_uint8
 
@@ -75,14 +76,38 @@ class VideoClip:
     path: Path
 
 
+def _frame_count_problem(num_frames: int) -> str | None:
+    """Why Wan's VAE cannot encode `num_frames` frames (it needs 4k + 1), or None."""
+    if num_frames >= 1 and (num_frames - 1) % 4 == 0:
+        return None
+    lower = max(1, (num_frames - 1) // 4 * 4 + 1)
+    return (
+        f"not of the form 4k + 1 (the VAE keeps frame 0 and compresses the rest 4x in time): use {lower} or {lower + 4}"
+    )
+
+
 def check_num_frames(num_frames: int) -> None:
     """Refuses a frame count that Wan's VAE cannot encode (it needs 4k + 1 frames)."""
-    if num_frames < 1 or (num_frames - 1) % 4:
-        lower = max(1, (num_frames - 1) // 4 * 4 + 1)
-        raise VideoError(
-            f"num_frames={num_frames} is not of the form 4k + 1 (the VAE keeps frame 0 and compresses the rest"
-            f" 4x in time): use {lower} or {lower + 4}"
-        )
+    if problem := _frame_count_problem(num_frames):
+        raise VideoError(f"num_frames={num_frames} is {problem}")
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """What every turn's video is read and written at (an experiment config's `sample.video`):
+    `frames` (4k + 1) at `height` x `width` pixels, written at `fps` frames per second."""
+
+    frames: int
+    height: int
+    width: int
+    fps: float
+
+    def __post_init__(self):
+        problem = _frame_count_problem(self.frames)
+        require(problem is None, "frames", self.frames, problem or "")
+        require(self.height > 0, "height", self.height, "a video's height in pixels must be positive")
+        require(self.width > 0, "width", self.width, "a video's width in pixels must be positive")
+        require(positive(self.fps), "fps", self.fps, "the frame rate of the written videos must be positive")
 
 
 def sample_indices(
@@ -282,6 +307,8 @@ class _FrameFolder:
                     rgb = np.asarray(image.convert("RGB"))
             except OSError as e:
                 raise VideoError(f"{file}: not a readable image ({e})") from e
+            except Image.DecompressionBombError as e:  # a header claiming more pixels than memory allows
+                raise VideoError(f"{file}: refused, too large to decode as a frame ({e})") from e
             first_size = first_size or rgb.shape
             if rgb.shape != first_size:
                 raise VideoError(f"{file}: frame is {rgb.shape[:2]}, earlier frames in the folder are {first_size[:2]}")

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mv2v_jax.config import require
 from mv2v_jax.memory.streams import StreamSlice
 from mv2v_jax.models.layers import DTYPES
 from mv2v_jax.models.wan.dit import WanBlock, WanDiTConfig, dense
@@ -50,6 +51,12 @@ class MergeConfig:
     fraction: float = 0.5
     keep_ratio: float = 0.5
     kernel: int = 3
+
+    def __post_init__(self):
+        require(all(b >= 0 for b in self.blocks), "blocks", self.blocks, "block indices must be >= 0")
+        require(0 <= self.fraction <= 1, "fraction", self.fraction, "the share of memory frames merged is in [0, 1]")
+        require(0 < self.keep_ratio <= 1, "keep_ratio", self.keep_ratio, "a merged frame keeps a share in (0, 1]")
+        require(self.kernel >= 1, "kernel", self.kernel, "the convolution's size must be >= 1")
 
     def block_indices(self, num_layers: int) -> tuple[int, ...]:
         """The merge blocks for a model of `num_layers` blocks (`blocks` are given for 30)."""

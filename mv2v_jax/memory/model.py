@@ -63,7 +63,7 @@ class MemoryConfig:
             config["dit"] = WanDiTConfig.from_config(config["dit"])
         if "adapters" in config:
             config["adapters"] = tuple(config["adapters"])
-        return dataclass_from_config(cls, config, "memory model", {"tokenizers": TokenizerConfig, "merge": MergeConfig})
+        return dataclass_from_config(cls, config, "model", {"tokenizers": TokenizerConfig, "merge": MergeConfig})
 
     def record(self) -> dict[str, Any]:
         """What a MemoryDiT weights directory's config.json says of the model (`load_memory_dit` reads it)."""

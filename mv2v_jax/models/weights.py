@@ -7,15 +7,24 @@ model's `nnx.State`). Converters write it one tensor at a time (`WeightsWriter`)
 into the sharded layout of the current mesh, so no device ever holds the full model unless asked.
 
 A directory appears complete or not at all: it is written under a temporary name and renamed.
+`checksums.json` holds the sha256 of every file a load reads (config.json and everything under
+params/), written last; `load_module` checks it before restoring, so a damaged parameter file is
+refused up front, named. Hashing runs once per directory: what was verified is remembered in the user
+cache (mv2v_jax.cache) by each file's size, mtime, ctime and inode, so later loads only stat the files.
+Directories written before checksums existed load with a one-line warning naming the command that
+adds them (`python -m convert_weights.checksums DIR`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import hashlib
 import json
+import logging
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,12 +32,17 @@ import jax
 import numpy as np
 from flax import nnx, traverse_util
 
-from mv2v_jax.io.atomic import atomic_output, fsync_path
+from mv2v_jax.cache import cache_root
+from mv2v_jax.io.atomic import atomic_output, fsync_path, new_temporary
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, state_shardings
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
-FORMAT_VERSION = 1
+CHECKSUMS_FILE = "checksums.json"
+FORMAT_VERSION = 1  # checksums.json is optional (older directories lack it), so it needed no new version
+ADD_CHECKSUMS = "python -m convert_weights.checksums"
+
+log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=nnx.Module)
 
@@ -57,9 +71,10 @@ class WeightsWriter:
     """Writes a weights directory parameter by parameter; nothing appears at `path` until `commit`.
 
     `params/` is an orbax checkpoint in its plain zarr layout (one zarr array per parameter, named by
-    its '.'-joined path, plus orbax's `_METADATA`), written here with tensorstore so that a stacked
-    parameter can be filled one layer at a time: converting needs memory for one source tensor.
-    Orbax restores it like any checkpoint it wrote itself (tests/test_weights.py checks that).
+    its '.'-joined path, plus orbax's index files), its arrays written here with tensorstore so that a
+    stacked parameter can be filled one layer at a time: converting needs memory for one source tensor
+    (orbax's public API saves whole arrays only). Orbax writes the index itself (`_write_orbax_index`)
+    and restores the directory like any checkpoint it wrote (tests/test_weights.py checks both).
 
     Usage::
 
@@ -75,7 +90,7 @@ class WeightsWriter:
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"))
+        self._tmp = new_temporary(self.path.parent, f".{self.path.name}.", ".tmp", directory=True)
         (self._tmp / PARAMS_DIR).mkdir()
         self._arrays: dict[tuple[str, ...], Any] = {}
         self._committed = False
@@ -118,34 +133,11 @@ class WeightsWriter:
         self.create(path, array.shape, array.dtype)[...] = array
 
     def commit(self, config: Mapping[str, Any]) -> Path:
-        params = self._tmp / PARAMS_DIR
-        tree = {
-            str(path): {
-                "key_metadata": [{"key": key, "key_type": 2} for key in path],
-                "value_metadata": {"value_type": "jax.Array", "skip_deserialize": False},
-            }
-            for path in self._arrays
-        }
-        write_json_atomic(
-            params / "_METADATA",
-            {
-                "tree_metadata": tree,
-                "use_ocdbt": False,
-                "use_zarr3": False,
-                "store_array_data_equal_to_fill_value": True,
-                "custom_metadata": None,
-            },
-        )
-        write_json_atomic(
-            params / "_CHECKPOINT_METADATA",
-            {
-                "item_handlers": "orbax.checkpoint._src.handlers.pytree_checkpoint_handler.PyTreeCheckpointHandler",
-                "metrics": {},
-                "performance_metrics": {},
-                "custom_metadata": {},
-            },
-        )
+        """Writes orbax's index, config.json and checksums.json, then moves the directory into place."""
+        dtypes = {path: array.dtype.numpy_dtype for path, array in self._arrays.items()}
+        _write_orbax_index(self._tmp / PARAMS_DIR, dtypes)
         write_json_atomic(self._tmp / CONFIG_FILE, {"format_version": FORMAT_VERSION, **config})
+        write_checksums(self._tmp)
         for root, _, files in os.walk(self._tmp):
             for name in files:
                 with open(Path(root) / name, "rb+") as f:
@@ -160,6 +152,7 @@ class WeightsWriter:
             os.replace(self._tmp, self.path)
         fsync_path(self.path.parent)
         self._committed = True
+        _remember(self.path)  # hashed a moment ago: the first load need not hash again
         return self.path
 
 
@@ -171,6 +164,203 @@ class _Slots:
 
     def __setitem__(self, index, value: np.ndarray) -> None:
         self._array[index].write(np.asarray(value, self._array.dtype.numpy_dtype)).result()
+
+
+def _write_orbax_index(params: Path, dtypes: Mapping[tuple[str, ...], np.dtype]) -> None:
+    """Orbax's index files (`_METADATA`, `_CHECKPOINT_METADATA`, ...) for the arrays streamed into `params`.
+
+    The index does not depend on the arrays' shapes or values, so orbax writes it through its public
+    API for a stand-in tree of the same paths (0-d numpy arrays), and it is moved beside our arrays:
+    no orbax file format or class name is spelled out here. What orbax does not promise is that it
+    stores each leaf, without OCDBT, as a zarr v2 array in the folder named by its '.'-joined path
+    (the layout the arrays were streamed in): that is checked on every commit, so an orbax that
+    stores trees differently fails the conversion, loudly, instead of writing unreadable weights.
+    """
+    import orbax.checkpoint as ocp
+
+    scratch = params.parent / ".orbax-index"
+    stand_in = nest_paths({path: np.zeros((), dtype) for path, dtype in dtypes.items()})
+    checkpointer = ocp.Checkpointer(
+        ocp.PyTreeCheckpointHandler(use_ocdbt=False, use_zarr3=False),
+        # This process alone writes the directory (a converter, or the exporting process).
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=None, active_processes={jax.process_index()}
+        ),
+    )
+    with _quiet("absl"):  # orbax warns that it found no OCDBT files to merge: none were asked for
+        checkpointer.save(scratch.absolute(), args=ocp.args.PyTreeSave(stand_in))
+    checkpointer.close()
+    folders = {p.name for p in scratch.iterdir() if (p / ".zarray").is_file()}  # zarr v2 arrays
+    expected = {".".join(path) for path in dtypes}
+    if folders != expected:
+        raise WeightsError(
+            f"orbax-checkpoint {ocp.__version__} lays out a parameter tree differently from the arrays "
+            f"WeightsWriter streams (it made {sorted(folders - expected)[:3]}, not {sorted(expected - folders)[:3]}); "
+            "use orbax-checkpoint 0.12 (what tests/test_weights.py checks) or update WeightsWriter"
+        )
+    for file in scratch.iterdir():
+        if file.is_file():
+            os.replace(file, params / file.name)
+    shutil.rmtree(scratch)
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Only errors from `logger` meanwhile."""
+    target = logging.getLogger(logger)
+    level = target.level
+    target.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
+
+
+def _checksummed_files(path: Path) -> list[str]:
+    """Every file a load reads, relative to the weights directory: config.json and all of params/."""
+    params = sorted(p.relative_to(path).as_posix() for p in (path / PARAMS_DIR).rglob("*") if p.is_file())
+    return [CONFIG_FILE, *params]
+
+
+def _sha256(file: Path) -> str:
+    with open(file, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _hash_files(path: Path, names: list[str]) -> dict[str, str]:
+    """sha256 of each file, several at a time (hashlib hashes outside the GIL)."""
+    workers = min(8, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return dict(zip(names, pool.map(lambda name: _sha256(path / name), names), strict=True))
+
+
+def write_checksums(path: str | os.PathLike) -> Path:
+    """Writes `checksums.json`: the sha256 of every file `load_module` reads, as the files are now."""
+    path = Path(path)
+    checksums = {"algorithm": "sha256", "files": _hash_files(path, _checksummed_files(path))}
+    write_json_atomic(path / CHECKSUMS_FILE, checksums)
+    return path / CHECKSUMS_FILE
+
+
+def _describe(names: list[str]) -> tuple[str, int]:
+    """Checksummed files in words, grouped by the parameter they belong to (or the index, or the config),
+    and how many groups that made."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        parts = name.split("/")
+        if parts[0] == PARAMS_DIR:
+            what = f"parameter {parts[1].replace('.', '/')}" if len(parts) == 3 else "the parameter index"
+        else:
+            what = name
+        groups.setdefault(what, []).append(name)
+    text = ", ".join(what if files == [what] else f"{what} ({', '.join(files)})" for what, files in groups.items())
+    return text, len(groups)
+
+
+def _read_checksums(path: Path) -> tuple[dict[str, str], bytes] | None:
+    """`{file: sha256}` and the raw checksums.json, or None for a directory written before checksums."""
+    file = path / CHECKSUMS_FILE
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        files = json.loads(raw)["files"]
+        if not (isinstance(files, dict) and all(isinstance(v, str) for v in files.values())):
+            raise ValueError("'files' is not a mapping of file names to digests")
+    except (ValueError, KeyError, TypeError) as e:
+        raise WeightsError(f"{file} is damaged ({e}); convert or export the weights again") from e
+    return files, raw
+
+
+def _signature(path: Path, names: list[str]) -> dict[str, list[int]]:
+    """What a file's rewrite changes, without reading it: size, mtime, ctime (no tool sets it back) and inode."""
+    signature = {}
+    for name in names:
+        stat = os.stat(path / name)
+        signature[name] = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+    return signature
+
+
+def _cache_file(path: Path) -> Path | None:
+    root = cache_root()
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+    return None if root is None else root / "verified_weights" / f"{key}.json"
+
+
+def _cache_entry(path: Path, raw_checksums: bytes, names: list[str]) -> dict[str, Any]:
+    return {
+        "path": str(path.resolve()),
+        "checksums": hashlib.sha256(raw_checksums).hexdigest(),
+        "files": _signature(path, names),
+    }
+
+
+def _store(cache: Path | None, entry: dict[str, Any]) -> None:
+    """Writes a verification record (best effort: it is a cache)."""
+    if cache is not None:
+        with contextlib.suppress(OSError):
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(cache, entry)
+
+
+def _remember(path: Path) -> None:
+    """Records that `path`'s files match its checksums as they are now (right after writing them)."""
+    files, raw = _read_checksums(path)
+    _store(_cache_file(path), _cache_entry(path, raw, sorted(files)))
+
+
+def verify_checksums(path: str | os.PathLike) -> None:
+    """Refuses a weights directory whose files differ from its checksums.json, naming each parameter.
+
+    Hashes every file once; while no file's size, mtime, ctime or inode changes (and checksums.json
+    is the same), later calls only stat them. A directory without checksums.json loads unchecked,
+    with a warning naming the command that adds them.
+    """
+    path = Path(path)
+    recorded = _read_checksums(path)
+    if recorded is None:
+        log.warning(
+            "%s has no %s (written before weights carried checksums): damaged files go unnoticed; `%s %s` adds them",
+            path,
+            CHECKSUMS_FILE,
+            ADD_CHECKSUMS,
+            path,
+        )
+        return
+    expected, raw = recorded
+    names = sorted(expected)
+    missing = [name for name in names if not (path / name).is_file()]
+    if missing:
+        raise WeightsError(f"{path}: files are missing: {_describe(missing)[0]}; convert or export the weights again")
+    cache = _cache_file(path)
+    entry = _cache_entry(path, raw, names)  # before hashing: a file changed meanwhile is hashed again next time
+    with contextlib.suppress(OSError, ValueError):
+        if cache is not None and json.loads(cache.read_text()) == entry:
+            return
+    actual = _hash_files(path, names)
+    damaged = [name for name in names if actual[name] != expected[name]]
+    if damaged:
+        what, count = _describe(damaged)
+        raise WeightsError(
+            f"{path}: {what} {'fails its checksum' if count == 1 else 'fail their checksums'}: changed after the "
+            "weights were written (damaged or overwritten); convert or export the weights again"
+        )
+    _store(cache, entry)
+
+
+def add_checksums(path: str | os.PathLike) -> Path:
+    """Writes checksums.json for a directory made before weights carried checksums, from its files as
+    they are now: run it on weights known to be good. A directory orbax cannot read (a missing index
+    or parameter) is refused rather than recorded."""
+    path = Path(path)
+    read_config(path)
+    if (path / CHECKSUMS_FILE).exists():
+        raise WeightsError(f"{path} already has {CHECKSUMS_FILE}")
+    _stored_tree(path)
+    written = write_checksums(path)
+    _remember(path)
+    return written
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -191,7 +381,9 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def _check_tree(path: Path, expected: Mapping[tuple[str, ...], jax.ShapeDtypeStruct]) -> None:
+def _stored_tree(path: Path, expected: Iterable[tuple[str, ...]] = ()) -> dict[tuple[str, ...], Any]:
+    """Parameter path -> orbax's metadata (shape, dtype) as stored, read from the index and every array's
+    header; an error names the `expected` parameters that have no files."""
     import orbax.checkpoint as ocp
 
     try:
@@ -205,7 +397,11 @@ def _check_tree(path: Path, expected: Mapping[tuple[str, ...], jax.ShapeDtypeStr
             + (f" (no files for {absent})" if absent else "")
             + "; convert the weights again"
         )
-    stored = flatten_paths(metadata.tree)
+    return flatten_paths(metadata.tree)
+
+
+def _check_tree(path: Path, expected: Mapping[tuple[str, ...], jax.ShapeDtypeStruct]) -> None:
+    stored = _stored_tree(path, expected)
     missing = sorted("/".join(p) for p in expected.keys() - stored.keys())
     extra = sorted("/".join(p) for p in stored.keys() - expected.keys())
     shapes = sorted(
@@ -238,6 +434,7 @@ def load_module(
 
     path = Path(path)
     read_config(path)
+    verify_checksums(path)
     graphdef, abstract = nnx.split(nnx.eval_shape(build))
     if mesh is None:
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -24,6 +24,7 @@ from flax import nnx
 
 from mv2v_jax.config import dataclass_from_config
 from mv2v_jax.geometry import Intrinsics
+from mv2v_jax.io.video import VideoConfig
 from mv2v_jax.memory.merging import MERGE_SCHEDULES
 from mv2v_jax.memory.model import load_memory_dit
 from mv2v_jax.models.codec import LatentCodec, SpaceToDepthCodec, WanVAECodec
@@ -95,6 +96,17 @@ def _existing(path: str, what: str) -> Path:
     return Path(path)
 
 
+def check_sample_config(sample: Mapping[str, Any]) -> None:
+    """Refuses values that make no sense in the `sample` section (steps 0, keep_ratio 2, fps 0, a NaN
+    shift, ...), naming the key, before anything is loaded or created."""
+    dataclass_from_config(SamplingConfig, sample["sampling"], "sample.sampling").make_sampler()
+    dataclass_from_config(VideoConfig, sample["video"], "sample.video")
+    memory_budget(sample["retrieval"])
+    schedule = sample.get("merge_schedule", "")
+    if schedule and schedule not in MERGE_SCHEDULES:
+        raise ValueError(f"unknown sample.merge_schedule {schedule!r}; choose one of {sorted(MERGE_SCHEDULES)}")
+
+
 def _nvs(sample: Mapping[str, Any], model, codec, sampling, text) -> NVSPipeline:
     video, retrieval = sample["video"], sample["retrieval"]
     intrinsics = Intrinsics.from_hfov(retrieval["hfov_degrees"], video["height"], video["width"])
@@ -121,11 +133,9 @@ PIPELINES = {"nvs": _nvs, "long_edit": _long_edit}
 
 def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEditPipeline:
     get_task(task)  # an unknown task is named before anything loads
+    check_sample_config(sample)
     sampling = dataclass_from_config(SamplingConfig, sample["sampling"], "sample.sampling")
-    sampling.make_sampler()  # refused here, before a session is touched
     schedule = sample.get("merge_schedule", "")
-    if schedule and schedule not in MERGE_SCHEDULES:
-        raise ValueError(f"unknown sample.merge_schedule {schedule!r}; choose one of {sorted(MERGE_SCHEDULES)}")
     model = load_memory_dit(_existing(sample["weights"], "model weights"), **_plain(sample.get("runtime", {})))
     if schedule:  # not the weights' own (memory.model.MemoryDiT.with_merge)
         model = model.with_merge(MERGE_SCHEDULES[schedule])

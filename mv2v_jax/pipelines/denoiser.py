@@ -11,6 +11,8 @@ cache). The compilation time is kept apart from the sampling time.
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mv2v_jax.config import positive, require
 from mv2v_jax.diffusion.samplers import denoise, make_sampler
 from mv2v_jax.memory.budget import TurnCost, turn_cost
 from mv2v_jax.memory.builders import Conditions
@@ -27,6 +30,8 @@ from mv2v_jax.memory.model import MemoryDiT
 from mv2v_jax.models.codec import LatentCodec
 from mv2v_jax.pipelines.session import Stages
 from mv2v_jax.tasks import Task
+
+MAX_STEPS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +47,15 @@ class SamplingConfig:
     keep_ratio: float | None = 0.5
     negative_prompt: str = ""
     grid: str = "diffusers"
+
+    def __post_init__(self):
+        # More steps than the schedules' 1000 training timesteps repeat UniPC's integer timesteps.
+        require(0 < self.steps <= MAX_STEPS, "steps", self.steps, f"sampler steps must be 1 to {MAX_STEPS}")
+        require(positive(self.shift), "shift", self.shift, "the timestep shift must be a positive number")
+        guidance_ok = math.isfinite(self.guidance) and self.guidance >= 0
+        require(guidance_ok, "guidance", self.guidance, "the guidance scale must be a number >= 0 (1: none)")
+        merge_ok = self.keep_ratio is None or 0 < self.keep_ratio <= 1
+        require(merge_ok, "keep_ratio", self.keep_ratio, "merging keeps a share of tokens in (0, 1] (None: off)")
 
     def make_sampler(self):
         return make_sampler(self.sampler, self.steps, self.shift, self.grid)
@@ -90,8 +104,11 @@ class Denoiser:
         signature = (treedef, tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves))
         if signature not in self._compiled:
             start = time.perf_counter()
+            print("compiling the denoiser (or loading it from the cache)...", end=" ", file=sys.stderr, flush=True)
             self._compiled[signature] = jax.jit(self._velocity).lower(self.state, *args).compile()
-            self._pending_compile += time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            print(f"{seconds:.1f} s", file=sys.stderr, flush=True)
+            self._pending_compile += seconds
         return self._compiled[signature](self.state, *args)
 
     def context(self, prompt: str) -> jax.Array:

@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
+from mv2v_jax.config import dataclass_from_config
 from mv2v_jax.data.loader import TrainBatch, to_train_batch, training_dataset
 from mv2v_jax.data.memory_sampling import MemorySampling, step_variant
 from mv2v_jax.io.images import contact_sheet, to_uint8, write_png
@@ -72,6 +73,8 @@ def export_checkpoint(
 ) -> Path:
     """Writes `<workdir>/weights` from a checkpoint (default the latest): sample from a run mid-way."""
     workdir = Path(workdir)
+    if not (workdir / "checkpoints").is_dir():  # before building the model, and creating the folder
+        raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: not a training run's workdir")
     mesh = make_mesh(dict(config["mesh"]), jax.devices()[: config["mesh_devices"] or None])
     trainable = trainable_filter(list(config["trainable"]))
     with use_mesh(mesh, config["mesh_rules"]):
@@ -136,12 +139,12 @@ def train(
 
     `on_step(step, metrics)` runs after every step (custom monitoring). Returns the last logged metrics.
     """
+    sampling = dataclass_from_config(MemorySampling, config["memory_sampling"], "memory_sampling")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     devices = jax.devices()[: config["mesh_devices"] or None]  # 0: every device
     mesh = make_mesh(dict(config["mesh"]), devices)
     rules = config["mesh_rules"]
-    sampling = MemorySampling(**dict(config["memory_sampling"]))
     optimizer = make_optimizer(dict(config["optimizer"]))
     trainable = trainable_filter(list(config["trainable"]))
     step_config = dict(config["step"])

@@ -45,6 +45,8 @@ class Case:
       lock: a memory bank (under the corpus) that another process holds open for writing meanwhile.
       file_size_limit: RLIMIT_FSIZE of the run in bytes, a disk that fills up during the write.
       leaves: files (globs under the corpus) the failed run may create: TFDS's own bookkeeping.
+      interrupt: a regex of the tool's stderr; once it shows, the run gets SIGINT (a Ctrl-C).
+      exit_code: the exit status the tool must give, where one is promised (130 for a Ctrl-C).
     """
 
     input: str
@@ -55,6 +57,8 @@ class Case:
     lock: str | None = None
     file_size_limit: int | None = None
     leaves: tuple[str, ...] = ()
+    interrupt: str | None = None
+    exit_code: int | None = None
 
 
 def sample(*args: str, task: str = "nvs", config: str = "") -> tuple[str, ...]:
@@ -167,6 +171,13 @@ CASES: tuple[Case, ...] = (
         r"2\.png: not a readable image",
     ),
     Case(
+        "videos/bomb_frame/",
+        "sample.py",
+        "a frame folder with a PNG whose header claims 20000 x 20000 pixels",
+        with_video("videos/bomb_frame"),
+        r"bomb_frame/0\.png: refused, too large to decode as a frame \(Image size \(400000000 pixels\)",
+    ),
+    Case(
         "videos/short.mp4 (long_edit)",
         "sample.py --task long_edit",
         "shorter than one 9-frame segment",
@@ -251,6 +262,13 @@ CASES: tuple[Case, ...] = (
         new_session("--video", "{root}/videos/good.mp4", "--turns", "{root}/cameras/turns_broken.json"),
         r"turns_broken\.json: not a JSON list of turns \(malformed JSON at line 1",
     ),
+    Case(
+        "cameras/turns_latin1.json",
+        "sample.py --turns",
+        "a turns file saved as Latin-1",
+        new_session("--video", "{root}/videos/good.mp4", "--turns", "{root}/cameras/turns_latin1.json"),
+        r"turns_latin1\.json: not UTF-8 text \(invalid (start|continuation) byte at byte \d+\): save it as UTF-8",
+    ),
     # Sessions: made by the real Session class, then edited.
     Case(
         "sessions/version/",
@@ -313,6 +331,15 @@ CASES: tuple[Case, ...] = (
         r"not_a_session is not empty and holds no session",
     ),
     Case(
+        "sessions/interrupted/ (Ctrl-C)",
+        "sample.py",
+        "Ctrl-C while a turn is denoised",
+        (*turn("interrupted"), "--config.sample.sampling.steps=1000"),
+        r"^error: interrupted \(Ctrl-C\)$",
+        interrupt=r"denoising",
+        exit_code=130,
+    ),
+    Case(
         "unwritable/session",
         "sample.py",
         "a session folder that cannot be created",
@@ -321,20 +348,72 @@ CASES: tuple[Case, ...] = (
     ),
     # Configs.
     Case(
-        "weights_missing/",
+        "weights_missing/ (no checksums)",
         "sample.py",
-        "a parameter's folder deleted",
+        "a parameter's folder deleted in a directory written before weights carried checksums",
         new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_missing"),
         r"weights_missing/params: the parameter index or a parameter's files are missing or damaged "
         r"\(no files for \['dit/head/proj/kernel'\]\)",
+    ),
+    Case(
+        "weights_deleted/",
+        "sample.py",
+        "a parameter's folder deleted",
+        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_deleted"),
+        r"weights_deleted: files are missing: parameter dit/head/proj/kernel \(params/dit\.head\.proj\.kernel/",
     ),
     Case(
         "weights_truncated/",
         "sample.py",
         "a parameter file cut short",
         new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_truncated"),
-        r"weights_truncated: reading the parameters failed, a file is damaged or truncated: .*"
-        r"dit\.head\.proj\.kernel/0\.0\S*: Not enough data",
+        r"weights_truncated: parameter dit/head/proj/kernel \(params/dit\.head\.proj\.kernel/0\.0\) fails its "
+        r"checksum",
+    ),
+    Case(
+        "weights_random_floats/",
+        "sample.py",
+        "a parameter file overwritten with finite random floats of the same size",
+        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_random_floats"),
+        r"weights_random_floats: parameter dit/blocks/ffn/fc1/kernel \(params/dit\.blocks\.ffn\.fc1\.kernel/0\.0\.0\) "
+        r"fails its checksum",
+    ),
+    Case(
+        "weights_random_bytes/",
+        "sample.py",
+        "a parameter file overwritten with random bytes of the same size",
+        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_random_bytes"),
+        r"weights_random_bytes: parameter dit/patch_embedding/kernel \(params/dit\.patch_embedding\.kernel/\S+\) "
+        r"fails its checksum",
+    ),
+    Case(
+        "weights_bad_checksums/",
+        "sample.py",
+        "checksums.json cut short",
+        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_bad_checksums"),
+        r"weights_bad_checksums/checksums\.json is damaged",
+    ),
+    Case(
+        "--config nope.py",
+        "sample.py",
+        "a config file that does not exist",
+        ("sample.py", "--config", "{root}/nope.py", "--session", "{root}/out/session", "--camera", "pan_left"),
+        r"^FATAL Flags parsing error: --config=\S*nope\.py: no such config file$",
+    ),
+    Case(
+        "broken_config.py",
+        "train.py",
+        "a config file that is not valid Python",
+        ("train.py", "--config", "{root}/broken_config.py", "--workdir", "{root}/out/train"),
+        r"^FATAL Flags parsing error: --config=\S*broken_config\.py: not valid Python: .* \(line 3\)$",
+    ),
+    Case(
+        "failing_config.py",
+        "train.py",
+        "a config file whose get_config() raises NameError",
+        ("train.py", "--config", "{root}/failing_config.py", "--workdir", "{root}/out/train"),
+        r"^FATAL Flags parsing error: --config=\S*failing_config\.py: get_config\(\) failed: NameError: "
+        r"name 'load_confg' is not defined$",
     ),
     Case(
         "--config.sample.video.frames=ten",
@@ -362,7 +441,63 @@ CASES: tuple[Case, ...] = (
         "sample.py",
         "not 4k + 1 frames",
         with_video("videos/good.mp4", "--config.sample.video.frames=10"),
-        r"num_frames=10 is not of the form 4k \+ 1",
+        r"sample\.video\.frames=10: not of the form 4k \+ 1",
+    ),
+    Case(
+        "--config.sample.sampling.steps=0",
+        "sample.py",
+        "no sampler steps",
+        with_video("videos/good.mp4", "--config.sample.sampling.steps=0"),
+        r"sample\.sampling\.steps=0: sampler steps must be 1 to 1000",
+    ),
+    Case(
+        "--config.sample.sampling.steps=100000",
+        "sample.py",
+        "absurdly many sampler steps",
+        with_video("videos/good.mp4", "--config.sample.sampling.steps=100000"),
+        r"sample\.sampling\.steps=100000: sampler steps must be 1 to 1000",
+    ),
+    Case(
+        "--config.sample.sampling.keep_ratio=2.0",
+        "sample.py",
+        "token merging that would grow the memory",
+        with_video("videos/good.mp4", "--config.sample.sampling.keep_ratio=2.0"),
+        r"sample\.sampling\.keep_ratio=2\.0: merging keeps a share of tokens in \(0, 1\]",
+    ),
+    Case(
+        "--config.sample.sampling.shift=nan",
+        "sample.py",
+        "a NaN timestep shift",
+        with_video("videos/good.mp4", "--config.sample.sampling.shift=nan"),
+        r"sample\.sampling\.shift=nan: the timestep shift must be a positive number",
+    ),
+    Case(
+        "--config.sample.video.fps=0",
+        "sample.py",
+        "a frame rate of 0",
+        with_video("videos/good.mp4", "--config.sample.video.fps=0"),
+        r"sample\.video\.fps=0: the frame rate of the written videos must be positive",
+    ),
+    Case(
+        "--config.sample.video.height=0",
+        "sample.py",
+        "a video height of 0",
+        with_video("videos/good.mp4", "--config.sample.video.height=0"),
+        r"sample\.video\.height=0: a video's height in pixels must be positive",
+    ),
+    Case(
+        "--config.model.merge.keep_ratio=2.0",
+        "train.py",
+        "token merging that would grow the memory",
+        train("--config.model.merge.keep_ratio=2.0"),
+        r"model\.merge\.keep_ratio=2\.0: a merged frame keeps a share in \(0, 1\]",
+    ),
+    Case(
+        "--config.memory_sampling.merge_prob=1.5",
+        "train.py",
+        "a probability above 1",
+        train("--config.memory_sampling.merge_prob=1.5"),
+        r"memory_sampling\.merge_prob=1\.5: a probability is in \[0, 1\]",
     ),
     Case(
         "config.py:sampling_type",
@@ -406,6 +541,20 @@ CASES: tuple[Case, ...] = (
         "the latent dataset was never made",
         train(),
         r"no latent dataset '\S+' in \S*data/latents: run .*encode_latents",
+    ),
+    Case(
+        "out/train (--export, no checkpoint)",
+        "train.py --export",
+        "a workdir without checkpoints",
+        train("--export"),
+        r"^error: no checkpoint in \S*out/train/checkpoints: not a training run's workdir$",
+    ),
+    Case(
+        "unwritable/train",
+        "train.py",
+        "a workdir that cannot be created",
+        ("train.py", "--config", "{root}/config.py", "--workdir", "{root}/unwritable/train"),
+        UNWRITABLE,
     ),
     Case(
         "config.py:scene_typo",
@@ -554,6 +703,8 @@ def get_config(arg: str = ""):
 
 def write_config(root: Path) -> None:
     (root / "config.py").write_text(CONFIG.format(root=str(root), frames=FRAMES, height=HEIGHT, width=WIDTH))
+    (root / "broken_config.py").write_text("import ml_collections\n\ndef get_config(:\n    return None\n")
+    (root / "failing_config.py").write_text("def get_config():\n    return load_confg('tiny_nvs.py')\n")
 
 
 def write_videos(root: Path) -> None:
@@ -589,6 +740,23 @@ def write_videos(root: Path) -> None:
             image.save(videos / folder / f"{i}.png")
     broken = videos / "broken_frame" / "2.png"
     broken.write_bytes(broken.read_bytes()[:60])
+    (videos / "bomb_frame").mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(videos / "bomb_frame" / f"{i}.png")
+    (videos / "bomb_frame" / "0.png").write_bytes(png_claiming(20000, 20000))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small, valid PNG file whose header says it is `width` x `height` RGB pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (1 + 3 * width))  # one row; the rest is missing
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
 def write_cameras(root: Path) -> None:
@@ -624,6 +792,7 @@ def write_cameras(root: Path) -> None:
     recammaster = {f"frame{i}": {f"cam{c:02d}": rows.format(10 * i) for c in (1, 2)} for i in range(FRAMES)}
     (cameras / "camera_extrinsics.json").write_text(json.dumps(recammaster))
     (cameras / "turns_broken.json").write_text('[{"camera": "pan_left"},')
+    (cameras / "turns_latin1.json").write_bytes('[{"camera": "pan_left", "prompt": "café"}]'.encode("latin-1"))
 
 
 def write_weights(root: Path) -> None:
@@ -638,11 +807,23 @@ def write_weights(root: Path) -> None:
     config = MemoryConfig.from_config(dict(dit=TINY_DIT | dict(in_channels=c, out_channels=c), adapters=("camera",)))
     export_weights(nnx.state(MemoryDiT(config, rngs=nnx.Rngs(0))), config, root / "weights", {})
     kernel = Path("params") / "dit.head.proj.kernel"
-    shutil.copytree(root / "weights", root / "weights_missing")
-    shutil.rmtree(root / "weights_missing" / kernel)
+    for name in ("weights_missing", "weights_deleted"):
+        shutil.copytree(root / "weights", root / name)
+        shutil.rmtree(root / name / kernel)
+    (root / "weights_missing" / "checksums.json").unlink()  # as written before weights carried checksums
     shutil.copytree(root / "weights", root / "weights_truncated")
     (chunk,) = (root / "weights_truncated" / kernel).glob("0.*")
     chunk.write_bytes(chunk.read_bytes()[:100])
+    noise = np.random.default_rng(0)
+    shutil.copytree(root / "weights", root / "weights_random_floats")
+    chunk = root / "weights_random_floats" / "params" / "dit.blocks.ffn.fc1.kernel" / "0.0.0"  # layer 0 of a stack
+    chunk.write_bytes(noise.standard_normal(chunk.stat().st_size // 4).astype("<f4").tobytes())
+    shutil.copytree(root / "weights", root / "weights_random_bytes")
+    (chunk,) = (root / "weights_random_bytes" / "params" / "dit.patch_embedding.kernel").glob("0.*")
+    chunk.write_bytes(noise.integers(0, 256, chunk.stat().st_size, dtype=np.uint8).tobytes())
+    shutil.copytree(root / "weights", root / "weights_bad_checksums")
+    checksums = root / "weights_bad_checksums" / "checksums.json"
+    checksums.write_text(checksums.read_text()[:50])
 
 
 def write_sessions(root: Path) -> None:
@@ -667,7 +848,7 @@ def write_sessions(root: Path) -> None:
             made.save_source(source, str(root / "videos" / "good.mp4"))
         return made
 
-    for name in ("version", "broken_json", "busy", "disk_full"):
+    for name in ("version", "broken_json", "busy", "disk_full", "interrupted"):
         session(name).close()
     session("long_edit", "long_edit").close()
     session("other_config", config=load_config(f"{root}/config.py:other_fov").sample).close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 from collections.abc import Sequence
@@ -29,8 +31,21 @@ def prepare(
     returns the builder. A dataset already built there is reused; a failed build leaves nothing."""
     builder = builder_class(config=config, data_dir=os.fspath(data_dir), file_format=FILE_FORMAT)
     download_config = None if manual_dir is None else tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
-    builder.download_and_prepare(download_config=download_config)
+    build(builder, download_config)
     return builder
+
+
+def build(builder: tfds.core.DatasetBuilder, download_config: tfds.download.DownloadConfig | None = None) -> None:
+    """`builder.download_and_prepare`, announced in one honest line when there is something to build.
+
+    TFDS prints "Downloading and preparing dataset Unknown size ..." and "... downloaded and prepared"
+    on stdout, but our builders download nothing (they read local folders or generate scenes), so
+    stdout is kept from TFDS meanwhile. Progress bars (stderr) and errors are untouched.
+    """
+    if not builder.is_prepared():
+        print(f"building dataset {builder.info.full_name} in {builder.data_dir} (nothing is downloaded)", flush=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(download_config=download_config)
 
 
 def natural_key(path: Path) -> list[int | str]:
