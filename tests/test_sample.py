@@ -40,11 +40,11 @@ def assets(tmp_path_factory):
 
 
 def sample(assets, *args, task="nvs", cache: Path | None = None):
-    """sample.py in a new process; `cache` is JAX's persistent compilation cache (every program kept)."""
+    """sample.py in a new process; `cache` is the user cache folder (mv2v_jax.cache), every program kept."""
     env = dict(os.environ)
     if cache is not None:
         env |= {
-            "JAX_COMPILATION_CACHE_DIR": str(cache),
+            "MV2V_CACHE_DIR": str(cache),
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
         }
@@ -103,7 +103,8 @@ def test_nvs_session_feeds_its_memories_and_compiles_once_per_count(assets, tmp_
     clip = read_video(made[-1]["files"]["video"], 9, None)
     assert clip.frames.shape == (9, 32, 48, 3)
     # A new session in a third process needs programs for 0 and 1 memories: both are in the cache.
-    entries = sorted(p.name for p in cache.rglob("*") if p.is_file())
+    entries = sorted(p.name for p in (cache / "jax").rglob("*") if p.is_file())
+    assert len(entries) >= 7  # the seven programs are in the cache
     turns.write_text(json.dumps([{"camera": "pan_left"}, {"camera": "pan_right"}]))
     other = tmp_path / "other"
     third = sample(
@@ -111,7 +112,7 @@ def test_nvs_session_feeds_its_memories_and_compiles_once_per_count(assets, tmp_
     )
     assert third.returncode == 0, third.stderr[-3000:]
     assert [len(r["retrieved"]) for r in records(other)] == [0, 1]
-    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == entries  # nothing new compiled
+    assert sorted(p.name for p in (cache / "jax").rglob("*") if p.is_file()) == entries  # nothing new compiled
 
 
 def test_memory_that_does_not_overlap_is_not_fed(assets, tmp_path):
