@@ -123,7 +123,11 @@ def turn_inputs(rng, b=2, t=3, size=8, channels=4, slots=4):
 
 @pytest.mark.parametrize(
     "mesh_name",
-    ["seq2-data2-tensor2", pytest.param("seq4-fsdp2", marks=pytest.mark.slow), pytest.param("seq8", marks=pytest.mark.slow)],
+    [
+        "seq2-data2-tensor2",
+        pytest.param("seq4-fsdp2", marks=pytest.mark.slow),
+        pytest.param("seq8", marks=pytest.mark.slow),
+    ],
 )
 def test_memory_dit_with_merging_matches_one_device(rng, mesh_name):
     model = MemoryDiT(MemoryConfig.from_config(MODEL), rngs=nnx.Rngs(0))
@@ -162,7 +166,9 @@ def test_train_step_matches_one_device():
         [latent_scene(i) for i in range(4)], "nvs", MemorySampling(**config["memory_sampling"]), 4, seed=0
     )
     batch = next(iter(data))
-    step = jit_train_step(graphdef, trainable, optimizer, StepVariant(model.config.tokenizers, 0.5), config["step"], False)
+    step = jit_train_step(
+        graphdef, trainable, optimizer, StepVariant(model.config.tokenizers, 0.5), config["step"], False
+    )
 
     def run(mesh):
         with use_mesh(mesh, config["mesh_rules"]):

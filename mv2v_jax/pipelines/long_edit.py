@@ -26,8 +26,9 @@ import numpy as np
 from mv2v_jax.io.video import write_video
 from mv2v_jax.memory.builders import MemoryBatch, lucy_edit_streams
 from mv2v_jax.memory.model import MemoryDiT
+from mv2v_jax.memory.tokenizers import TokenizerConfig
 from mv2v_jax.models.codec import LatentCodec
-from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
+from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, StreamBuilder, TextConditioning
 from mv2v_jax.pipelines.session import Session, Stages
 from mv2v_jax.retrieval.bank import MemoryEntry
 from mv2v_jax.retrieval.similarity import segment_embedding, select_segments
@@ -61,6 +62,11 @@ def stitch(segments: list[np.ndarray], starts: list[int], num_frames: int) -> np
     return np.clip(np.round(total / weight[:, None, None, None]), 0, 255).astype(np.uint8)
 
 
+def long_edit_streams(tokenizers: TokenizerConfig) -> StreamBuilder:
+    """A segment's streams for sampling: `cat([noisy, condition])`, then its memory."""
+    return lambda x, condition, _, memory: lucy_edit_streams(x, condition, memory, tokenizers=tokenizers, reverse=True)
+
+
 class LongEditPipeline:
     """Edits a long video segment by segment with a LucyEdit-style `MemoryDiT` (no camera layers)."""
 
@@ -84,12 +90,9 @@ class LongEditPipeline:
             )
         self.model, self.codec, self.embed_frames = model, codec, embed_frames
         self.slots, self.segment_frames, self.overlap = slots, segment_frames, overlap
-        tokenizers = model.config.tokenizers
         self.denoiser = Denoiser(
             model,
-            lambda x, condition, _, memory: lucy_edit_streams(
-                x, condition, memory, tokenizers=tokenizers, reverse=True
-            ),
+            long_edit_streams(model.config.tokenizers),
             sampling,
             text or TextConditioning(text_dim=model.config.dit.text_dim),
         )

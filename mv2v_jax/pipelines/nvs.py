@@ -29,11 +29,19 @@ import numpy as np
 from mv2v_jax.memory.builders import MemoryBatch, recammaster_streams
 from mv2v_jax.memory.camera import relative_poses
 from mv2v_jax.memory.model import MemoryDiT
+from mv2v_jax.memory.tokenizers import TokenizerConfig
 from mv2v_jax.models.codec import TEMPORAL, LatentCodec
-from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
+from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, StreamBuilder, TextConditioning
 from mv2v_jax.pipelines.session import Session, Stages
 from mv2v_jax.retrieval.bank import MemoryEntry
 from mv2v_jax.retrieval.fov import Intrinsics, fov_bitmask, retrieve_by_fov
+
+
+def nvs_streams(tokenizers: TokenizerConfig) -> StreamBuilder:
+    """A turn's streams for sampling: target, source, memory newest-first on the band."""
+    return lambda x, source, camera, memory: recammaster_streams(
+        x, source, camera, memory, tokenizers=tokenizers, reverse=True
+    )
 
 
 class NVSPipeline:
@@ -53,12 +61,9 @@ class NVSPipeline:
             raise ValueError("novel view synthesis needs a model with camera layers (convert_weights.recammaster)")
         self.model, self.codec = model, codec
         self.intrinsics, self.slots, self.fov_radius = intrinsics, slots, fov_radius
-        tokenizers = model.config.tokenizers
         self.denoiser = Denoiser(
             model,
-            lambda x, source, camera, memory: recammaster_streams(
-                x, source, camera, memory, tokenizers=tokenizers, reverse=True
-            ),
+            nvs_streams(model.config.tokenizers),
             sampling,
             text or TextConditioning(text_dim=model.config.dit.text_dim),
         )
