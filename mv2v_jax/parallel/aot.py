@@ -199,7 +199,7 @@ def kernel_flops(hlo: str) -> tuple[float, list[str]]:
         match = _INSTRUCTION.match(line)
         name = match["name"] if match else "?"
         matmuls = next((m for prefix, m in SPLASH_MATMULS.items() if name.startswith(prefix)), None)
-        operands = re.search(r"operand_layout_constraints=\{(.*?)\}(?:,|$)", line)
+        operands = re.search(r"operand_layout_constraints=\{((?:[^{}]*\{[^{}]*\})*)", line)
         floats = [a for a in _arrays(operands.group(1) if operands else "") if a[0] in ("bf16", "f16", "f32")]
         if matmuls is None or len(floats) < 2:
             uncounted.append(name)
@@ -295,6 +295,12 @@ def _memory_config(model: Mapping[str, Any], runtime: Mapping[str, Any], depth: 
         dit=dataclasses.replace(config.dit, num_layers=depth, scan_layers=False),
         merge=dataclasses.replace(config.merge, blocks=blocks),
     )
+
+
+def _mesh_size(mesh, entry) -> int:
+    """Devices along a PartitionSpec entry (None, an axis name, or a tuple of them)."""
+    axes = () if entry is None else (entry,) if isinstance(entry, str) else entry
+    return math.prod(mesh.shape[a] for a in axes)
 
 
 def _segments(layers: int, hooks: Sequence[int]) -> int:
@@ -513,8 +519,11 @@ def sampling_step_program(
         streams = (nvs_streams if nvs else long_edit_streams)(model_config.tokenizers)
         denoiser = Denoiser(nnx.merge(graphdef, params), streams, sampling, text)
 
-        def sds(*shape, dtype=jnp.float32):
-            return jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(mesh, len(shape), rules))
+        def sds(*shape, dtype=jnp.float32):  # a turn's batch of 1 is on every device; guidance's 2 may split
+            sharding = batch_sharding(mesh, len(shape), rules)
+            if sharding.spec and shape[0] % _mesh_size(mesh, sharding.spec[0]):
+                sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+            return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
 
         latents = clip.latents
         memory_latents = latents if nvs else (*latents[:3], 2 * latents[3])
@@ -524,7 +533,7 @@ def sampling_step_program(
             sds(1),  # t
             sds(1, *latents),  # inputs: the source video / the condition segment
             sds(1, latents[0], 12) if nvs else None,
-            _memory_batch(1, slots, memory_latents, nvs, mesh, rules),
+            jax.tree.map(lambda a: sds(*a.shape, dtype=a.dtype), _memory_batch(1, slots, memory_latents, nvs, mesh, rules)),
             sds(2 if guided else 1, clip.text_len, model_config.dit.text_dim),
         )
     hooks = model_config.merge.block_indices(model_config.dit.num_layers) if sampling.keep_ratio is not None else ()
@@ -616,8 +625,10 @@ def compile_program(program: Program, topology: Topology) -> Report:
     start = time.perf_counter()
     try:
         compiled = _compile(program)
-    except Exception as e:  # XLA's RESOURCE_EXHAUSTED and friends: the answer is "does not fit"
-        report.error = str(e).strip().splitlines()[0][:500]
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        report.error = " ".join(str(e).split())[:600]  # XLA's out-of-HBM refusal: the answer is "does not fit"
         report.compile_seconds = time.perf_counter() - start
         return report
     report.compile_seconds = time.perf_counter() - start
