@@ -22,10 +22,16 @@ from mv2v_jax.memory.model import MemoryConfig
 from mv2v_jax.train.loop import export_checkpoint, train
 
 config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
-flags.DEFINE_string("workdir", None, "where checkpoints, logs and the final weights go", required=True)
+flags.DEFINE_string("workdir", None, "where checkpoints, logs and the final weights go (gs:// works)")
 flags.DEFINE_bool("distributed", False, "multi-host: call jax.distributed.initialize() first")
 flags.DEFINE_bool("export", False, "only write <workdir>/weights from the latest checkpoint (sample a run mid-way)")
 flags.DEFINE_bool("export_ema", True, "with --export: the EMA parameters (when the run keeps one)")
+flags.DEFINE_string(
+    "compile_topology",
+    None,
+    "only compile the train step for a TPU slice (v5p-64, v5e-16, v5p:2x2x2) here and "
+    "print its memory per chip and collectives; exit 1 if it does not fit",
+)
 FLAGS = flags.FLAGS
 
 
@@ -35,6 +41,13 @@ def main(argv: list[str]) -> int:
     if FLAGS.distributed:
         jax.distributed.initialize()
     config = FLAGS.config
+    if FLAGS.compile_topology:
+        from mv2v_jax.parallel.aot import compile_train_step
+
+        return compile_train_step(config, FLAGS.compile_topology)
+    if not FLAGS.workdir:
+        print("error: --workdir is required", file=sys.stderr)
+        return 1
     if FLAGS.export:
         print(f"wrote {export_checkpoint(config, FLAGS.workdir, ema=FLAGS.export_ema)}")
         return 0

@@ -2,7 +2,6 @@
 sampling step compile with splash attention and a sequence axis, so a sharding or Pallas regression
 fails here, not on a pod; the cost counting sees every layer and the attention kernels."""
 
-
 import jax
 import jax.numpy as jnp
 import pytest
@@ -90,7 +89,7 @@ def test_topology_names():
     assert aot.parse_topology("v5e-16") == ("v5e", "v5e:4x4")
     assert aot.parse_topology("v6e-8") == ("v6e", "v6e:2x4")
     assert aot.parse_topology("v5p:2x2x2") == ("v5p", "v5p:2x2x2")
-    with pytest.raises(ValueError, match="expected e.g. v5p-64"):
+    with pytest.raises(ValueError, match=r"expected e\.g\. v5p-64"):
         aot.parse_topology("v4-8")
     with pytest.raises(ValueError, match="power-of-two"):
         aot.parse_topology("v5p-24")
@@ -166,3 +165,38 @@ def test_collectives_parser_reads_both_replica_group_forms():
     assert found["all-gather"].chip_bytes == 8 * 1024 * 2 * 3 / 4
     assert found["all-reduce"].count == 1 and found["all-reduce"].chip_bytes == 2 * 256 * 4 * 7 / 8
     assert found["all-to-all"].chip_bytes == 2 * 64 * 4 * 128 * 2 / 2
+
+
+CLI_CASES = {
+    "fits": (["train.py", "--config", "configs/tiny_nvs.py", "--compile_topology", "v5p-8"], 0, "fits"),
+    # 6 blocks 8192 wide with AdamW and an EMA: about 100 GiB of state for one 16 GiB v5e chip.
+    "too big": (
+        [
+            "train.py",
+            "--config",
+            "configs/tiny_nvs.py",
+            "--compile_topology",
+            "v5e-1",
+            "--config.model.dit.dim=8192",
+            "--config.model.dit.ffn_dim=32768",
+            "--config.model.dit.num_heads=64",
+        ],
+        1,
+        "does not fit",
+    ),
+    "sampling": (["sample.py", "--config", "configs/tiny_nvs.py", "--compile_topology", "v5p:2x2x2"], 0, "fits"),
+}
+
+
+@pytest.mark.parametrize("case", [c if c == "too big" else pytest.param(c, marks=pytest.mark.slow) for c in CLI_CASES])
+def test_cli_prints_the_report_and_exits_by_the_verdict(case):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    argv, code, verdict = CLI_CASES[case]
+    root = Path(__file__).parents[1]
+    result = subprocess.run([sys.executable, *argv], cwd=root, capture_output=True, text=True, timeout=900)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == verdict, result.stdout
+    assert "per chip: arguments" in result.stdout or "the compiler refused it" in result.stdout

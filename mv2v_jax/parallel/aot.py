@@ -34,6 +34,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, batch_sharding, make_mesh, state_shardings, use_mesh
@@ -108,8 +109,11 @@ def tpu_topology(name: str) -> Topology:
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     from jax.experimental import topologies
 
+    dims = [int(d) for d in layout.partition(":")[2].split("x")]
+    # A slice smaller than one host (4 chips) is a host of its own size.
+    bounds = {"chips_per_host_bounds": [*dims, 1, 1][:3]} if math.prod(dims) < 4 else {}
     try:
-        description = topologies.get_topology_desc(platform="tpu", topology_name=layout)
+        description = topologies.get_topology_desc(platform="tpu", topology_name=layout, **bounds)
     except Exception as e:  # libtpu missing or refusing the layout
         raise RuntimeError(f"cannot describe TPU topology {layout} (is libtpu installed? the tpu extra): {e}") from e
     return Topology(name, layout, CHIPS[kind], tuple(description.devices))
@@ -420,9 +424,17 @@ def train_step_program(
 
     with use_mesh(mesh, rules):
         graphdef, params = _abstract_model(model_config, mesh, rules)
-        trainable_params, _ = nnx.split_state(params, trainable, ...)
-        init = jax.jit(optimizer.init).lower(trainable_params).compile()
-        opt_state = _abstract(jax.eval_shape(optimizer.init, trainable_params), init.output_shardings)
+    trainable_params, _ = nnx.split_state(params, trainable, ...)
+    # The optimizer's moments are laid out like their parameters, its counters replicated (optax finds
+    # which is which by running `init` on placeholders: here, not on the TPU mesh this host cannot run).
+    opt_state = optax.tree_map_params(
+        optimizer,
+        lambda moment, param: jax.ShapeDtypeStruct(moment.shape, moment.dtype, sharding=param.sharding),
+        jax.eval_shape(optimizer.init, trainable_params),
+        trainable_params,
+        transform_non_params=lambda leaf: _replicated(mesh, leaf),
+    )
+    with use_mesh(mesh, rules):
         ema = trainable_params if step_config.get("ema_decay") else None
         state = TrainState(
             step=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)), params=params, opt_state=opt_state, ema=ema
@@ -533,7 +545,9 @@ def sampling_step_program(
             sds(1),  # t
             sds(1, *latents),  # inputs: the source video / the condition segment
             sds(1, latents[0], 12) if nvs else None,
-            jax.tree.map(lambda a: sds(*a.shape, dtype=a.dtype), _memory_batch(1, slots, memory_latents, nvs, mesh, rules)),
+            jax.tree.map(
+                lambda a: sds(*a.shape, dtype=a.dtype), _memory_batch(1, slots, memory_latents, nvs, mesh, rules)
+            ),
             sds(2 if guided else 1, clip.text_len, model_config.dit.text_dim),
         )
     hooks = model_config.merge.block_indices(model_config.dit.num_layers) if sampling.keep_ratio is not None else ()
@@ -714,3 +728,41 @@ def parse_mesh(text: str) -> dict[str, int]:
             raise ValueError(f"mesh {text!r}: expected axis=size pairs such as data=2,sequence=4")
         mesh[name.strip()] = int(size)
     return mesh
+
+
+def default_sampling_mesh(chips: int, guided: bool) -> dict[str, int]:
+    """Guidance's batch of 2 over data (no communication), the rest of the chips over the sequence."""
+    data = 2 if guided and chips % 2 == 0 else 1
+    return {"data": data, "sequence": chips // data}
+
+
+def _print_compiled(build: Callable[[Topology], Program], topology_name: str) -> int:
+    """The CLIs' `--compile_topology`: prints the report; 0 if the program fits, 1 if not or on bad input."""
+    import sys
+
+    try:
+        topology = tpu_topology(topology_name)
+        report = compile_program(build(topology), topology)
+    except (ValueError, RuntimeError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    return 0 if report.fits else 1
+
+
+def compile_train_step(config: Mapping[str, Any], topology_name: str) -> int:
+    """`train.py --compile_topology`: the experiment's train step on its mesh over the whole slice."""
+    return _print_compiled(lambda t: train_step_program(config, t.devices), topology_name)
+
+
+def compile_sampling_step(config: Mapping[str, Any], task: str, topology_name: str, mesh: str | None) -> int:
+    """`sample.py --compile_topology`: one sampling step of `task` on `mesh` (default
+    `default_sampling_mesh`) over the whole slice."""
+
+    def build(topology: Topology) -> Program:
+        sample = config["sample"]
+        guided = sample["sampling"]["guidance"] != 1.0 and sample["text"]["kind"] != "none"
+        shape = parse_mesh(mesh) if mesh else default_sampling_mesh(topology.chips, guided)
+        return sampling_step_program(config, task, topology.devices, shape)
+
+    return _print_compiled(build, topology_name)
