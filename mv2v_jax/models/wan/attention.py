@@ -18,6 +18,27 @@ Implementations:
 - `"splash"`: the Pallas splash-attention kernel for TPU, with segment ids. `interpret=True`
   runs it on CPU (slowly) so tests can check it against the XLA path.
 - `"auto"`: cudnn on GPU, splash on TPU, chunked elsewhere.
+
+On a mesh (`parallel.mesh.use_mesh`), the kernel runs inside `jax.shard_map`: the batch split over the
+batch axes (data, fsdp), heads over tensor, and queries over the `sequence` axis. Mosaic (splash) and
+cuDNN kernels cannot be partitioned by XLA, and a split sequence needs explicit communication, so the
+chunked and XLA paths take `shard_map` too once the sequence is split. Self-attention then crosses the
+sequence axis of size s in one of two ways (`AttentionConfig.sequence_parallel`):
+- `"ulysses"` (DeepSpeed-Ulysses; Wan's own multi-GPU inference): all-to-all q, k and v from
+  `[B, N/s, H, D]` to `[B, N, H/s, D]`, run the kernel over the whole sequence for H/s heads, and
+  all-to-all the output back. Each chip sends `4 size (s-1)/s` per call, size being its share of q.
+  Needs the heads of a tensor shard divisible by s.
+- `"all_gather"` (maxdiffusion's context parallelism): gather k and v over the sequence axis and run
+  the local queries against every key. Each chip sends `2 size (s-1)` per call: s/2 times Ulysses.
+- `"auto"` (default): Ulysses when s divides the heads, otherwise all_gather (12 heads over 8 chips).
+Measured on the compiled TPU v5p programs (BENCHMARKS.md, "Sequence-parallel attention"): at s = 4 for
+the 1.3B's 96,642-token turn Ulysses sends half the bytes of the gather in the forward pass and a
+quarter in training, and needs a third of the temporary memory (the gather holds every key and value
+of the sequence on each chip). Ring attention (k and v passed around the ring, overlapped with
+compute) was not built: it sends what the gather sends, and needs the kernel's log-sum-exp, which
+splash returns only without a backward pass, so it would not have worked for training with splash
+or cuDNN. Token counts that s does not divide are padded with segment -1, which only padding sees.
+Cross-attention keeps the text whole on every chip (`cross=True`): no communication.
 """
 
 from __future__ import annotations
