@@ -7,8 +7,8 @@ v5p chips, compiled ahead of time for v5p:2x2x2 on this CPU (parallel/aot.py): t
 sends in the program's collectives and XLA's temporary buffers per chip, for the forward pass
 (sampling, guidance's batch of 2) and the forward and backward passes (training, batch 1). Token
 counts are one turn of ReCamMaster at 81x480x832 with 6 memory slots (96,642 tokens, padded to the
-split) and one LucyEdit segment at the same size with 4 (49,140 tokens). Writes the "Sequence-parallel
-attention (compiled ahead of time)" section of BENCHMARKS.md.
+split) and one LucyEdit segment at the same size with 4 (Wan2.2's VAE compresses 16x: 15,330 tokens).
+Writes the "Sequence-parallel attention (compiled ahead of time)" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from mv2v_jax.parallel.mesh import logical_to_spec, make_mesh, use_mesh
 
 CASES = (  # (backbone, heads, tokens)
     ("ReCamMaster-1.3B NVS turn", 12, 96_642),
-    ("LucyEdit-5B segment", 24, 49_140),
+    ("LucyEdit-5B segment", 24, 15_330),
 )
 
 
