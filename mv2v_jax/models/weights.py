@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import jax
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from mv2v_jax.io.atomic import atomic_output, fsync_path
@@ -184,8 +185,8 @@ class _Slots:
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The `config.json` of a weights directory, with a clear error if it is not one."""
-    path = Path(path)
+    """The `config.json` of a weights directory (local or `gs://`), with a clear error if it is not one."""
+    path = epath.Path(path)
     config_file = path / CONFIG_FILE
     if not (config_file.is_file() and (path / PARAMS_DIR).is_dir()):
         raise WeightsError(f"{path} is not a weights directory (needs {CONFIG_FILE} and {PARAMS_DIR}/)")
@@ -201,7 +202,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def _check_tree(path: Path, expected: Mapping[tuple[str, ...], jax.ShapeDtypeStruct]) -> None:
+def _check_tree(path: epath.Path, expected: Mapping[tuple[str, ...], jax.ShapeDtypeStruct]) -> None:
     import orbax.checkpoint as ocp
 
     try:
@@ -246,7 +247,7 @@ def load_module(
     """
     import orbax.checkpoint as ocp
 
-    path = Path(path)
+    path = epath.Path(path)
     read_config(path)
     graphdef, abstract = nnx.split(nnx.eval_shape(build))
     if mesh is None:

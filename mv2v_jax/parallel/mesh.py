@@ -134,3 +134,13 @@ def batch_sharding(mesh: jax.sharding.Mesh, ndim: int, rules=DEFAULT_RULES) -> j
     with spmd.logical_axis_rules(_rules(rules)):
         spec = spmd.get_pspec(("act_batch",) + (None,) * (ndim - 1))
     return jax.sharding.NamedSharding(mesh, _without_unit_axes(spec, mesh))
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+    """The whole of `array` as NumPy on this host; an array spread over several processes is gathered
+    from all of them (every process must call this)."""
+    if array.is_fully_addressable or array.is_fully_replicated:
+        return np.asarray(jax.device_get(array))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))

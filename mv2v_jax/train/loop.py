@@ -10,11 +10,12 @@ the same losses as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -29,8 +30,8 @@ from mv2v_jax.data.memory_sampling import MemorySampling, step_variant
 from mv2v_jax.io.images import contact_sheet, to_uint8, write_png
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.models.weights import WeightsWriter, flatten_paths
-from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, use_mesh
-from mv2v_jax.train.checkpoint import Checkpointer, abstract_like
+from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, to_host, use_mesh
+from mv2v_jax.train.checkpoint import Checkpointer, abstract_like, as_path
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
 from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step, loss_fn
 
@@ -67,10 +68,10 @@ def final_params(state: TrainState, trainable, ema: bool = True) -> nnx.State:
 
 
 def export_checkpoint(
-    config: Mapping[str, Any], workdir: str | Path, step: int | None = None, ema: bool = True
-) -> Path:
+    config: Mapping[str, Any], workdir: str | os.PathLike, step: int | None = None, ema: bool = True
+) -> os.PathLike:
     """Writes `<workdir>/weights` from a checkpoint (default the latest): sample from a run mid-way."""
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     mesh = make_mesh(dict(config["mesh"]), jax.devices()[: config["mesh_devices"] or None])
     trainable = trainable_filter(list(config["trainable"]))
     with use_mesh(mesh, config["mesh_rules"]):
@@ -91,15 +92,23 @@ def export_checkpoint(
         )
 
 
-def export_weights(model_state: nnx.State, config: MemoryConfig, path: Path, record: Mapping[str, Any]) -> Path:
-    """Writes a weights directory `load_memory_dit` reads (parameters gathered to the host one by one)."""
+def export_weights(
+    model_state: nnx.State, config: MemoryConfig, path: os.PathLike, record: Mapping[str, Any]
+) -> os.PathLike:
+    """Writes a weights directory `load_memory_dit` reads (parameters gathered to the host one by one;
+    with several processes, every one gathers and the first writes)."""
     import dataclasses
 
     from mv2v_jax.models.wan.dit import ARCH_FIELDS
 
-    with WeightsWriter(path, overwrite=True) as writer:
+    primary = jax.process_index() == 0
+    with WeightsWriter(path, overwrite=True) if primary else contextlib.nullcontext() as writer:
         for name, value in flatten_paths(nnx.to_pure_dict(model_state)).items():
-            writer.write(name, np.asarray(jax.device_get(value)))
+            array = to_host(value)
+            if primary:
+                writer.write(name, array)
+        if not primary:
+            return path
         return writer.commit(
             {
                 "model": "MemoryDiT",
@@ -117,7 +126,7 @@ def export_weights(model_state: nnx.State, config: MemoryConfig, path: Path, rec
 class _Log:
     """JSON lines and TensorBoard event files (process 0 only)."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: os.PathLike):
         self.enabled = jax.process_index() == 0
         if self.enabled:
             from tensorboardX import SummaryWriter
@@ -141,7 +150,7 @@ class _Log:
 
 def train(
     config: Mapping[str, Any],
-    workdir: str | Path,
+    workdir: str | os.PathLike,
     records: Sequence[Mapping[str, Any]],
     validation_records: Sequence[Mapping[str, Any]] | None = None,
     on_step: Callable[[int, dict[str, jax.Array]], None] | None = None,
@@ -150,7 +159,7 @@ def train(
 
     `on_step(step, metrics)` runs after every step (custom monitoring). Returns the last logged metrics.
     """
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     devices = jax.devices()[: config["mesh_devices"] or None]  # 0: every device
     mesh = make_mesh(dict(config["mesh"]), devices)
@@ -183,7 +192,7 @@ def train(
         validation = None
         if validation_records:
             val_data = training_dataset(
-                validation_records, step_config["task"], sampling, batch_size, config["seed"] + 1
+                validation_records, step_config["task"], sampling, batch_size // jax.process_count(), config["seed"] + 1
             )
             validation = to_train_batch(next(iter(val_data)), lambda a: shard(a.ndim))
             val_variant = StepVariant(paper_tokenizers, None)
@@ -246,16 +255,15 @@ def train(
                     paper_tokenizers,
                     config["eval_sampling_steps"],
                 )
-                write_png(
-                    workdir / f"validation_{total}.png",
-                    contact_sheet(
-                        [
-                            to_uint8(np.asarray(validation.target[0, ..., :3])),
-                            to_uint8(np.asarray(samples[0, ..., :3])),
-                        ],
-                        labels=["ground truth latents", "sampled latents"],
-                    ),
-                )
+                target = to_host(validation.target)
+                if jax.process_index() == 0:
+                    write_png(
+                        workdir / f"validation_{total}.png",
+                        contact_sheet(
+                            [to_uint8(target[0, ..., :3]), to_uint8(samples[0, ..., :3])],
+                            labels=["ground truth latents", "sampled latents"],
+                        ),
+                    )
         checkpointer.close()
         log.close()
     return metrics
@@ -276,4 +284,4 @@ def sample_validation(graphdef, params, batch, step_config, tokenizers, steps: i
         return model(streams, t, batch.context)
 
     noise = jax.random.normal(jax.random.key(0), batch.target.shape)
-    return np.asarray(denoise(velocity, noise, UniPCSampler(steps, step_config["shift"]), progress=False))
+    return to_host(denoise(velocity, noise, UniPCSampler(steps, step_config["shift"]), progress=False))
