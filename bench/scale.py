@@ -42,7 +42,7 @@ def experiment(preset: str, task: str, slots: int, batch: int, mesh: dict, train
     """An experiment config at the paper's sizes on a Wan preset (the sections of configs/tiny_nvs.py)."""
     config = load_config("configs/tiny_nvs.py").to_dict()
     dit = load_config(f"configs/wan_dit.py:{preset}").to_dict()
-    dit |= dict(dtype="bfloat16", remat="full", attention=dict(impl="splash"))
+    dit |= dict(remat="full")  # attention and compute dtype "auto": splash and bfloat16 on TPU
     config["model"] = dict(
         dit=dit,
         camera=task == "nvs",

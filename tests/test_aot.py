@@ -147,7 +147,7 @@ def test_step_cost_counts_every_layer_and_the_attention_kernels(v5p):
     assert not uncounted
     from mv2v_jax.models.wan.dit import WanDiTConfig
 
-    config = WanDiTConfig.from_config(aot.for_tpu(dit))
+    config = WanDiTConfig.from_config(aot.resolve_auto(dit))
     analytic = 4 * batch * block_flops(grid[0] * grid[1] * grid[2], text, config) / 8  # per chip of 8
     assert flops == pytest.approx(analytic, rel=0.1), (flops, analytic)
     assert collectives["all-to-all"].count == 4 * 4  # q, k, v and the output of 4 layers

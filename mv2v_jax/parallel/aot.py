@@ -266,15 +266,24 @@ class Program:
     at_depth: Callable[[int], Program] | None = None
 
 
-def for_tpu(dit: Mapping[str, Any]) -> dict[str, Any]:
-    """DiT execution fields as a TPU host resolves "auto": bfloat16 compute and splash attention."""
+# What "auto" resolves to on an accelerator (models.layers.compute_dtype, AttentionConfig.resolved); a
+# program compiled here for another platform must say so itself.
+AUTO = {"tpu": ("splash", "bfloat16"), "gpu": ("cudnn", "bfloat16")}
+
+
+def resolve_auto(dit: Mapping[str, Any], platform: str | None = "tpu") -> dict[str, Any]:
+    """DiT execution fields with "auto" attention and dtype as `platform` resolves them (None: leave
+    "auto" to the backend that runs the program)."""
     dit = dict(dit)
+    if platform is None:
+        return dit
+    impl, dtype = AUTO[platform]
     attention = dict(dit.get("attention", {}))
     if attention.get("impl", "auto") == "auto":
-        attention["impl"] = "splash"
+        attention["impl"] = impl
     dit["attention"] = attention
     if dit.get("dtype", "auto") == "auto":
-        dit["dtype"] = "bfloat16"
+        dit["dtype"] = dtype
     return dit
 
 
@@ -282,13 +291,13 @@ def _plain(config: Any) -> Any:
     return config.to_dict() if hasattr(config, "to_dict") else config
 
 
-def _memory_config(model: Mapping[str, Any], runtime: Mapping[str, Any], depth: int | None):
-    """The MemoryConfig of an experiment's `model` section for TPU; with `depth`, that many unrolled
-    blocks and the merge hooks at the same fractions of the depth."""
+def _memory_config(model: Mapping[str, Any], runtime: Mapping[str, Any], depth: int | None, platform: str | None):
+    """The MemoryConfig of an experiment's `model` section for `platform`; with `depth`, that many
+    unrolled blocks and the merge hooks at the same fractions of the depth."""
     from mv2v_jax.memory.model import MemoryConfig
 
     model = dict(_plain(model))
-    dit = for_tpu(dict(_plain(model["dit"])) | dict(_plain(runtime)))
+    dit = resolve_auto(dict(_plain(model["dit"])) | dict(_plain(runtime)), platform)
     config = MemoryConfig.from_config(model | {"dit": dit})
     if depth is None:
         return config
@@ -405,6 +414,7 @@ def train_step_program(
     clip: Clip | None = None,
     variant=None,
     depth: int | None = None,
+    platform: str | None = "tpu",
 ) -> Program:
     """The experiment's training step (`train.step.jit_train_step`) on its mesh over `devices`, for its
     global `batch_size` and memory `slots`; `variant` defaults to the largest one training draws."""
@@ -414,7 +424,7 @@ def train_step_program(
     clip = clip or clip_of(config)
     rules = _plain(config.get("mesh_rules", DEFAULT_RULES))
     mesh = make_mesh(dict(_plain(config["mesh"])), list(devices))
-    model_config = _memory_config(config["model"], config.get("runtime", {}), depth)
+    model_config = _memory_config(config["model"], config.get("runtime", {}), depth, platform)
     sampling = _plain(config["memory_sampling"])
     variant = variant or largest_variant(model_config, sampling)
     step_config = dict(_plain(config["step"]))
@@ -480,7 +490,7 @@ def train_step_program(
         model_config.dit.num_layers,
         _segments(model_config.dit.num_layers, hooks),
         notes,
-        at_depth=lambda d: train_step_program(config, devices, clip=clip, variant=variant, depth=d),
+        at_depth=lambda d: train_step_program(config, devices, clip=clip, variant=variant, depth=d, platform=platform),
     )
 
 
@@ -504,6 +514,7 @@ def sampling_step_program(
     clip: Clip | None = None,
     slots: int | None = None,
     depth: int | None = None,
+    platform: str | None = "tpu",
 ) -> Program:
     """One denoising step of a turn (`task` "nvs" or "long_edit") as sample.py runs it: the pipeline's
     velocity with guidance (conditional and unconditional as a batch of 2 when the config guides) and
@@ -520,7 +531,7 @@ def sampling_step_program(
     slots = slots or sample["retrieval"]["slots"]
     rules = _plain(config.get("mesh_rules", DEFAULT_RULES))
     mesh = make_mesh(dict(mesh_shape), list(devices))
-    model_config = _memory_config(config["model"], sample.get("runtime", {}), depth)
+    model_config = _memory_config(config["model"], sample.get("runtime", {}), depth, platform)
     sampling = dataclass_from_config(SamplingConfig, _plain(sample["sampling"]), "sample.sampling")
     guided = sampling.guidance != 1.0 and sample["text"]["kind"] != "none"
     nvs = task == "nvs"
@@ -566,7 +577,9 @@ def sampling_step_program(
         model_config.dit.num_layers,
         _segments(model_config.dit.num_layers, hooks),
         notes,
-        at_depth=lambda d: sampling_step_program(config, task, devices, mesh_shape, clip=clip, slots=slots, depth=d),
+        at_depth=lambda d: sampling_step_program(
+            config, task, devices, mesh_shape, clip=clip, slots=slots, depth=d, platform=platform
+        ),
     )
 
 
@@ -585,7 +598,7 @@ def dit_forward_program(
     from mv2v_jax.memory.streams import Stream, pack_streams
     from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig
 
-    config = WanDiTConfig.from_config(for_tpu(_plain(dit)))
+    config = WanDiTConfig.from_config(resolve_auto(_plain(dit)))
     if depth is not None:
         config = dataclasses.replace(config, num_layers=depth, scan_layers=False)
     mesh = make_mesh(dict(mesh_shape), list(devices))
