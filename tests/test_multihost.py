@@ -44,6 +44,7 @@ def two_processes(tmp_path: Path, mode: str) -> list[dict]:
     return [json.loads(out.read_text()) for out in outs]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_share_checkpoints(tmp_path):
     processes = two_processes(tmp_path, "steps")
     assert jax.device_count() == 8
