@@ -153,10 +153,11 @@ def test_memory_dit_with_merging_matches_one_device(rng, mesh_name):
     assert np.abs(want).max() > 0.5  # the comparison sees the whole network, not a zero head
 
 
+@pytest.mark.slow
 def test_train_step_matches_one_device():
     """One full step (loss, gradients through the all-to-alls, AdamW, EMA) on a {data, sequence, tensor}
     mesh with Ulysses attention equals the single-device step, merging on."""
-    config = micro_config(model=MODEL)
+    config = micro_config(model=MODEL | {"dit": MODEL["dit"] | {"num_layers": 2}})  # one merge, before block 1
     config["step"] = dict(config["step"], ema_decay=0.99)
     model = MemoryDiT(MemoryConfig.from_config(config["model"]), rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
