@@ -7,7 +7,7 @@
     python sample.py --config configs/tiny_nvs.py --task nvs --session outputs/room --turns turns.json
 
     # long video editing: the whole video, segment by segment
-    python sample.py --config configs/X.py --task long_edit --session outputs/edit --video long.mp4 \
+    python sample.py --config configs/lucy_edit_long.py --task long_edit --session outputs/edit --video long.mp4 \
         --prompt "make it winter"
 
 `--camera` is a preset name (pipelines.presets: pan_left, pan_right, tilt_up, tilt_down, zoom_in,
@@ -31,15 +31,16 @@ from tqdm import tqdm
 from mv2v_jax.config import parse_flags
 from mv2v_jax.io.cameras import CameraError, read_cameras
 from mv2v_jax.io.video import VideoError, read_all_frames, read_video
-from mv2v_jax.pipelines.build import TASKS, build_pipeline, session_config
+from mv2v_jax.pipelines.build import build_pipeline, session_config
 from mv2v_jax.pipelines.long_edit import segment_starts
 from mv2v_jax.pipelines.nvs import describe
 from mv2v_jax.pipelines.presets import AMOUNTS, preset_trajectory
 from mv2v_jax.pipelines.session import Session, SessionError
 from mv2v_jax.retrieval.bank import BankError
+from mv2v_jax.tasks import TASKS
 
 config_flags.DEFINE_config_file("config", None, "experiment config file with a `sample` section", lock_config=True)
-flags.DEFINE_enum("task", "nvs", TASKS, "nvs (novel view synthesis) or long_edit")
+flags.DEFINE_enum("task", "nvs", sorted(TASKS), "nvs (novel view synthesis) or long_edit")
 flags.DEFINE_string("session", None, "session folder, created or resumed")
 flags.DEFINE_string("video", None, "source video (NVS: first turn of a session; long_edit: the long video)")
 flags.DEFINE_string("camera", None, "NVS: a preset trajectory name or a camera file")
@@ -62,6 +63,8 @@ flags.DEFINE_string(
     "guidance's batch over data, the rest of the chips over sequence)",
 )
 FLAGS = flags.FLAGS
+# What only that task reads from the `sample` section.
+TASK_KEYS = {"nvs": ("retrieval.hfov_degrees", "retrieval.fov_radius"), "long_edit": ("long_edit", "embedder")}
 
 
 def load_camera(spec: str, frames: int):
@@ -150,6 +153,11 @@ def run_long_edit(sample, session_path: Path) -> None:
         session.close()
 
 
+def _has(section, dotted: str) -> bool:
+    head, _, rest = dotted.partition(".")
+    return head in section and (not rest or _has(section[head], rest))
+
+
 def main(argv: list[str]) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
@@ -160,6 +168,15 @@ def main(argv: list[str]) -> int:
         from mv2v_jax.parallel.aot import compile_sampling_step
 
         return compile_sampling_step(FLAGS.config, FLAGS.task, FLAGS.compile_topology, FLAGS.compile_mesh)
+    sample = FLAGS.config.sample
+    if missing := [key for key in TASK_KEYS[FLAGS.task] if not _has(sample, key)]:
+        task = FLAGS.config.get("step", {}).get("task", "?")
+        print(
+            f"error: --task {FLAGS.task} needs sample.{' and sample.'.join(missing)}, which this config (a "
+            f"{task!r} experiment) does not have",
+            file=sys.stderr,
+        )
+        return 1
     if not FLAGS.session:
         print("error: --session is required", file=sys.stderr)
         return 1

@@ -25,12 +25,12 @@ from mv2v_jax.data.loader import to_train_batch
 from mv2v_jax.data.memory_sampling import MemorySampling, nvs_example
 from mv2v_jax.data.synthetic import SceneConfig, generate_scene
 from mv2v_jax.memory.budget import turn_cost
-from mv2v_jax.memory.builders import recammaster_streams
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
 from mv2v_jax.memory.streams import pack_streams
 from mv2v_jax.memory.tokenizers import TokenizerConfig
 from mv2v_jax.models.codec import TEMPORAL
 from mv2v_jax.pipelines.build import build_codec
+from mv2v_jax.tasks import get_task
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
 from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step
 
@@ -84,9 +84,7 @@ def main() -> None:
         times = timed(
             lambda s=step: jax.block_until_ready(s(state, batch, jax.random.key(0))[1]), repeats=args.repeats
         )[0]
-        streams = recammaster_streams(
-            batch.target, batch.inputs, batch.target_camera, batch.memory, tokenizers=variant.tokenizers
-        )
+        streams = get_task(config.step.task).streams(batch.target, batch.conditions, variant.tokenizers)
         layout = pack_streams(streams, model.tokenizers.mapping(model.dit.patch_embedding)).layout
         cost = turn_cost(layout, model.config.dit, batch.context.shape[1], model.config.merge, variant.keep_ratio)
         seconds = float(np.median(times))

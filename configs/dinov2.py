@@ -1,4 +1,4 @@
-"""DINOv2 presets as ml_collections configs (numbers: ../shared/wan_spec.md §8, transformers'
+"""DINOv2 presets as ml_collections configs (numbers: docs/models.md, "DINOv2"; transformers'
 convert_dinov2_to_hf.py and the facebook/dinov2-* hub configs).
 
     get_config("base")                 # facebook/dinov2-base, ViT-B/14

@@ -1,4 +1,4 @@
-"""Retrieval defaults (paper.md, "VideoFOV retrieval" and the two-task table), as ml_collections configs.
+"""Retrieval defaults (docs/paper.md, "VideoFOV retrieval" and "Two tasks"), as ml_collections configs.
 
     get_config("nvs")        # VideoFOV top-k over cached camera trajectories
     get_config("long_edit")  # the most recent segment plus the top k-1 by DINOv2 cosine similarity

@@ -44,7 +44,7 @@ def model_config() -> dict:
             freq_dim=64,
             attention=dict(impl="auto"),
         ),
-        camera=True,
+        adapters=("camera",),  # ReCamMaster's camera layers (tasks.nvs)
         tokenizers=dict(ranked=((1, 4, 4),) * 3, rest=(1, 8, 8)),  # paper: top 3 at 1x4x4, the rest 1x8x8
         merge=dict(blocks=(10, 20), fraction=0.5, keep_ratio=0.5),  # paper; blocks scale to 2 and 4 of 6
     )

@@ -1,4 +1,4 @@
-"""umT5 encoder presets as ml_collections configs (numbers: ../shared/wan_spec.md §4).
+"""umT5 encoder presets as ml_collections configs (numbers: docs/models.md, "umT5 text encoder").
 
     get_config("umt5-xxl")   # Wan2.1 / Wan2.2's text encoder
     get_config("tiny")       # CPU-sized, for tests and demos

@@ -1,7 +1,11 @@
-"""Wan DiT presets as ml_collections configs (numbers: ../shared/wan_spec.md §1.1).
+"""Wan DiT presets as ml_collections configs (numbers: docs/models.md, "Wan DiT").
 
-    python sample.py --config configs/wan_dit.py:wan2.1-t2v-1.3b
+    get_config("wan2.1-t2v-1.3b")   # an architecture: the `model.dit` of an experiment config
     get_config("wan2.2-ti2v-5b")
+
+These are architectures, not experiments: sample.py and train.py take an experiment config with a
+model, a `sample` section and training settings (configs/recammaster_nvs.py and configs/lucy_edit_long.py
+build theirs from these presets).
 
 Every preset shares head_dim 128, patch (1, 2, 2), text_dim 4096 (umT5-XXL), freq_dim 256,
 eps 1e-6, q/k RMSNorm and cross-attention LayerNorm. The fields below `param_dtype` are run-time

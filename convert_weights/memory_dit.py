@@ -9,7 +9,6 @@ values (plain averaging). Training then starts from a model that already behaves
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from convert_weights.wan_dit import BLOCK, RULES, add_dit_arguments, is_native, 
 from mv2v_jax.memory.merging import TokenMerger
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
 from mv2v_jax.memory.tokenizers import DynamicTokenizers
-from mv2v_jax.models.wan.dit import ARCH_FIELDS, PatchEmbed, WanDiTConfig
+from mv2v_jax.models.wan.dit import PatchEmbed, WanDiTConfig
 from mv2v_jax.models.weights import flatten_paths
 
 CAMERA_RULES: tuple[Rule, ...] = (
@@ -57,7 +56,7 @@ def convert_memory_dit(
     src: str | Path,
     out: str | Path,
     *,
-    camera: bool,
+    adapters: tuple[str, ...],
     memory: Mapping[str, Any] | None = None,
     param_dtype: str = "float32",
     head_dim: int = 128,
@@ -67,24 +66,17 @@ def convert_memory_dit(
     src = Path(src)
     source = TensorSource(src)
     dit = WanDiTConfig.from_config(read_architecture(src, source, head_dim) | {"param_dtype": param_dtype})
-    config = MemoryConfig.from_config({"dit": dit, "camera": camera, **(memory or {})})
+    config = MemoryConfig.from_config({"dit": dit, "adapters": adapters, **(memory or {})})
     expected = expected_params(lambda: MemoryDiT(config, rngs=nnx.Rngs(0)))
     from_checkpoint = {p: s for p, s in expected.items() if p[0] in ("dit", "camera")}
     native = is_native(source.names())
-    record = {
-        "model": "MemoryDiT",
-        "architecture": {k: getattr(dit, k) for k in ARCH_FIELDS},
-        "memory": {
-            "camera": camera,
-            "tokenizers": dataclasses.asdict(config.tokenizers),
-            "merge": dataclasses.asdict(config.merge),
-        },
+    record = config.record() | {
         "derived": "tokenizers tile-averaged from the patch embedding; mergers at initialisation",
         "source": {"path": str(src.resolve()), "format": "native" if native else "diffusers"},
     }
     return write_weights(
         source,
-        prefixed(RULES, "dit") + (CAMERA_RULES if camera else ()),
+        prefixed(RULES, "dit") + (CAMERA_RULES if "camera" in adapters else ()),
         from_checkpoint,
         out,
         record,
@@ -94,13 +86,13 @@ def convert_memory_dit(
     )
 
 
-def run_memory_cli(prog: str, doc: str, camera: bool, argv: Sequence[str] | None = None) -> int:
-    """The recammaster / lucy_edit CLIs: the DiT converter's options, with or without camera layers."""
+def run_memory_cli(prog: str, doc: str, adapters: tuple[str, ...], argv: Sequence[str] | None = None) -> int:
+    """The recammaster / lucy_edit CLIs: the DiT converter's options, with the task's block adapters."""
     return run_cli(
         prog,
         doc,
         lambda a: convert_memory_dit(
-            a.src, a.out, camera=camera, param_dtype=a.param_dtype, head_dim=a.head_dim, overwrite=a.overwrite
+            a.src, a.out, adapters=adapters, param_dtype=a.param_dtype, head_dim=a.head_dim, overwrite=a.overwrite
         ),
         argv,
         add_dit_arguments,

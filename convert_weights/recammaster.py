@@ -14,10 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from convert_weights.memory_dit import run_memory_cli
+from mv2v_jax.tasks import get_task
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_memory_cli("python -m convert_weights.recammaster", __doc__, camera=True, argv=argv)
+    return run_memory_cli("python -m convert_weights.recammaster", __doc__, get_task("nvs").adapters, argv)
 
 
 if __name__ == "__main__":

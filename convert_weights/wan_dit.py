@@ -12,7 +12,7 @@ SRC is any of:
 
 Native names are mapped to diffusers names by the renames diffusers itself applies
 (`convert_wan_transformer_to_diffusers` in diffusers/loaders/single_file_utils.py;
-../shared/wan_spec.md §2.2), then to our parameters by `RULES`.
+docs/models.md, "Wan DiT weight names"), then to our parameters by `RULES`.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def session_files(path: Path) -> list[str]:
 
 def test_round_trip(tmp_path):
     entries = [make_entry(0, note="first", scale=[1, 2]), make_entry(1)]
-    with MemoryBank.create(tmp_path / "s", "nvs", "abc123") as bank:
+    with MemoryBank.create(tmp_path / "s", "nvs", "abc123", key="cameras") as bank:
         ids = [bank.add(entry) for entry in entries]
     assert ids == ["000000", "000001"]
     with MemoryBank.open(tmp_path / "s", readonly=True, task="nvs") as bank:
@@ -102,7 +102,8 @@ def test_round_trip(tmp_path):
 
 
 def test_reader_sees_each_published_write(tmp_path):
-    with MemoryBank.create(tmp_path, "nvs", "h") as writer, MemoryBank.open(tmp_path, readonly=True) as reader:
+    writer = MemoryBank.create(tmp_path, "nvs", "h", key="cameras")
+    with writer, MemoryBank.open(tmp_path, readonly=True) as reader:
         assert reader.entries() == []
         entry_id = writer.add(make_entry(0))
         assert [i.entry_id for i in reader.entries()] == [entry_id]
@@ -113,7 +114,7 @@ def test_reader_sees_each_published_write(tmp_path):
 def test_long_edit_round_trip_and_bfloat16_latents(tmp_path):
     latents = np.random.default_rng(0).standard_normal((2, 3, 5, 48)).astype(ml_dtypes.bfloat16)
     embedding = np.linspace(-1, 1, 384, dtype=np.float32)
-    with MemoryBank.create(tmp_path, "long_edit", config_hash({"k": 3})) as bank:
+    with MemoryBank.create(tmp_path, "long_edit", config_hash({"k": 3}), key="embedding") as bank:
         entry_id = bank.add(MemoryEntry(latents=latents, turn=4, embedding=embedding, config_hash="other"))
         loaded = bank.load(entry_id)
     assert loaded.latents.dtype == np.float32 and np.array_equal(loaded.latents, latents.astype(np.float32))
@@ -124,7 +125,7 @@ def test_long_edit_round_trip_and_bfloat16_latents(tmp_path):
 @pytest.mark.parametrize("crash_point", ["after_arrays_before_manifest", "inside_an_array_write"])
 def test_killed_writer_leaves_the_previous_session_intact(tmp_path, crash_point):
     path, ready = tmp_path / "s", tmp_path / "ready"
-    with MemoryBank.create(path, "nvs", "h") as bank:
+    with MemoryBank.create(path, "nvs", "h", key="cameras") as bank:
         bank.add(make_entry(0))
     manifest_before = (path / "manifest.json").read_bytes()
     hooks = {
@@ -171,7 +172,7 @@ def test_killed_writer_leaves_the_previous_session_intact(tmp_path, crash_point)
 
 def test_second_writer_is_refused_with_the_holders_pid(tmp_path):
     path, ready, release = tmp_path / "s", tmp_path / "ready", tmp_path / "release"
-    MemoryBank.create(path, "nvs", "h").close()
+    MemoryBank.create(path, "nvs", "h", key="cameras").close()
     holder = child(
         """
         with MemoryBank.open(sys.argv[1]) as bank:
@@ -212,7 +213,7 @@ def test_second_writer_is_refused_with_the_holders_pid(tmp_path):
 
 def test_waiting_writers_are_serialized_never_interleaved(tmp_path):
     path = tmp_path / "s"
-    MemoryBank.create(path, "nvs", "h").close()
+    MemoryBank.create(path, "nvs", "h", key="cameras").close()
     go = tmp_path / "go"
     code = """
         name = sys.argv[2]
@@ -243,7 +244,7 @@ def test_waiting_writers_are_serialized_never_interleaved(tmp_path):
 
 def test_flipped_bit_is_detected_and_names_the_entry(tmp_path):
     path = tmp_path / "s"
-    with MemoryBank.create(path, "nvs", "h") as bank:
+    with MemoryBank.create(path, "nvs", "h", key="cameras") as bank:
         for turn in range(3):
             bank.add(make_entry(turn))
     latents = path / "entries" / "000001" / "latents.npy"
@@ -262,7 +263,7 @@ def test_flipped_bit_is_detected_and_names_the_entry(tmp_path):
 
 def test_incompatible_sessions_give_clear_errors(tmp_path):
     path = tmp_path / "s"
-    MemoryBank.create(path, "nvs", "h").close()
+    MemoryBank.create(path, "nvs", "h", key="cameras").close()
     with pytest.raises(BankFormatError, match="'nvs' session, not the 'long_edit'"):
         MemoryBank.open(path, task="long_edit")
     MemoryBank.open(path).close()  # the failed open above released its lock
@@ -276,24 +277,25 @@ def test_incompatible_sessions_give_clear_errors(tmp_path):
     with pytest.raises(BankFormatError, match="not a memory bank"):
         MemoryBank.open(tmp_path / "missing")
     with pytest.raises(BankError, match="already holds a memory bank"):
-        MemoryBank.create(path, "nvs", "h")
+        MemoryBank.create(path, "nvs", "h", key="cameras")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("x")
     with pytest.raises(BankError, match="not empty"):
-        MemoryBank.create(tmp_path / "busy", "nvs", "h")
+        MemoryBank.create(tmp_path / "busy", "nvs", "h", key="cameras")
     assert session_files(tmp_path / "busy") == ["notes.txt"]
-    with pytest.raises(BankError, match="unknown memory bank task"):
-        MemoryBank.create(tmp_path / "new", "nsv", "h")
+    with pytest.raises(BankError, match="unknown memory bank key 'camera'"):
+        MemoryBank.create(tmp_path / "new", "nvs", "h", key="camera")
+    assert not (tmp_path / "new").exists()
     interrupted = tmp_path / "interrupted"  # a create killed before its manifest was published
     (interrupted / "entries").mkdir(parents=True)
     (interrupted / ".tmp-manifest.json-0123abcd").write_text("{")
-    MemoryBank.create(interrupted, "nvs", "h").close()
+    MemoryBank.create(interrupted, "nvs", "h", key="cameras").close()
     assert session_files(interrupted) == ["entries", "manifest.json", "session.lock"]
 
 
 def test_delete_and_listing(tmp_path):
     path = tmp_path / "s"
-    with MemoryBank.create(path, "nvs", "h") as bank:
+    with MemoryBank.create(path, "nvs", "h", key="cameras") as bank:
         ids = [bank.add(make_entry(turn)) for turn in range(3)]
         bank.delete(ids[1])
         assert [i.entry_id for i in bank.entries()] == [ids[0], ids[2]]
@@ -324,7 +326,7 @@ def test_delete_and_listing(tmp_path):
 )
 def test_bad_entries_are_refused_before_anything_is_written(tmp_path, change, message):
     path = tmp_path / "s"
-    with MemoryBank.create(path, "nvs", "h") as bank:
+    with MemoryBank.create(path, "nvs", "h", key="cameras") as bank:
         bank.add(make_entry(0))
         before = session_files(path), (path / "manifest.json").read_bytes()
         fields = {**make_entry(1).__dict__, **change}

@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from mv2v_jax.geometry import invert_pose, to_3x4, to_4x4
 from mv2v_jax.io.cameras import (
     CameraError,
     Trajectory,
-    invert_pose,
     latent_frame_indices,
     read_cameras,
     switch_camera_axes,
-    to_3x4,
-    to_4x4,
     write_cameras,
 )
 

@@ -139,7 +139,7 @@ def assert_entries(path: Path, turns: list[int]) -> None:
 
 def test_killed_bank_writes_leave_the_previous_entries_intact(tmp_path):
     template = tmp_path / "template"
-    with MemoryBank.create(template, "nvs", "h") as bank:
+    with MemoryBank.create(template, "nvs", "h", key="cameras") as bank:
         bank.add(bank_entry(0))
         bank.add(bank_entry(1))
     counting = python(BANK_WRITER, shutil.copytree(template, tmp_path / "count"), 0)

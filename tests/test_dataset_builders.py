@@ -13,7 +13,7 @@ from mv2v_jax.data.tfds.common import LayoutError, prepare
 from mv2v_jax.data.tfds.long_edit_pairs import LongEditPairs, LongEditPairsConfig
 from mv2v_jax.data.tfds.multicam_video import MulticamVideo, MulticamVideoConfig
 from mv2v_jax.data.tfds.synthetic_multicam import SyntheticMulticam, SyntheticMulticamConfig, scene_seed
-from mv2v_jax.io.cameras import invert_pose
+from mv2v_jax.geometry import invert_pose
 from mv2v_jax.io.video import write_video
 
 SOURCE_SIZE = (40, 40)  # square, as MultiCamVideo's 1280x1280

@@ -97,7 +97,7 @@ def test_no_op_hooks_and_adapter_are_bit_identical():
         t,
         context,
         hooks={1: no_op_hook, 3: no_op_hook, 4: no_op_hook},
-        adapter=NoOpAdapter(CONFIG.num_layers),
+        adapters=(NoOpAdapter(CONFIG.num_layers), NoOpAdapter(CONFIG.num_layers)),
     )
     np.testing.assert_array_equal(hooked, plain)
 
@@ -105,8 +105,13 @@ def test_no_op_hooks_and_adapter_are_bit_identical():
 def test_adapter_and_hook_take_effect():
     model, seq, t, context = setup()
     plain = run(model, seq, t, context)
-    shifted = run(model, seq, t, context, adapter=ShiftAdapter(CONFIG.num_layers, CONFIG.dim))
+    shifted = run(model, seq, t, context, adapters=(ShiftAdapter(CONFIG.num_layers, CONFIG.dim),))
     assert np.abs(shifted - plain).max() > 1e-3
+    # Adapters compose: two that each add half the shift give what one adding all of it gives.
+    halves = [ShiftAdapter(CONFIG.num_layers, CONFIG.dim) for _ in range(2)]
+    for half in halves:
+        half.shift[...] = half.shift[...] / 2
+    np.testing.assert_allclose(run(model, seq, t, context, adapters=tuple(halves)), shifted, rtol=1e-5, atol=1e-5)
 
     calls = []
 

@@ -1,6 +1,7 @@
 """Fuzzing the parsers with hypothesis: whatever a camera file, a config or a bank manifest holds, and
 whatever arrays reach retrieval scoring, the only exceptions are the documented ones with a message
-naming the input, and whatever is accepted is valid (rotations are rotations, scores are finite).
+naming the input, and whatever is accepted is valid (rotations are rotations, scores are finite); and
+valid camera files of every format are accepted, as the poses they hold.
 
 Retrieval's contract, enforced here: non-finite cameras, intrinsics or embeddings and wrong shapes are
 a ValueError naming the input; otherwise every score is finite (FOV scores in [0, 1], cosine
@@ -14,22 +15,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mv2v_jax.config import dataclass_from_config
-from mv2v_jax.io.cameras import TRAJECTORY_FORMAT, CameraError, read_cameras
+from mv2v_jax.geometry import Intrinsics
+from mv2v_jax.io.cameras import TRAJECTORY_FORMAT, CameraError, read_cameras, write_cameras
 from mv2v_jax.memory.model import MemoryConfig
 from mv2v_jax.models.wan.attention import AttentionConfig
 from mv2v_jax.models.wan.dit import WanDiTConfig
 from mv2v_jax.pipelines.denoiser import SamplingConfig
 from mv2v_jax.retrieval.bank import BankError, MemoryBank, MemoryEntry
-from mv2v_jax.retrieval.fov import Intrinsics, fov_bitmask, fov_scores, num_words, retrieve_by_fov
+from mv2v_jax.retrieval.fov import fov_bitmask, fov_scores, num_words, retrieve_by_fov
 from mv2v_jax.retrieval.similarity import cosine_similarity, segment_embedding, select_segments
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 FUZZ_JIT = settings(FUZZ, max_examples=60)  # each new shape compiles: fewer, smaller examples
+VALID = settings(FUZZ, max_examples=100)  # valid inputs: the parse is checked, not hunted for a crash
 GRID = (9, 18)  # a coarse VideoFOV grid keeps the fuzzed bitmasks cheap
 
 numbers = st.one_of(
@@ -184,6 +187,118 @@ def test_recammaster_files_with_any_frame_numbers(frames, text):
         assert_valid_or_camera_error(path, {"camera": 1})
 
 
+# Valid files must be accepted, as the poses they hold: a reader that refused everything would pass the
+# properties above.
+
+
+@st.composite
+def valid_trajectories(draw) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV w2c `[F, 3, 4]` of random rotations (unit quaternions) and translations, as float64,
+    and its camera-to-world `[F, 4, 4]`."""
+    frames = draw(st.integers(1, 5))
+    quaternions = draw(
+        hnp.arrays(np.float64, (frames, 4), elements=st.floats(-1, 1)).filter(
+            lambda q: (np.linalg.norm(q, axis=1) > 0.1).all()
+        )
+    )
+    w, x, y, z = (quaternions / np.linalg.norm(quaternions, axis=1, keepdims=True)).T
+    rotations = np.stack(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    ).transpose(2, 0, 1)
+    translations = draw(hnp.arrays(np.float64, (frames, 3), elements=st.floats(-50, 50)))
+    w2c = np.concatenate([rotations, translations[..., None]], -1)
+    c2w = np.linalg.inv(np.concatenate([w2c, np.tile([[[0.0, 0, 0, 1]]], (frames, 1, 1))], 1))
+    return w2c, c2w
+
+
+def homogeneous(poses: np.ndarray) -> np.ndarray:
+    return np.concatenate([poses[:, :3], np.tile([[[0.0, 0, 0, 1]]], (len(poses), 1, 1))], 1)
+
+
+@VALID
+@given(
+    valid_trajectories(),
+    st.sampled_from(["w2c", "c2w"]),
+    st.sampled_from(["opencv", "opengl"]),
+    st.sampled_from([3, 4]),
+    st.booleans(),
+)
+def test_valid_plain_arrays_parse_to_their_poses(poses, convention, axes, rows, as_npy):
+    w2c, c2w = poses
+    flip = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL camera axes: y up, z backward
+    stored = {
+        ("w2c", "opencv"): homogeneous(w2c),
+        ("c2w", "opencv"): c2w,
+        ("w2c", "opengl"): flip @ homogeneous(w2c),
+        ("c2w", "opengl"): c2w @ flip,
+    }[convention, axes][:, :rows]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / ("cameras.npy" if as_npy else "cameras.json")
+        if as_npy:
+            np.save(path, stored)
+        else:
+            path.write_text(json.dumps(stored.tolist()))
+        trajectory = read_cameras(path, convention=convention, axes=axes, num_frames=len(w2c))
+    np.testing.assert_allclose(trajectory.w2c, w2c, atol=1e-9 * (1 + np.abs(w2c).max()))
+
+
+@VALID
+@given(
+    valid_trajectories(),
+    st.none() | st.tuples(st.floats(1, 5000), st.floats(1, 5000), st.floats(-500, 500), st.floats(-500, 500)),
+    st.none() | st.text(max_size=10),
+)
+def test_valid_trajectory_files_parse_to_their_poses(poses, focal_centre, selection):
+    w2c, _ = poses
+    K = None
+    if focal_centre is not None:
+        fx, fy, cx, cy = focal_centre
+        K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]
+    document = dict(format=TRAJECTORY_FORMAT, version=1, convention="w2c", axes="opencv", w2c=w2c.tolist(), K=K)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "trajectory.json"
+        path.write_text(json.dumps(document | {"selection": selection}))
+        trajectory = read_cameras(path)
+        np.testing.assert_array_equal(trajectory.w2c, w2c)  # JSON floats round-trip exactly
+        assert trajectory.selection == selection and trajectory.source == str(path)
+        if K is None:
+            assert trajectory.K is None
+        else:
+            np.testing.assert_array_equal(trajectory.K, K)
+        copy = Path(folder) / "copy.json"
+        write_cameras(copy, trajectory)
+        np.testing.assert_array_equal(read_cameras(copy).w2c, w2c)
+
+
+@VALID
+@given(valid_trajectories(), st.integers(1, 10), st.integers(1, 3))
+def test_valid_recammaster_files_give_recammasters_relative_poses(poses, camera, other_cameras):
+    """ReCamMaster's own steps on the file (transpose, columns [1, 2, 0, 3], negate column 1, /100) and
+    `w2c_ref @ c2w_i` give the same relative poses as ours: what its camera encoder sees."""
+    _, c2w = poses
+    c2w = c2w.copy()
+    c2w[:, :3, 3] *= 100  # centimetres
+    # Unreal's row-vector layout: rows 0-2 are the camera's axes, row 3 its position.
+    text = lambda matrix: " ".join("[" + " ".join(f"{v:.12g}" for v in row) + "]" for row in matrix.T) + " "
+    names = {camera, *(1 + (camera + i) % 10 for i in range(1, other_cameras))}
+    document = {f"frame{f}": {f"cam{c:02d}": text(c2w[f]) for c in names} for f in range(len(c2w))}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "camera_extrinsics.json"
+        path.write_text(json.dumps(document))
+        trajectory = read_cameras(path, camera=camera, num_frames=len(c2w))
+    assert trajectory.selection == f"cam{camera:02d}"
+    theirs = np.array(c2w)[:, :, [1, 2, 0, 3]]
+    theirs[:, :3, 1] *= -1
+    theirs[:, :3, 3] /= 100
+    want = np.linalg.inv(theirs[0]) @ theirs
+    ours = homogeneous(trajectory.w2c)[0] @ np.linalg.inv(homogeneous(trajectory.w2c))
+    np.testing.assert_allclose(ours, want, atol=1e-8 * (1 + np.abs(want).max()))
+
+
 def test_deeply_nested_and_non_utf8_json_are_camera_errors(tmp_path):
     path = tmp_path / "cameras.json"
     for content, message in ((b"[" * 100_000, "nested too deeply"), (b"\xff\xfe[1]", "not a text file")):
@@ -275,7 +390,7 @@ def bank_template(tmp_path_factory):
     """A session with two entries; its manifest is what the fuzzer damages."""
     path = tmp_path_factory.mktemp("bank") / "template"
     rng = np.random.default_rng(0)
-    with MemoryBank.create(path, "nvs", "hash") as bank:
+    with MemoryBank.create(path, "nvs", "hash", key="cameras") as bank:
         for turn in range(2):
             latents = rng.standard_normal((2, 3, 4, 8)).astype(np.float32)
             cameras = np.tile(np.eye(3, 4), (2, 1, 1))
@@ -360,7 +475,7 @@ def small_arrays(shape, elements=finite_or_not):
 
 intrinsics = st.builds(
     Intrinsics, *(st.floats(-5, 60) | st.sampled_from([np.nan, np.inf]) for _ in range(6))
-) | st.just(Intrinsics.from_hfov(60, 48, 32))
+) | st.just(Intrinsics.from_hfov(60, 32, 48))
 
 
 @FUZZ_JIT
@@ -381,26 +496,39 @@ def test_fov_retrieval_refuses_bad_cameras_or_scores_finitely(target, memory, in
     assert len(scores.score) == len(memory) and all(0 <= row < len(memory) for row in selection.rows())
 
 
+@st.composite
+def packed_words(draw) -> tuple[np.ndarray, np.ndarray]:
+    """(target, memory) uint32 arrays, mostly of the grid's word count and the right ranks."""
+    words = num_words(GRID)
+    n = draw(st.sampled_from([words, words, words, 1, words + 1]))
+    target = draw(hnp.arrays(np.uint32, st.sampled_from([(n,), (n,), (1, n), ()])))
+    m = draw(st.sampled_from([n, n, n, n + 1]))
+    memory = draw(hnp.arrays(np.uint32, st.sampled_from([(3, m), (1, m), (0, m), (m,), (1, 2, m)])))
+    return target, memory
+
+
 @FUZZ_JIT
-@given(
-    hnp.arrays(np.uint32, hnp.array_shapes(min_dims=1, max_dims=2, max_side=4)),
-    hnp.arrays(np.uint32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=4)),
-)
-def test_fov_scores_of_any_words_are_finite_fractions(target, memory):
+@given(packed_words())
+def test_fov_scores_of_any_words_are_finite_fractions(words):
+    target, memory = words
+    well_formed = target.shape == (num_words(GRID),) and memory.ndim == 2 and memory.shape[1:] == target.shape
     try:
-        scores = fov_scores(target, memory)
+        scores = fov_scores(target, memory, GRID)
     except ValueError as error:
-        assert "VideoFOV" in str(error)
+        assert "VideoFOV" in str(error) and not well_formed, str(error)
         return
+    assert well_formed, (target.shape, memory.shape)
+    event("well-formed words scored")
     for values in scores:
+        assert values.shape == memory.shape[:1]
         assert np.isfinite(values).all() and (np.asarray(values) >= 0).all() and (np.asarray(values) <= 1).all()
 
 
 def test_fov_bitmask_of_good_cameras_has_the_grid_size():
     cameras = np.tile(np.eye(3, 4, dtype=np.float32), (2, 1, 1))
-    assert fov_bitmask(cameras, Intrinsics.from_hfov(60, 48, 32), grid=GRID).shape == (num_words(GRID),)
+    assert fov_bitmask(cameras, Intrinsics.from_hfov(60, 32, 48), grid=GRID).shape == (num_words(GRID),)
     with pytest.raises(ValueError, match=r"cameras contain NaN or inf"):
-        fov_bitmask(np.full((2, 3, 4), np.nan, np.float32), Intrinsics.from_hfov(60, 48, 32), grid=GRID)
+        fov_bitmask(np.full((2, 3, 4), np.nan, np.float32), Intrinsics.from_hfov(60, 32, 48), grid=GRID)
 
 
 @FUZZ_JIT

@@ -9,12 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 from conftest import relative_error
+from diffsynth_layout import diffsynth_state_dict
 from flax import nnx
 from torch_reference import TINY_DIT_CONFIGS, randomize, tiny_wan_dit, to_channels_last
 
 from convert_weights import lucy_edit, recammaster, wan_dit
+from mv2v_jax.geometry import relative_poses
 from mv2v_jax.memory.builders import MemoryBatch, lucy_edit_streams, recammaster_streams
-from mv2v_jax.memory.camera import relative_poses
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.models.wan.attention import AttentionConfig
@@ -78,7 +79,7 @@ def test_without_memory_reproduces_the_base_models_bit_for_bit(rng):
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(plain))
     # LucyEdit: the channel-concatenated stream is the base model's whole input.
     lucy = random_head(
-        MemoryDiT(MemoryConfig(dit=WanDiTConfig(**{**DIT.__dict__, "in_channels": 8}), camera=False), rngs=nnx.Rngs(1))
+        MemoryDiT(MemoryConfig(dit=WanDiTConfig(**{**DIT.__dict__, "in_channels": 8}), adapters=()), rngs=nnx.Rngs(1))
     )
     ours = jitted(lucy)(lucy_edit_streams(noisy, source), t, context)
     plain = jitted_dit(lucy)([Stream(jnp.concatenate([noisy, source], -1))], t, context)
@@ -190,9 +191,10 @@ def test_recammaster_checkpoint_converts_and_matches(tmp_path, rng):
         )[0]
     want = to_channels_last(full[:, :, :t])  # ReCamMaster keeps the target frames
 
-    # The released checkpoint's form: DiffSynth's native names plus the camera layers, as a torch .ckpt.
-    state = {wan_dit.diffusers_to_native(k): v.contiguous() for k, v in torch_model.state_dict().items()}
-    assert "blocks.0.cam_encoder.weight" in state and "blocks.1.self_attn.q.weight" in state
+    # The released checkpoint's form: DiffSynth's names plus the camera layers, as a torch .ckpt, written
+    # from the layout itself (not from the converter's name mapping); every parameter once.
+    state = diffsynth_state_dict(torch_model)
+    assert len(state) == len(list(torch_model.parameters()))
     torch.save(state, tmp_path / "step20000.ckpt")
     assert recammaster.main([str(tmp_path / "step20000.ckpt"), str(tmp_path / "jax"), "--head-dim", "24"]) == 0
     model = load_memory_dit(tmp_path / "jax", **RUNTIME)
@@ -208,7 +210,7 @@ def test_recammaster_checkpoint_converts_and_matches(tmp_path, rng):
     coarse = np.asarray(model.tokenizers.embedders["1x4x4"].kernel[...])
     np.testing.assert_allclose(coarse, np.tile(base, (1, 2, 2, 1, 1)) / 4, rtol=1e-6)
     meta = json.loads((tmp_path / "jax" / "config.json").read_text())
-    assert meta["model"] == "MemoryDiT" and meta["memory"]["camera"] is True
+    assert meta["model"] == "MemoryDiT" and meta["memory"]["adapters"] == ["camera"]
 
 
 def test_lucy_edit_folder_converts_with_the_dit_converter(tmp_path, rng):
@@ -241,7 +243,7 @@ def test_lucy_edit_folder_converts_with_the_dit_converter(tmp_path, rng):
 
     assert lucy_edit.main([str(tmp_path / "transformer"), str(tmp_path / "memory")]) == 0
     model = load_memory_dit(tmp_path / "memory", **RUNTIME)
-    assert model.camera is None
+    assert model.config.adapters == () and not hasattr(model, "camera")
     streams = lucy_edit_streams(
         jnp.asarray(noisy.transpose(0, 2, 3, 4, 1)), jnp.asarray(condition.transpose(0, 2, 3, 4, 1))
     )

@@ -27,8 +27,9 @@ TINY = dict(dim=32, ffn_dim=64, num_heads=2, num_layers=3, text_dim=16, freq_dim
 def assets(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sample")
     c = build_codec(load_config("tiny_nvs.py").sample.codec).channels  # the experiment's latents
-    for name, camera, channels in (("nvs", True, c), ("long_edit", False, 2 * c)):  # long edit: + the source
-        config = MemoryConfig.from_config(dict(dit=TINY | dict(in_channels=channels, out_channels=c), camera=camera))
+    for name, adapters, channels in (("nvs", ("camera",), c), ("long_edit", (), 2 * c)):  # long edit: + the source
+        dit = TINY | dict(in_channels=channels, out_channels=c)
+        config = MemoryConfig.from_config(dict(dit=dit, adapters=adapters))
         model = MemoryDiT(config, rngs=nnx.Rngs(0))
         export_weights(nnx.state(model), config, tmp / f"{name}_weights", {})
     scene = generate_scene(3, PRESETS["tiny"])  # 9 frames of 32 x 48
@@ -91,7 +92,8 @@ def test_long_edit_session(assets, tmp_path):
     made = records(session)
     assert [r["segment"] for r in made] == [0, 1, 2] and [r["start_frame"] for r in made] == [0, 9, 18]
     assert made[0]["retrieved"] == []
-    assert made[2]["retrieved"][0]["segment"] == 2 and {p["segment"] for p in made[2]["retrieved"]} == {1, 2}
+    # 0-based like the record's own: segment 2 remembers segment 1 (the previous one, first) and segment 0.
+    assert made[2]["retrieved"][0]["segment"] == 1 and {p["segment"] for p in made[2]["retrieved"]} == {0, 1}
     edited = read_video(session / "edited.mp4", 25, None)  # 27 frames in all
     assert edited.source_frames == 27
     again = sample(assets, "--session", str(session), "--video", str(assets / "long.mp4"), task="long_edit")

@@ -61,6 +61,35 @@ def test_euler_matches_diffusers(shift):
     assert np.abs(run_ours(sampler, x0) - want).max() <= 1e-5
 
 
+class DiffSynthFlowMatch:
+    """DiffSynth-Studio's `FlowMatchScheduler(shift, sigma_min=0, extra_one_step=True)` as ReCamMaster
+    samples with it, written out from its formula in torch float32: the reference for `grid="diffsynth"`."""
+
+    def __init__(self, steps: int, shift: float):
+        sigmas = torch.linspace(1.0, 0.0, steps + 1)[:-1]
+        self.sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+        self.timesteps = self.sigmas * 1000
+
+    def step(self, model_output, timestep, sample, return_dict=False):
+        i = int(torch.argmin((self.timesteps - timestep).abs()))
+        sigma_next = 0.0 if i + 1 == len(self.timesteps) else self.sigmas[i + 1]
+        return (sample + model_output * (sigma_next - self.sigmas[i]),)
+
+
+@pytest.mark.parametrize("steps", [5, 50])
+def test_euler_on_recammasters_diffsynth_grid(steps):
+    reference = DiffSynthFlowMatch(steps, 5.0)
+    x0 = np.random.default_rng(steps).standard_normal((2, 3, 4, 5, 6)).astype(np.float32)
+    want, timesteps = run_diffusers(reference, x0)
+    sampler = make_sampler("euler", steps, 5.0, grid="diffsynth")
+    np.testing.assert_allclose(sampler.timesteps, timesteps, rtol=1e-6)  # float timesteps, not rounded
+    assert sampler.timesteps[0] == 1000.0 and sampler.sigmas[-1] == 0.0
+    assert not np.allclose(sampler.sigmas, EulerSampler(steps, 5.0).sigmas)  # not diffusers' grid
+    assert np.abs(run_ours(sampler, x0) - want).max() <= 1e-5
+    with pytest.raises(ValueError, match="diffusers grid"):
+        make_sampler("unipc", steps, 5.0, grid="diffsynth")
+
+
 def test_few_steps_and_higher_order_unipc():
     from diffusers import UniPCMultistepScheduler
 

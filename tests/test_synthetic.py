@@ -16,13 +16,13 @@ from mv2v_jax.data.synthetic import (
     camera_trajectory,
     direction,
     generate_scene,
-    intrinsics_from_hfov,
     look_w2c,
     render,
     sample_world,
     write_preview,
 )
-from mv2v_jax.io.cameras import check_extrinsics, invert_pose
+from mv2v_jax.geometry import Intrinsics, invert_pose
+from mv2v_jax.io.cameras import check_extrinsics
 
 TINY = PRESETS["tiny"]
 
@@ -186,7 +186,7 @@ def test_object_depth_and_colour_on_the_optical_axis():
     centres = sphere.centres(times)
     positions = np.array([[0.2, -0.3, 1.5]] * 5)
     w2c = look_w2c(positions, centres - positions)
-    K = intrinsics_from_hfov(60, 31, 31)  # odd size: the middle pixel's ray is the optical axis
+    K = Intrinsics.from_hfov(60, 31, 31).matrix()  # odd size: the middle pixel's ray is the optical axis
     rgb, depth = render(world, w2c, K, (31, 31), times)
     np.testing.assert_allclose(depth[:, 15, 15], np.linalg.norm(centres - positions, axis=-1) - 0.4, rtol=1e-5)
     hue = rgb[:, 15, 15] / np.maximum(rgb[:, 15, 15].max(-1, keepdims=True), 1)
@@ -206,7 +206,7 @@ def test_depth_and_colour_consistent_across_views(small_scene):
     eyes = invert_pose(scene["w2c"][0, frame])[:, 3] + rng.uniform(-0.3, 0.3, size=(len(picks), 3))
     w2c = look_w2c(eyes, targets - eyes)
     times = np.full(len(picks), scene["times"][frame])
-    rgb, depth = render(scene, w2c[:, None], intrinsics_from_hfov(1.0, 1, 1), (1, 1), times[:1])
+    rgb, depth = render(scene, w2c[:, None], Intrinsics.from_hfov(1.0, 1, 1).matrix(), (1, 1), times[:1])
     distance = np.linalg.norm(targets - eyes, axis=-1)
     unoccluded = np.abs(depth[:, 0, 0, 0] - distance) < 1e-3 * distance
     assert unoccluded.mean() > 0.8

@@ -1,4 +1,5 @@
-"""Training: the loss falls, sharded and single-device steps agree, and a killed run resumes exactly."""
+"""Training, both tasks: the loss falls, sharded and single-device steps agree, and a killed run resumes
+exactly."""
 
 import json
 import os
@@ -12,12 +13,13 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from train_fixtures import latent_scene, micro_config
+from train_fixtures import latent_scene, long_edit_pair, micro_config
 
 from mv2v_jax.data.loader import to_train_batch, training_dataset
 from mv2v_jax.data.memory_sampling import MemorySampling
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, use_mesh
+from mv2v_jax.tasks import get_task
 from mv2v_jax.train.loop import export_checkpoint, train
 from mv2v_jax.train.step import StepVariant, loss_fn
 
@@ -32,9 +34,13 @@ def losses(workdir: Path) -> dict[int, float]:
     return out
 
 
-def test_loss_falls_and_the_weights_export(tmp_path):
-    records = [latent_scene(i) for i in range(6)]
-    train(micro_config(), tmp_path, records, validation_records=[latent_scene(100)])
+RECORDS = {"nvs": latent_scene, "long_edit": long_edit_pair}
+
+
+@pytest.mark.parametrize("task", ["nvs", "long_edit"])
+def test_loss_falls_and_the_weights_export(tmp_path, task):
+    records = [RECORDS[task](i) for i in range(6)]
+    train(micro_config(task), tmp_path, records, validation_records=[RECORDS[task](100)])
     curve = losses(tmp_path)
     assert len(curve) == 60
     first, last = np.mean([curve[s] for s in range(1, 11)]), np.mean([curve[s] for s in range(51, 61)])
@@ -43,7 +49,7 @@ def test_loss_falls_and_the_weights_export(tmp_path):
     assert model.config.dit.num_layers == 3
     # Exporting the last checkpoint again gives the same weights.
     kernel = np.asarray(model.dit.blocks.ffn.fc1.kernel[...])
-    export_checkpoint(micro_config(), tmp_path)
+    export_checkpoint(micro_config(task), tmp_path)
     np.testing.assert_array_equal(
         np.asarray(load_memory_dit(tmp_path / "weights").dit.blocks.ffn.fc1.kernel[...]), kernel
     )
@@ -56,13 +62,13 @@ def test_loss_falls_and_the_weights_export(tmp_path):
     assert len(val) == 3 and all(np.isfinite(val))
 
 
-def test_sharded_and_single_device_losses_agree():
-    config = micro_config()
+@pytest.mark.parametrize("task", ["nvs", "long_edit"])
+def test_sharded_and_single_device_losses_agree(task):
+    config = micro_config(task)
     model = MemoryDiT(MemoryConfig.from_config(config["model"]), rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
-    data = training_dataset(
-        [latent_scene(i) for i in range(4)], "nvs", MemorySampling(**config["memory_sampling"]), 8, seed=0
-    )
+    records = [RECORDS[task](i) for i in range(4)]
+    data = training_dataset(records, get_task(task).example, MemorySampling(**config["memory_sampling"]), 8, seed=0)
     batch = next(iter(data))
     variant = StepVariant(model.config.tokenizers, 0.5)
     results = {}

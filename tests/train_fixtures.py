@@ -40,7 +40,28 @@ def latent_scene(seed: int, views: int = 4, frames: int = 3, size: int = 8, chan
     }
 
 
-def micro_config(**overrides) -> dict:
+def long_edit_pair(seed: int, segments: int = 4, frames: int = 3, size: int = 8, channels: int = 4, text: int = 16):
+    """A pair record as `data.memory_sampling.long_edit_example` reads it: smooth random source latents
+    per segment, an edit that adds a per-pair colour offset (so memory of earlier segments tells it), and
+    per-segment embeddings."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.linspace(0, 2, size), np.linspace(0, 2, size), indexing="ij")
+    source = np.zeros((segments, frames, size, size, channels), np.float32)
+    for s in range(segments):
+        for f in range(frames):
+            for c in range(channels):
+                source[s, f, :, :, c] = np.sin(xx * (c + 1) + 0.4 * s + 0.1 * f) * np.cos(yy - 0.2 * c)
+    offset = rng.uniform(-1, 1, channels).astype(np.float32)
+    return {
+        "source_latents": source,
+        "edited_latents": 0.5 * source + offset,
+        "embeddings": rng.standard_normal((segments, 8)).astype(np.float32),
+        "context": rng.standard_normal((5, text)).astype(np.float32),
+        "pair": f"pair{seed}",
+    }
+
+
+def micro_config(task: str = "nvs", **overrides) -> dict:
     config = dict(
         seed=0,
         model=dict(
@@ -49,13 +70,13 @@ def micro_config(**overrides) -> dict:
                 ffn_dim=64,
                 num_heads=2,
                 num_layers=3,
-                in_channels=4,
+                in_channels=4 if task == "nvs" else 8,  # long edit: noisy + condition
                 out_channels=4,
                 text_dim=16,
                 freq_dim=16,
                 attention=dict(impl="chunked", block_q=64, block_kv=128),
             ),
-            camera=True,
+            adapters=("camera",) if task == "nvs" else (),
             tokenizers=dict(ranked=((1, 4, 4),) * 2, rest=(1, 8, 8)),
             merge=dict(blocks=(10, 20), fraction=0.5, keep_ratio=0.5),
         ),
@@ -71,7 +92,7 @@ def micro_config(**overrides) -> dict:
             fov_radius=1.0,
         ),
         step=dict(
-            task="nvs",
+            task=task,
             shift=3.0,
             timestep_sampling="uniform",
             loss_weighting="none",

@@ -1,15 +1,17 @@
-"""Encode a multi-camera dataset once into latents and text embeddings, so training runs neither the
-VAE nor the text encoder.
+"""Encode a training dataset once into latents and text embeddings, so training runs neither the VAE,
+the text encoder nor DINOv2.
 
     python -m mv2v_jax.data.encode_latents --config configs/tiny_nvs.py
 
-Reads the config's `data` section: the source dataset (`synthetic_multicam` is generated here if it
-is not built yet; `multicam_video` must have been built from its manual folder), the codec and text
-encoder of the `sample` section, and writes the `latent_scenes` TFDS dataset (array_record) that
-train.py reads. Like every TFDS build it is written to a temporary folder and renamed when
-complete, so a killed run leaves no partial dataset; running again starts over.
+Reads the config's `data` section: the source dataset, and the codec, text encoder and (long video
+editing) DINOv2 embedder of the `sample` section, and writes the latent TFDS dataset (array_record)
+that train.py reads. Synthetic sources (`synthetic_multicam`, `synthetic_long_edit`) are generated here
+if they are not built yet; `multicam_video` and `long_edit_pairs` are built from their manual folder
+(`data.source.manual_dir`) if they are not built yet. Like every TFDS build it is written to a
+temporary folder and renamed when complete, so a killed run leaves no partial dataset; running again
+starts over.
 
-Record (V views, T = 1 + (F - 1) / 4 latent frames):
+Novel view synthesis: multi-camera scenes -> `latent_scenes` (V views, T = 1 + (F - 1) / 4 latent frames):
 
     scene       bytes
     latents     [V, T, h, w, C]  float16  the codec's latents of each view
@@ -17,6 +19,16 @@ Record (V views, T = 1 + (F - 1) / 4 latent frames):
     K           [3, 3]           float32  intrinsics of the frames the cameras belong to
     image_size  [2]              int32    (H, W) of those frames
     context     [L, D]           float16  the scene prompt's text embedding (zeros without a text encoder)
+
+Long video editing: long source/edited pairs cut into S segments -> `latent_pairs`:
+
+    pair            bytes
+    prompt          bytes
+    source_latents  [S, T, h, w, C]  float16  the codec's latents of each source segment
+    edited_latents  [S, T, h, w, C]  float16  ... and of each edited segment
+    embeddings      [S, E]           float32  each source segment's DINOv2 embedding, mean-pooled over its
+                                              frames as inference retrieves by it (retrieval.similarity)
+    context         [L, D]           float16  the edit prompt's text embedding
 """
 
 from __future__ import annotations
@@ -34,9 +46,12 @@ from ml_collections import config_flags
 
 from mv2v_jax.config import parse_flags
 from mv2v_jax.models.codec import TEMPORAL
-from mv2v_jax.pipelines.build import build_codec, build_text
+from mv2v_jax.pipelines.build import build_codec, build_embedder, build_text
+from mv2v_jax.retrieval.similarity import segment_embedding
 
-SOURCES = ("synthetic_multicam", "multicam_video")
+SCENE_SOURCES = ("synthetic_multicam", "multicam_video")
+PAIR_SOURCES = ("synthetic_long_edit", "long_edit_pairs")
+SOURCES = SCENE_SOURCES + PAIR_SOURCES
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)
@@ -49,8 +64,16 @@ class LatentScenesConfig(tfds.core.BuilderConfig):
     text_dim: int = 16
 
 
+@dataclasses.dataclass(eq=False, kw_only=True)
+class LatentPairsConfig(LatentScenesConfig):
+    """`LatentScenesConfig` plus the DINOv2 embedder that indexes source segments (`sample.embedder`)."""
+
+    embedder: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
 def open_source(source: Mapping[str, Any]):
-    """The source dataset's builder (synthetic scenes are generated on first use)."""
+    """The source dataset's builder (synthetic ones are generated on first use, manual ones built from
+    `manual_dir` on first use)."""
     from mv2v_jax.data.tfds.common import prepare
 
     name = source["builder"]
@@ -67,17 +90,43 @@ def open_source(source: Mapping[str, Any]):
             base_seed=source["base_seed"],
         )
         return prepare(SyntheticMulticam, config, source["data_dir"])
-    if name == "multicam_video":
-        from mv2v_jax.data.tfds.multicam_video import MulticamVideo
+    if name == "synthetic_long_edit":
+        from mv2v_jax.data.synthetic import LONG_PRESETS, LongVideoConfig
+        from mv2v_jax.data.tfds.synthetic_long_edit import SyntheticLongEdit, SyntheticLongEditConfig
 
-        builder = MulticamVideo(config=source["name"], data_dir=source["data_dir"])
-        if not builder.is_prepared():
-            raise FileNotFoundError(
-                f"multicam_video/{source['name']} is not built in {source['data_dir']}: build it "
-                "from its manual folder first (mv2v_jax.data.tfds.multicam_video)"
-            )
-        return builder
+        config = SyntheticLongEditConfig(
+            name=source["name"],
+            video=LongVideoConfig.from_config(source["video"]) if "video" in source else LONG_PRESETS[source["preset"]],
+            num_train=source["num_train"],
+            num_validation=source["num_validation"],
+            base_seed=source["base_seed"],
+        )
+        return prepare(SyntheticLongEdit, config, source["data_dir"])
+    if name in ("multicam_video", "long_edit_pairs"):
+        return _manual_source(source)
     raise ValueError(f"unknown source dataset {name!r}; choose one of {SOURCES}")
+
+
+def _manual_source(source: Mapping[str, Any]):
+    """A dataset built from a manual folder: reused if built, else built from `source.manual_dir`."""
+    from mv2v_jax.data.tfds.common import prepare
+
+    if source["builder"] == "multicam_video":
+        from mv2v_jax.data.tfds.multicam_video import MulticamVideo as builder_class
+    else:
+        from mv2v_jax.data.tfds.long_edit_pairs import LongEditPairs as builder_class
+
+    builder = builder_class(config=source["name"], data_dir=source["data_dir"])
+    if builder.is_prepared():
+        return builder
+    manual = source.get("manual_dir")
+    if not manual or not Path(manual).is_dir():
+        raise FileNotFoundError(
+            f"{source['builder']}/{source['name']} is not built in {source['data_dir']} and its manual folder "
+            f"{manual!r} does not exist: download the dataset there (see mv2v_jax.data.tfds.{source['builder']}) "
+            "or set data.source.manual_dir"
+        )
+    return prepare(builder_class, source["name"], source["data_dir"], manual)
 
 
 class LatentScenes(tfds.core.GeneratorBasedBuilder):
@@ -119,7 +168,7 @@ class LatentScenes(tfds.core.GeneratorBasedBuilder):
             video, w2c = np.asarray(record["video"]), np.asarray(record["w2c"])
             prompts = record["prompts"]
             prompt = prompts[0].decode() if len(prompts) else ""
-            scene = record["scene"].decode() if isinstance(record["scene"], bytes) else str(record["scene"])
+            scene = _text(record["scene"])
             yield (
                 scene,
                 {
@@ -133,30 +182,94 @@ class LatentScenes(tfds.core.GeneratorBasedBuilder):
             )
 
 
-def latent_config(config: Mapping[str, Any]) -> LatentScenesConfig:
-    """The `latent_scenes` builder config of an experiment config (`data`, `sample`, `model` sections)."""
-    data, sample = config["data"], config["sample"]
-    return LatentScenesConfig(
-        name=data["latents_name"],
-        source=data["source"].to_dict(),
-        codec=sample["codec"].to_dict(),
-        text=sample["text"].to_dict(),
-        text_dim=config["model"]["dit"]["text_dim"],
-    )
+class LatentPairs(tfds.core.GeneratorBasedBuilder):
+    """A long-edit pair dataset through a latent codec, with DINOv2 segment embeddings (module docstring)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "First version."}
+    BUILDER_CONFIGS: ClassVar[list[tfds.core.BuilderConfig]] = []
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        latents = tfds.features.Tensor(shape=(None,) * 5, dtype=np.float16, encoding="bytes")
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=__doc__,
+            features=tfds.features.FeaturesDict(
+                {
+                    "pair": tfds.features.Text(),
+                    "prompt": tfds.features.Text(),
+                    "source_latents": latents,
+                    "edited_latents": latents,
+                    "embeddings": tfds.features.Tensor(shape=(None, None), dtype=np.float32, encoding="bytes"),
+                    "context": tfds.features.Tensor(shape=(None, None), dtype=np.float16, encoding="bytes"),
+                }
+            ),
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        sources = open_source(self.builder_config.source).as_data_source()
+        return {split: self._generate_examples(sources[split]) for split in sources}
+
+    def _generate_examples(self, records):
+        config = self.builder_config
+        codec = build_codec(config.codec)
+        text = build_text(config.text, config.text_dim)
+        embed_frames = build_embedder(config.embedder)
+        for record in records:
+            source, edited = np.asarray(record["source"]), np.asarray(record["edited"])
+            pair, prompt = _text(record["pair"]), _text(record["prompt"])
+
+            def encode(segments: np.ndarray) -> np.ndarray:
+                return np.stack([np.asarray(codec.encode(s)) for s in segments]).astype(np.float16)
+
+            yield (
+                pair,
+                {
+                    "pair": pair,
+                    "prompt": prompt,
+                    "source_latents": encode(source),
+                    "edited_latents": encode(edited),
+                    "embeddings": np.stack([segment_embedding(s, embed_frames) for s in source]),
+                    "context": np.asarray(text(prompt))[0].astype(np.float16),
+                },
+            )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _plain(value: Any) -> Any:
+    return value.to_dict() if hasattr(value, "to_dict") else dict(value)
 
 
 def open_latents(config: Mapping[str, Any], build: bool = False) -> tfds.core.GeneratorBasedBuilder:
-    """The experiment's latent dataset; `build` makes it if missing, else a missing one is an error
-    that says how to make it."""
+    """The experiment's latent dataset (`latent_scenes` for multi-camera sources, `latent_pairs` for
+    long-edit pairs); `build` makes it if missing, else a missing one is an error that says how to make it."""
     from mv2v_jax.data.tfds.common import FILE_FORMAT
 
-    builder = LatentScenes(
-        config=latent_config(config), data_dir=config["data"]["latents_dir"], file_format=FILE_FORMAT
+    data, sample = config["data"], config["sample"]
+    kind = data["source"]["builder"]
+    if kind not in SOURCES:
+        raise ValueError(f"unknown source dataset {kind!r}; choose one of {SOURCES}")
+    fields = dict(
+        name=data["latents_name"],
+        source=_plain(data["source"]),
+        codec=_plain(sample["codec"]),
+        text=_plain(sample["text"]),
+        text_dim=config["model"]["dit"]["text_dim"],
     )
+    if kind in PAIR_SOURCES:
+        if "embedder" not in sample:
+            raise ValueError("long-edit latents need sample.embedder (the DINOv2 that indexes source segments)")
+        builder_class, builder_config = LatentPairs, LatentPairsConfig(**fields, embedder=_plain(sample["embedder"]))
+    else:
+        builder_class, builder_config = LatentScenes, LatentScenesConfig(**fields)
+    builder = builder_class(config=builder_config, data_dir=data["latents_dir"], file_format=FILE_FORMAT)
     if not builder.is_prepared():
         if not build:
             raise FileNotFoundError(
-                f"no latent dataset {builder.builder_config.name!r} in {config['data']['latents_dir']}: run "
+                f"no latent dataset {builder.builder_config.name!r} in {data['latents_dir']}: run "
                 "`python -m mv2v_jax.data.encode_latents --config <this config>` first"
             )
         builder.download_and_prepare()

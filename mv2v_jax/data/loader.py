@@ -3,9 +3,9 @@
 The source is any random-access sequence of scene records (a TFDS array_record data source, or a list
 in tests). Each process reads its own slice of the records (`records[process_index::process_count]`),
 shuffles it with the config's seed and repeats it; every element is turned into a training example by
-`data.memory_sampling` with an RNG that grain derives from (seed, element index), so an example is the
-same whether or not the run was interrupted. The iterator's state (a few integers) is saved with
-every checkpoint.
+the task's example sampler (`Task.example`, data.memory_sampling) with an RNG that grain derives from
+(seed, element index), so an example is the same whether or not the run was interrupted. The
+iterator's state (a few integers) is saved with every checkpoint.
 """
 
 from __future__ import annotations
@@ -19,11 +19,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mv2v_jax.data.memory_sampling import MemorySampling, long_edit_example, nvs_example
-from mv2v_jax.memory.builders import MemoryBatch
-from mv2v_jax.train.step import TrainBatch
+from mv2v_jax.data.memory_sampling import MemorySampling
+from mv2v_jax.memory.builders import Conditions, MemoryBatch
 
-EXAMPLES: dict[str, Callable[..., dict[str, np.ndarray]]] = {"nvs": nvs_example, "long_edit": long_edit_example}
+Example = Callable[[Mapping[str, Any], np.random.Generator, MemorySampling], dict[str, np.ndarray]]
+# Example keys of the memory slots -> MemoryBatch fields; every key other than these and target / inputs /
+# context is a task extra (Conditions.extras).
+MEMORY_FIELDS = {
+    "memory_latents": "latents",
+    "memory_valid": "valid",
+    "memory_turns": "turns",
+    "memory_camera": "camera",
+}
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainBatch:
+    """Attributes:
+    target: `[B, T, H, W, C]` clean target latents.
+    context: `[B, L, text_dim]` text embeddings.
+    conditions: the user input, K memory slots and the task's extras (memory.builders.Conditions).
+    """
+
+    target: jax.Array
+    context: jax.Array
+    conditions: Conditions
 
 
 class _Decode(grain.transforms.Map):
@@ -35,23 +56,22 @@ class _Decode(grain.transforms.Map):
 
 @dataclasses.dataclass
 class _Sample(grain.transforms.RandomMap):
-    task: str
+    example: Example
     sampling: MemorySampling
 
     def random_map(self, record: Mapping[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return EXAMPLES[self.task](record, rng, self.sampling)
+        return self.example(record, rng, self.sampling)
 
 
 def training_dataset(
-    records: Sequence[Mapping[str, Any]], task: str, sampling: MemorySampling, batch_size: int, seed: int
+    records: Sequence[Mapping[str, Any]], example: Example, sampling: MemorySampling, batch_size: int, seed: int
 ) -> grain.IterDataset:
-    """Endless per-process batches of training examples (numpy dicts, batch-major)."""
-    if task not in EXAMPLES:
-        raise ValueError(f"unknown task {task!r}; choose one of {sorted(EXAMPLES)}")
+    """Endless per-process batches of training examples (numpy dicts, batch-major) drawn by `example`
+    (a task's example sampler)."""
     if len(records) == 0:
         raise ValueError("the training source has no records")
     dataset = grain.MapDataset.source(records)[jax.process_index() :: jax.process_count()]
-    dataset = dataset.seed(seed).shuffle().repeat().map(_Decode()).random_map(_Sample(task, sampling))
+    dataset = dataset.seed(seed).shuffle().repeat().map(_Decode()).random_map(_Sample(example, sampling))
     return dataset.batch(batch_size, drop_remainder=True).to_iter_dataset()
 
 
@@ -67,18 +87,10 @@ def to_train_batch(batch: Mapping[str, np.ndarray], sharding: Callable[[np.ndarr
         array = np.asarray(array, np.float32) if np.issubdtype(array.dtype, np.floating) else np.asarray(array)
         return jax.make_array_from_process_local_data(sharding(array), array) if sharding else jnp.asarray(array)
 
-    camera = batch.get("memory_camera")
-    memory = MemoryBatch(
-        latents=put(batch["memory_latents"]),
-        valid=put(batch["memory_valid"]),
-        turns=put(batch["memory_turns"]),
-        camera=None if camera is None else put(camera),
-    )
-    target_camera = batch.get("target_camera")
+    memory = MemoryBatch(**{field: put(batch[key]) for key, field in MEMORY_FIELDS.items() if key in batch})
+    extras = {k: put(v) for k, v in batch.items() if k not in {"target", "inputs", "context", *MEMORY_FIELDS}}
     return TrainBatch(
         target=put(batch["target"]),
-        inputs=put(batch["inputs"]),
         context=put(batch["context"]),
-        memory=memory,
-        target_camera=None if target_camera is None else put(target_camera),
+        conditions=Conditions(put(batch["inputs"]), memory, extras),
     )

@@ -6,9 +6,10 @@ condition video), and n ~ U{min..max} memory views, the n of the remaining views
 overlap the target's most by VideoFOV (retrieval.fov), in rank order, which is how inference retrieves
 them. Ground-truth renders stand in for past outputs (the memory noise of training makes up for their
 being perfect). Memory is made "chronological" by a random order of turns, since views of one scene
-have none. Cameras are relative to the target's first frame (memory.camera.relative_poses), for the
-target and every memory alike, the same reference as inference (ReCamMaster uses the condition
-camera in training and the target in inference; we use the target in both).
+have none. Camera inputs (geometry.relative_poses) are relative to the SOURCE view's first camera, for
+the target and every memory alike: ReCamMaster's training convention, and the frame inference uses
+(a session's world frame puts the source video's first camera at the identity). The target's
+camera input is the example's `camera` extra.
 
 Long video editing, from a long source/edited pair cut into segments: a random target segment s >= 1,
 its source segment as the input, and as memory the previous segment (always, slot 0) then the most
@@ -27,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from mv2v_jax.memory.camera import relative_poses
+from mv2v_jax.geometry import Intrinsics, relative_poses
 from mv2v_jax.memory.tokenizers import TokenizerConfig
-from mv2v_jax.retrieval.fov import Intrinsics, fov_bitmask, fov_bitmasks, fov_scores
+from mv2v_jax.retrieval.fov import fov_bitmask, fov_bitmasks, fov_scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,18 +92,18 @@ def nvs_example(scene: Mapping[str, Any], rng: np.random.Generator, sampling: Me
     chosen: list[int] = []
     if count:
         height, width = scene["image_size"]
-        intrinsics = Intrinsics.from_matrix(np.asarray(scene["K"]), width, height)
-        reference = w2c[target, 0]
-        target_bits = fov_bitmask(w2c[target], intrinsics, reference, radius=sampling.fov_radius)
-        memory_bits = fov_bitmasks(w2c[candidates], intrinsics, reference, radius=sampling.fov_radius)
+        intrinsics = Intrinsics.from_matrix(np.asarray(scene["K"]), height, width)
+        fov_centre = w2c[target, 0]  # VideoFOV's sphere sits at the target's first camera (paper)
+        target_bits = fov_bitmask(w2c[target], intrinsics, fov_centre, radius=sampling.fov_radius)
+        memory_bits = fov_bitmasks(w2c[candidates], intrinsics, fov_centre, radius=sampling.fov_radius)
         scores = np.asarray(fov_scores(target_bits, memory_bits).score)
         chosen = [candidates[i] for i in np.argsort(-scores, kind="stable")[:count]]
-    reference = w2c[target, 0]
+    reference = w2c[source, 0]
     example = {
         "target": latents[target],
         "inputs": latents[source],
         "context": np.asarray(scene["context"]),
-        "target_camera": relative_poses(w2c[target], reference),
+        "camera": relative_poses(w2c[target], reference),
     }
     turns = list(rng.permutation(len(chosen)))
     cameras = [relative_poses(w2c[v], reference) for v in chosen]

@@ -1,4 +1,4 @@
-"""Rectified flow as Wan trains and samples it (../shared/wan_spec.md §5).
+"""Rectified flow as Wan trains and samples it (docs/models.md, "Rectified flow and sampling").
 
 Noising `x_sigma = (1 - sigma) x0 + sigma eps`; the model predicts the velocity `eps - x0` at DiT
 timestep `sigma * 1000`; schedules are shifted by `sigma' = s sigma / (1 + (s - 1) sigma)`, which puts

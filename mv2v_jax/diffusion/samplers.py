@@ -1,7 +1,10 @@
 """Flow-matching samplers: Euler and UniPC multistep, step for step as diffusers runs them.
 
-- `EulerSampler` is diffusers' `FlowMatchEulerDiscreteScheduler` (shift as Wan / ReCamMaster use it):
-  `x <- x + (sigma_next - sigma) v`.
+- `EulerSampler` is `x <- x + (sigma_next - sigma) v` on one of two sigma grids:
+  `grid="diffusers"`, diffusers' `FlowMatchEulerDiscreteScheduler(shift=shift)`; `grid="diffsynth"`,
+  DiffSynth-Studio's `FlowMatchScheduler(shift, sigma_min=0, extra_one_step=True)` that ReCamMaster
+  samples with: `sigmas = shift(linspace(1, 0, steps + 1)[:-1])` in float32, then 0, and the DiT
+  receives float timesteps `sigma * 1000`.
 - `UniPCSampler` is diffusers' `UniPCMultistepScheduler(prediction_type="flow_prediction",
   use_flow_sigmas=True, solver_order=2, solver_type="bh2", predict_x0=True, lower_order_final=True)`,
   the Wan default. Its scalar coefficients are computed in float32 NumPy exactly as diffusers computes
@@ -12,7 +15,7 @@ where `v` is the model's velocity at `sampler.timesteps[i]`. The DiT receives `t
 UniPC's are integers (diffusers casts `sigma * 1000` to int64, as Wan's own sampler does).
 
 Shift per model (`flow_shift`): Wan2.1 T2V 5.0 (diffusers' 480p repos ship 3.0), Wan2.2 TI2V-5B and
-LucyEdit 5.0, ReCamMaster 5.0 with Euler.
+LucyEdit 5.0 (UniPC), ReCamMaster 5.0 with Euler on the DiffSynth grid.
 """
 
 from __future__ import annotations
@@ -29,19 +32,30 @@ from tqdm import tqdm
 from mv2v_jax.diffusion.flow import shift_sigmas
 
 SAMPLERS = ("euler", "unipc")
+GRIDS = ("diffusers", "diffsynth")
 
 
 @dataclasses.dataclass(frozen=True)
 class EulerSampler:
-    """diffusers `FlowMatchEulerDiscreteScheduler(shift=shift)` with `set_timesteps(steps)`."""
+    """Euler on diffusers' `FlowMatchEulerDiscreteScheduler(shift=shift).set_timesteps(steps)` grid, or
+    on DiffSynth's (ReCamMaster's) grid with `grid="diffsynth"`."""
 
     steps: int
     shift: float = 5.0
     num_train_timesteps: int = 1000
+    grid: str = "diffusers"
+
+    def __post_init__(self):
+        if self.grid not in GRIDS:
+            raise ValueError(f"unknown sigma grid {self.grid!r}; choose one of {GRIDS}")
 
     @property
     def sigmas(self) -> np.ndarray:
         """`[steps + 1]` float32, ending at 0."""
+        if self.grid == "diffsynth":
+            base = np.linspace(1, 0, self.steps + 1, dtype=np.float32)[:-1]
+            shift = np.float32(self.shift)
+            return np.append(shift * base / (1 + (shift - 1) * base), np.float32(0.0)).astype(np.float32)
         n = self.num_train_timesteps
         # The scheduler shifts its training grid once, then shifts the inference grid drawn between the
         # shifted extremes again; reproduced as is.
@@ -163,10 +177,13 @@ class UniPCSampler:
         return prediction, UniPCState(outputs=history, last_sample=x)
 
 
-def make_sampler(name: str, steps: int, shift: float) -> EulerSampler | UniPCSampler:
+def make_sampler(name: str, steps: int, shift: float, grid: str = "diffusers") -> EulerSampler | UniPCSampler:
+    """A sampler by name; `grid` picks Euler's sigma grid (UniPC runs on diffusers' flow grid only)."""
     if name == "euler":
-        return EulerSampler(steps, shift)
+        return EulerSampler(steps, shift, grid=grid)
     if name == "unipc":
+        if grid != "diffusers":
+            raise ValueError(f"the unipc sampler runs on the diffusers grid, not {grid!r}; use euler for {grid!r}")
         return UniPCSampler(steps, shift)
     raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLERS}")
 

@@ -3,7 +3,8 @@
     python -m mv2v_jax.eval.consistency --config configs/tiny_nvs.py --scenes 8 --out outputs/consistency
 
 Per held-out scene (seeds disjoint from training's), the source video is camera 0 and five turns ask
-for other cameras of the scene, chosen greedily so that each new turn overlaps the turns before it
+for other cameras of the scene (their trajectories given in the session's frame, where the source's
+first camera is the identity), chosen greedily so that each new turn overlaps the turns before it
 (revisits). Three settings run the same model and sampler:
 - memory: one session; each turn retrieves earlier outputs by VideoFOV (ours, Memory-V2V);
 - independent: every turn alone, the memory slots empty (the paper's "Ind" baseline);
@@ -33,6 +34,7 @@ from tqdm import tqdm
 from mv2v_jax.config import load_config
 from mv2v_jax.data.synthetic import SceneConfig, generate_scene
 from mv2v_jax.eval.metrics import psnr, ssim, warp_error
+from mv2v_jax.geometry import relative_to
 from mv2v_jax.io.images import write_contact_sheet
 from mv2v_jax.pipelines.build import build_pipeline, session_config
 from mv2v_jax.pipelines.session import Session
@@ -57,20 +59,26 @@ def turn_cameras(scene: Mapping[str, Any], turns: int) -> list[int]:
     return chosen
 
 
+def session_frame(w2c: np.ndarray, source_w2c: np.ndarray) -> np.ndarray:
+    """A scene trajectory `[F, 3, 4]` in the world frame of a session whose source video was filmed
+    along `source_w2c` `[F, 3, 4]`: its first camera is the identity there (pipelines.nvs)."""
+    return np.asarray(relative_to(np.asarray(w2c, np.float64), np.asarray(source_w2c[0], np.float64)), np.float64)
+
+
 def run_setting(pipeline, sample, setting: str, scene: Mapping[str, Any], cams: Sequence[int], folder: Path):
     """The turn outputs (uint8 videos) of one setting on one scene."""
     outputs = []
     session = Session(folder / setting, "nvs", session_config(sample, "nvs"))
     try:
-        source = scene["video"][0]
+        source, source_w2c = scene["video"][0], scene["w2c"][0]
         for turn, cam in enumerate(cams):
             if setting == "autoregressive" and outputs:
                 session.close()
                 session = Session(folder / f"{setting}_{turn}", "nvs", session_config(sample, "nvs"))
-                source = outputs[-1]
+                source, source_w2c = outputs[-1], scene["w2c"][cams[turn - 1]]
             record = pipeline.run_turn(
                 session,
-                scene["w2c"][cam],
+                session_frame(scene["w2c"][cam], source_w2c),
                 seed=turn,
                 source_frames=source,
                 camera_name=f"camera {cam}",

@@ -23,7 +23,7 @@ import numpy as np
 
 from mv2v_jax.config import load_config
 from mv2v_jax.data.synthetic import SceneConfig, generate_scene
-from mv2v_jax.eval.consistency import HELD_OUT_SEED, cross_turn_error, turn_cameras
+from mv2v_jax.eval.consistency import HELD_OUT_SEED, cross_turn_error, session_frame, turn_cameras
 from mv2v_jax.eval.metrics import psnr
 from mv2v_jax.io.cameras import Trajectory, write_cameras
 from mv2v_jax.io.images import write_contact_sheet
@@ -39,7 +39,8 @@ def prepare(run: Path, config, turns: int) -> tuple[dict, list[int]]:
     write_video(run / "source.mp4", scene["video"][0], config.sample.video.fps, lossless=True)
     specs = []
     for turn, cam in enumerate(cams, 1):
-        path = write_cameras(run / "cameras" / f"turn_{turn}_camera_{cam}.json", Trajectory(scene["w2c"][cam]))
+        trajectory = Trajectory(session_frame(scene["w2c"][cam], scene["w2c"][0]))
+        path = write_cameras(run / "cameras" / f"turn_{turn}_camera_{cam}.json", trajectory)
         specs.append({"camera": str(path), "prompt": "", "seed": turn})
     (run / "turns.json").write_text(json.dumps(specs, indent=2))
     return scene, cams

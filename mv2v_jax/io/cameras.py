@@ -10,8 +10,8 @@ The library's convention, which every reader converts to:
 - intrinsics, where a format has them, are a separate `K` `[3, 3]` in pixels,
   `[[fx, s, cx], [0, fy, cy], [0, 0, 1]]`.
 
-`to_4x4` / `to_3x4`, `invert_pose` (c2w <-> w2c) and `switch_camera_axes` (OpenGL/Blender <->
-OpenCV) are the conversions the rest of the library uses.
+`switch_camera_axes` (OpenGL/Blender <-> OpenCV) and `unreal_c2w_to_w2c` are the file conventions'
+conversions; the pose algebra itself (`invert_pose`, `to_4x4`, ...) lives in `mv2v_jax.geometry`.
 
 Formats `read_cameras` reads:
 
@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mv2v_jax.geometry import invert_pose
 from mv2v_jax.io.atomic import atomic_output
 
 Convention = Literal["w2c", "c2w"]
@@ -97,25 +98,6 @@ def latent_frame_indices(num_frames: int = 81, temporal_stride: int = 4) -> list
     if num_frames < 1 or (num_frames - 1) % temporal_stride:
         raise CameraError(f"num_frames={num_frames} is not of the form {temporal_stride}k + 1")
     return list(range(num_frames))[::temporal_stride]
-
-
-def to_4x4(pose: np.ndarray) -> np.ndarray:
-    """`[..., 3, 4]` -> `[..., 4, 4]` with last row [0 0 0 1]."""
-    pose = np.asarray(pose)
-    bottom = np.broadcast_to(np.array([0, 0, 0, 1], pose.dtype), (*pose.shape[:-2], 1, 4))
-    return np.concatenate([pose, bottom], axis=-2)
-
-
-def to_3x4(pose: np.ndarray) -> np.ndarray:
-    """`[..., 4, 4]` -> `[..., 3, 4]`, dropping the last row (files go through `check_extrinsics`, which checks it)."""
-    return np.asarray(pose)[..., :3, :]
-
-
-def invert_pose(pose: np.ndarray) -> np.ndarray:
-    """Rigid inverse of `[..., 3, 4]` `[R | t]` -> `[R^T | -R^T t]`: c2w <-> w2c."""
-    rotation, translation = pose[..., :3, :3], pose[..., :3, 3:]
-    inverse = np.swapaxes(rotation, -1, -2)
-    return np.concatenate([inverse, -inverse @ translation], axis=-1)
 
 
 def switch_camera_axes(pose: np.ndarray, convention: Convention) -> np.ndarray:

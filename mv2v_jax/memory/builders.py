@@ -11,7 +11,12 @@
 
 With no memory both reproduce their base model's input exactly. Memory comes as a `MemoryBatch`, a
 fixed budget of K slots in retrieval-rank order (slot k gets the tokenizer of rank k); empty slots are
-padding, so every turn runs the same compiled program.
+padding, so every turn runs the same compiled program. What a turn is conditioned on, besides the
+text, travels as one `Conditions` pytree (the user input, the memory, task-specific arrays), which
+is what a task's stream builder (mv2v_jax.tasks) reads.
+
+Memory order on the RoPE timeline: newest memory nearest the input band (`reverse=True`), in
+training and at inference alike (hierarchical_rope explains why one order serves both tasks).
 """
 
 from __future__ import annotations
@@ -60,12 +65,30 @@ class MemoryBatch:
         )
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Conditions:
+    """Everything a turn's target is generated from except the text, batch-major.
+
+    Attributes:
+      inputs: `[B, T, H, W, C]` the user input's latents (NVS: the source video; long edit: the source
+        segment).
+      memory: the retrieved memory slots.
+      extras: task-specific per-example arrays, by name (NVS: `"camera"` `[B, T, 12]`, the target
+        trajectory's camera input).
+    """
+
+    inputs: jax.Array
+    memory: MemoryBatch
+    extras: dict[str, jax.Array] = dataclasses.field(default_factory=dict)
+
+
 def memory_streams(
     memory: MemoryBatch,
     tokenizers: TokenizerConfig,
     target_frames: int,
     first: float,
-    reverse: bool,
+    reverse: bool = True,
     layout: str = "band",
     rank_offset: int = 0,
 ) -> list[Stream]:
@@ -99,9 +122,9 @@ def recammaster_streams(
 
     Args:
       noisy_target: `[B, T, H, W, C]`; source: `[B, Ts, H, W, C]` clean source latents.
-      target_camera: `[B, T, 12]` target trajectory relative to its first frame (memory.camera).
+      target_camera: `[B, T, 12]` target trajectory relative to the source's first camera (memory.camera).
       memory: the retrieved memory, or None (plain ReCamMaster).
-      reverse: newest memory nearest 2T (inference); False for training's chronological order.
+      reverse: newest memory nearest 2T (the default, in training and inference); False: oldest first.
       source_rope_keep: `[B]` RoPE dropout mask for the source (training), or None.
     """
     t = noisy_target.shape[1]

@@ -11,37 +11,24 @@ and identity projectors the adapter is the identity, so the model is plain Wan.
 Camera inputs are ReCamMaster's: frame i's camera-to-world pose expressed in the reference camera's
 frame, `W2C_ref @ C2W_i`, top three rows flattened row-major (12 numbers), in OpenCV axes (x right,
 y down, z forward: ReCamMaster's column permutation `[1, 2, 0, 3]` with the y flip turns its Unreal
-Engine matrices into exactly that) with translations in metres (its `/ 100`). The reference is the
-target's first frame at inference (so the target's first pose is the identity).
+Engine matrices into exactly that) with translations in metres (its `/ 100`); `geometry.relative_poses`
+computes them. The reference camera is the SOURCE video's first camera, for the target and for every
+memory video, in training and at inference alike. That is what ReCamMaster's camera encoder was
+trained with (its training code takes poses relative to the condition video's first camera; only
+its inference script re-bases on the target, which is the same frame when the target starts at the
+source camera, as its preset trajectories do). It also makes the first turn well posed: the target's
+first pose says where the new camera starts relative to the video the model sees.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from mv2v_jax.io.cameras import invert_pose, to_4x4
+from mv2v_jax.geometry import CAMERA_DIM
 from mv2v_jax.models.wan.dit import WanDiTConfig, dense
 from mv2v_jax.models.wan.sequence import BlockState
-
-CAMERA_DIM = 12
-
-
-def relative_poses(w2c: np.ndarray, reference_w2c: np.ndarray) -> np.ndarray:
-    """ReCamMaster's camera input for a trajectory.
-
-    Args:
-      w2c: `[..., F, 3, 4]` world-to-camera extrinsics, OpenCV axes.
-      reference_w2c: `[..., 3, 4]` the reference camera (the target's first frame).
-    Returns:
-      `[..., F, 12]` float32: `(W2C_ref @ C2W_i)[:3, :]` flattened row-major.
-    """
-    c2w = to_4x4(invert_pose(np.asarray(w2c, np.float64)))
-    reference = to_4x4(np.asarray(reference_w2c, np.float64))
-    relative = reference[..., None, :, :] @ c2w
-    return relative[..., :3, :].reshape(*relative.shape[:-2], CAMERA_DIM).astype(np.float32)
 
 
 class CameraLayer(nnx.Module):

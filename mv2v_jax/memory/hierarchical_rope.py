@@ -10,10 +10,19 @@ The paper's table (T = latent frames of the target):
 The memory range is one T-wide band however many memory videos there are: the K memory slots are laid
 end to end inside it, slot j covering `[2T + j T/K, 2T + (j+1) T/K)` with its frames evenly spaced
 (fractional positions; RoPE takes them, rope.py). So K = 1 gives exactly 2T .. 3T-1, and the order of
-the memory videos is visible to attention, which is what lets the paper train in chronological order
-(oldest memory first) and run inference in reverse-chronological order (newest first). The band layout
-is our reading of the paper's table (it gives one range for all memory); `layout="consecutive"` gives
-each memory video a whole T-range of its own instead.
+the memory videos is visible to attention. The band layout is our reading of the paper's table (it
+gives one range for all memory); `layout="consecutive"` gives each memory video a whole T-range of
+its own instead.
+
+Order. The paper trains with memory in chronological order and samples reverse-chronologically.
+That suits its data: its long-edit training memory comes from *after* the clip (FramePack
+extensions), so reversing at inference shows past segments the way training showed future ones.
+Our training memory is what inference retrieves: for long editing the segments *before* the target
+(the previous one always in slot 0), for novel view synthesis views of one scene in a random turn
+order. So training and inference use one order, newest memory nearest the input band
+(`reverse=True`): for long editing, training chronologically would show the model at inference the
+mirror image of the timeline it learned; for novel view synthesis the random turns make both orders
+the same distribution, so the paper's setting is kept in effect.
 
 Training-time perturbations (paper: "RoPE dropout for user-input tokens" and "Gaussian noise on memory
 tokens", values not given) are here too; their defaults live in configs and are justified there.
@@ -50,8 +59,8 @@ def memory_times(
 ) -> jax.Array:
     """`[B, K, frames]` temporal positions of K memory slots.
 
-    The valid memories are ordered chronologically by `turns` (oldest first in training; newest first
-    at inference when `reverse`) and laid end to end from `first`: in the band layout each gets
+    The valid memories are ordered by `turns` (newest first when `reverse`, oldest first otherwise)
+    and laid end to end from `first`: in the band layout each gets
     T / count of `[first, first + T)`, in the consecutive layout a whole T each. Empty slots sit at
     `first` (they are masked out anyway).
     """

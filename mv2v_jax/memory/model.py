@@ -1,16 +1,17 @@
 """MemoryDiT: the Wan DiT with the memory-conditioning modules plugged into its hooks.
 
     model = MemoryDiT(MemoryConfig.from_config(config), rngs=nnx.Rngs(0))
-    velocity = model(recammaster_streams(noisy, source, camera, memory), timestep, text)
+    velocity = model(task.streams(noisy, conditions, model.config.tokenizers), timestep, text)
 
-Parameters: `dit/...` (the base model, unchanged), `camera/...` (per-block camera encoder and projector,
-NVS only), `tokenizers/...` (coarse memory embedders) and `mergers/...` (one C_theta per merge block).
+Parameters: `dit/...` (the base model, unchanged), one group per block adapter the task needs (`camera/...`:
+ReCamMaster's per-block camera encoder and projector, for novel view synthesis), `tokenizers/...` (coarse
+memory embedders) and `mergers/...` (one C_theta per merge block).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -21,38 +22,70 @@ from mv2v_jax.memory.camera import camera_adapter
 from mv2v_jax.memory.merging import MergeConfig, TokenMerger, merge_hooks
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.memory.tokenizers import DynamicTokenizers, TokenizerConfig
-from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig
+from mv2v_jax.models.wan.dit import ARCH_FIELDS, WanDiT, WanDiTConfig
+from mv2v_jax.models.wan.sequence import BlockAdapter
+
+# Block adapters by name: `name -> (dit config, rngs) -> stacked per-block module`. The model holds each
+# under its name (so its parameters are `<name>/...`) and the DiT scans them with the blocks.
+ADAPTERS: dict[str, Callable[[WanDiTConfig, nnx.Rngs], BlockAdapter]] = {"camera": camera_adapter}
 
 
 @dataclasses.dataclass(frozen=True)
 class MemoryConfig:
     """Attributes:
     dit: the base Wan DiT.
-    camera: add ReCamMaster's camera layers (novel view synthesis); False for LucyEdit.
+    adapters: names of the block adapters (ADAPTERS) the task needs, applied in this order:
+      ("camera",) for ReCamMaster-style novel view synthesis, () for LucyEdit.
     tokenizers: which patch each memory rank gets.
     merge: adaptive token merging.
     """
 
     dit: WanDiTConfig
-    camera: bool = True
+    adapters: tuple[str, ...] = ("camera",)
     tokenizers: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
     merge: MergeConfig = dataclasses.field(default_factory=MergeConfig)
 
+    def __post_init__(self):
+        if unknown := [name for name in self.adapters if name not in ADAPTERS]:
+            raise ValueError(f"unknown block adapters {unknown}; choose from {sorted(ADAPTERS)}")
+
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MemoryConfig:
-        """From a ConfigDict / dict with sections `dit`, `tokenizers`, `merge`; unknown keys are errors."""
+        """From a ConfigDict / dict with sections `dit`, `tokenizers`, `merge`; unknown keys are errors.
+
+        Weights written before adapters were named say `camera: true/false` instead; it is read as
+        `adapters: ("camera",)` / `()`.
+        """
+        config = dict(config.items())
+        if "camera" in config and "adapters" not in config:
+            config["adapters"] = ("camera",) if config.pop("camera") else ()
         if "dit" in config and not isinstance(config["dit"], WanDiTConfig):
-            config = dict(config.items()) | {"dit": WanDiTConfig.from_config(config["dit"])}
+            config["dit"] = WanDiTConfig.from_config(config["dit"])
+        if "adapters" in config:
+            config["adapters"] = tuple(config["adapters"])
         return dataclass_from_config(cls, config, "memory model", {"tokenizers": TokenizerConfig, "merge": MergeConfig})
+
+    def record(self) -> dict[str, Any]:
+        """What a MemoryDiT weights directory's config.json says of the model (`load_memory_dit` reads it)."""
+        return {
+            "model": "MemoryDiT",
+            "architecture": {k: getattr(self.dit, k) for k in ARCH_FIELDS},
+            "memory": {
+                "adapters": list(self.adapters),
+                "tokenizers": dataclasses.asdict(self.tokenizers),
+                "merge": dataclasses.asdict(self.merge),
+            },
+        }
 
 
 class MemoryDiT(nnx.Module):
-    """Wan DiT + camera layers + dynamic tokenizers + token mergers."""
+    """Wan DiT + the task's block adapters + dynamic tokenizers + token mergers."""
 
     def __init__(self, config: MemoryConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.dit = WanDiT(config.dit, rngs=rngs)
-        self.camera = camera_adapter(config.dit, rngs) if config.camera else None
+        for name in config.adapters:
+            setattr(self, name, ADAPTERS[name](config.dit, rngs))
         self.tokenizers = DynamicTokenizers(self.dit.patch_embedding, config.dit, config.tokenizers, rngs)
         self.mergers = nnx.Dict(
             {
@@ -72,7 +105,7 @@ class MemoryDiT(nnx.Module):
         """Target velocity `[B, T, H, W, C]`.
 
         Args:
-          streams: from a stream builder (memory.builders), target first.
+          streams: from the task's stream builder (`Task.streams`), target first.
           timestep: `[B]` (or `[B, N]`), the DiT's `sigma * 1000`.
           context: `[B, L, text_dim]` text encoder states.
           keep_ratio: merge memory tokens with this r (static); None turns merging off.
@@ -82,7 +115,8 @@ class MemoryDiT(nnx.Module):
         if keep_ratio is not None:
             mergers = {int(name.removeprefix("block")): merger for name, merger in self.mergers.items()}
             hooks = merge_hooks(mergers, self.config.merge.fraction, self.dit.rope, keep_ratio)
-        return self.dit(seq, timestep, context, adapter=self.camera, hooks=hooks)
+        adapters = tuple(getattr(self, name) for name in self.config.adapters)
+        return self.dit(seq, timestep, context, adapters=adapters, hooks=hooks)
 
 
 def load_memory_dit(path, mesh: jax.sharding.Mesh | None = None, **runtime: Any) -> MemoryDiT:

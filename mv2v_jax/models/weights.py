@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import jax
 import numpy as np
 from etils import epath
-from flax import nnx
+from flax import nnx, traverse_util
 
 from mv2v_jax.io.atomic import atomic_output, fsync_path
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, state_shardings
@@ -39,24 +39,14 @@ class WeightsError(ValueError):
 
 
 def nest_paths(flat: Mapping[tuple[str, ...], Any]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return tree
+    """`{path: leaf}` -> nested dicts (flax's `unflatten_dict`)."""
+    return traverse_util.unflatten_dict(flat)
 
 
-def flatten_paths(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    flat = {}
-    for key, value in tree.items():
-        path = (*prefix, str(key))
-        if isinstance(value, Mapping):
-            flat.update(flatten_paths(value, path))
-        else:
-            flat[path] = value
-    return flat
+def flatten_paths(tree: dict) -> dict[tuple[str, ...], Any]:
+    """Nested dicts -> `{path: leaf}` (flax's `flatten_dict`) with every key as text: list indices in a
+    pure dict (`nnx.to_pure_dict` of the VAE's blocks) are ints, names on disk and in converter rules are not."""
+    return {tuple(map(str, path)): leaf for path, leaf in traverse_util.flatten_dict(tree).items()}
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

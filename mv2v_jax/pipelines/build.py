@@ -20,15 +20,13 @@ from typing import Any
 from flax import nnx
 
 from mv2v_jax.config import dataclass_from_config
-from mv2v_jax.diffusion.samplers import make_sampler
+from mv2v_jax.geometry import Intrinsics
 from mv2v_jax.memory.model import load_memory_dit
 from mv2v_jax.models.codec import LatentCodec, SpaceToDepthCodec, WanVAECodec
 from mv2v_jax.pipelines.denoiser import SamplingConfig, TextConditioning
 from mv2v_jax.pipelines.long_edit import LongEditPipeline
 from mv2v_jax.pipelines.nvs import NVSPipeline
-from mv2v_jax.retrieval.fov import Intrinsics
-
-TASKS = ("nvs", "long_edit")
+from mv2v_jax.tasks import get_task
 
 
 def session_config(sample: Mapping[str, Any], task: str) -> dict[str, Any]:
@@ -89,27 +87,29 @@ def _existing(path: str, what: str) -> Path:
     return Path(path)
 
 
+def _nvs(sample: Mapping[str, Any], model, codec, sampling, text) -> NVSPipeline:
+    video, retrieval = sample["video"], sample["retrieval"]
+    intrinsics = Intrinsics.from_hfov(retrieval["hfov_degrees"], video["height"], video["width"])
+    return NVSPipeline(model, codec, sampling, intrinsics, retrieval["slots"], retrieval["fov_radius"], text)
+
+
+def _long_edit(sample: Mapping[str, Any], model, codec, sampling, text) -> LongEditPipeline:
+    edit = sample["long_edit"]
+    embedder = build_embedder(sample["embedder"])
+    slots = sample["retrieval"]["slots"]
+    return LongEditPipeline(model, codec, sampling, embedder, slots, edit["segment_frames"], edit["overlap"], text)
+
+
+# The turn driver of each task: a task's streams, examples and retrieval key live in mv2v_jax.tasks;
+# what a turn is (a camera trajectory, a segment of a long video) is its pipeline's.
+PIPELINES = {"nvs": _nvs, "long_edit": _long_edit}
+
+
 def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEditPipeline:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    get_task(task)  # an unknown task is named before anything loads
     sampling = dataclass_from_config(SamplingConfig, sample["sampling"], "sample.sampling")
-    make_sampler(sampling.sampler, sampling.steps, sampling.shift)  # refused here, before a session is touched
+    sampling.make_sampler()  # refused here, before a session is touched
     model = load_memory_dit(_existing(sample["weights"], "model weights"), **_plain(sample.get("runtime", {})))
     codec = build_codec(sample["codec"])
     text = build_text(sample["text"], model.config.dit.text_dim)
-    retrieval = sample["retrieval"]
-    if task == "nvs":
-        video = sample["video"]
-        intrinsics = Intrinsics.from_hfov(retrieval["hfov_degrees"], video["width"], video["height"])
-        return NVSPipeline(model, codec, sampling, intrinsics, retrieval["slots"], retrieval["fov_radius"], text)
-    edit = sample["long_edit"]
-    return LongEditPipeline(
-        model,
-        codec,
-        sampling,
-        build_embedder(sample["embedder"]),
-        retrieval["slots"],
-        edit["segment_frames"],
-        edit["overlap"],
-        text,
-    )
+    return PIPELINES[task](sample, model, codec, sampling, text)

@@ -1,7 +1,7 @@
 """What both pipelines share: text conditioning, guidance, one compiled velocity, the sampling loop.
 
-`Denoiser` wraps a `MemoryDiT` and a stream builder (the task's way of arranging the target, the
-user input and the memory). Its velocity, classifier-free guidance included (conditional and
+`Denoiser` wraps a `MemoryDiT` and its task (whose stream builder arranges the target, the user input
+and the memory: `Task.streams`). Its velocity, classifier-free guidance included (conditional and
 unconditional contexts as a batch of 2), is compiled once, ahead of time, on the first call: every
 turn of a session has the same shapes (a fixed memory budget), so later turns reuse it. The
 compilation time is kept apart from the sampling time.
@@ -20,17 +20,19 @@ from flax import nnx
 
 from mv2v_jax.diffusion.samplers import denoise, make_sampler
 from mv2v_jax.memory.budget import TurnCost, turn_cost
-from mv2v_jax.memory.builders import MemoryBatch
+from mv2v_jax.memory.builders import Conditions
 from mv2v_jax.memory.model import MemoryDiT
-from mv2v_jax.memory.streams import Stream, pack_streams
+from mv2v_jax.memory.streams import pack_streams
 from mv2v_jax.models.codec import LatentCodec
 from mv2v_jax.pipelines.session import Stages
+from mv2v_jax.tasks import Task
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
     """Attributes: sampler ("unipc" or "euler"), steps, shift, guidance (CFG scale; 1 = one pass),
-    keep_ratio (token merging's r at inference, None: off), negative_prompt."""
+    keep_ratio (token merging's r at inference, None: off), negative_prompt, grid (Euler's sigma grid:
+    "diffusers", or "diffsynth" as ReCamMaster samples; diffusion.samplers)."""
 
     sampler: str = "unipc"
     steps: int = 50
@@ -38,6 +40,10 @@ class SamplingConfig:
     guidance: float = 5.0
     keep_ratio: float | None = 0.5
     negative_prompt: str = ""
+    grid: str = "diffusers"
+
+    def make_sampler(self):
+        return make_sampler(self.sampler, self.steps, self.shift, self.grid)
 
 
 class TextConditioning:
@@ -52,25 +58,25 @@ class TextConditioning:
         return self.zeros if self.encoder is None else jnp.asarray(self.encoder([prompt]))
 
 
-StreamBuilder = Callable[[jax.Array, jax.Array, jax.Array | None, MemoryBatch], list[Stream]]
-
-
 class Denoiser:
-    """Samples a turn's target latents from `MemoryDiT` with a task's `streams(x, inputs, camera, memory)`."""
+    """Samples a turn's target latents from `MemoryDiT` on the streams `task` builds from the turn's `Conditions`."""
 
-    def __init__(self, model: MemoryDiT, streams: StreamBuilder, sampling: SamplingConfig, text: TextConditioning):
-        self.model, self.streams, self.sampling, self.text = model, streams, sampling, text
+    def __init__(self, model: MemoryDiT, task: Task, sampling: SamplingConfig, text: TextConditioning):
+        self.model, self.task, self.sampling, self.text = model, task, sampling, text
         self.graphdef, self.state = nnx.split(model)
         self.guided = sampling.guidance != 1.0 and text.encoder is not None
         self._compiled = None
         self.compilations = 0
         self._pending_compile = 0.0  # seconds of a compilation not yet reported
 
-    def _velocity(self, state, x, t, inputs, camera, memory, context):
+    def _streams(self, model: MemoryDiT, x: jax.Array, conditions: Conditions):
+        return self.task.streams(x, conditions, model.config.tokenizers)
+
+    def _velocity(self, state, x, t, conditions, context):
         model = nnx.merge(self.graphdef, state)
         b = context.shape[0]  # 2 with guidance: conditional, then unconditional
-        repeat = lambda a: None if a is None else jnp.repeat(a, b, axis=0)
-        streams = self.streams(repeat(x), repeat(inputs), repeat(camera), jax.tree.map(repeat, memory))
+        repeat = lambda a: jnp.repeat(a, b, axis=0)
+        streams = self._streams(model, repeat(x), jax.tree.map(repeat, conditions))
         v = model(streams, jnp.repeat(t, b), context, keep_ratio=self.sampling.keep_ratio)
         return v if b == 1 else v[1:] + self.sampling.guidance * (v[:1] - v[1:])
 
@@ -89,19 +95,13 @@ class Denoiser:
         return context
 
     def sample(
-        self,
-        inputs: jax.Array,
-        camera: jax.Array | None,
-        memory: MemoryBatch,
-        prompt: str,
-        seed: int,
-        shape: tuple[int, ...],
+        self, conditions: Conditions, prompt: str, seed: int, shape: tuple[int, ...]
     ) -> tuple[np.ndarray, float]:
         """`[T, h, w, C]` sampled latents and the seconds spent compiling during this call."""
         context = self.context(prompt)
         noise = jax.random.normal(jax.random.key(seed), (1, *shape))
-        sampler = make_sampler(self.sampling.sampler, self.sampling.steps, self.sampling.shift)
-        latents = denoise(lambda x, t: self._call(x, t[:1], inputs, camera, memory, context), noise, sampler)
+        sampler = self.sampling.make_sampler()
+        latents = denoise(lambda x, t: self._call(x, t[:1], conditions, context), noise, sampler)
         compiled, self._pending_compile = self._pending_compile, 0.0
         return np.asarray(latents[0]), compiled
 
@@ -109,30 +109,28 @@ class Denoiser:
         self,
         stages: Stages,
         codec: LatentCodec,
-        inputs: jax.Array,
-        camera: jax.Array | None,
-        memory: MemoryBatch,
+        conditions: Conditions,
         prompt: str,
         seed: int,
         shape: tuple[int, ...],
     ) -> tuple[np.ndarray, np.ndarray]:
         """Samples and decodes, timing "sample", "compile" (apart) and "decode" in `stages`: (latents, frames)."""
         with stages("sample"):
-            latents, compiled = self.sample(inputs, camera, memory, prompt, seed, shape)
+            latents, compiled = self.sample(conditions, prompt, seed, shape)
         stages.seconds["sample"] -= compiled
         stages.seconds["compile"] = compiled
         with stages("decode"):
             frames = codec.decode(latents)
         return latents, frames
 
-    def cost(self, inputs: jax.Array, camera: jax.Array | None, memory: MemoryBatch, target_shape) -> TurnCost:
-        """Tokens per block and analytic FLOPs of one forward of this turn."""
-        x = jnp.zeros((1, *target_shape))
-        layout = pack_streams(
-            self.streams(x, inputs, camera, memory), self.model.tokenizers.mapping(self.model.dit.patch_embedding)
-        ).layout
+    def cost(self, conditions: Conditions, target_shape: tuple[int, ...]) -> TurnCost:
+        """Tokens per block and analytic FLOPs of one forward of this turn; the packed layout is read
+        from shapes alone (`jax.eval_shape`), nothing is computed."""
+        tokenizers = self.model.tokenizers.mapping(self.model.dit.patch_embedding)
+        x = jax.ShapeDtypeStruct((1, *target_shape), jnp.float32)
+        seq = jax.eval_shape(lambda x, c: pack_streams(self._streams(self.model, x, c), tokenizers), x, conditions)
         text_len = int(self.context("").shape[1])
-        return turn_cost(layout, self.model.config.dit, text_len, self.model.config.merge, self.sampling.keep_ratio)
+        return turn_cost(seq.layout, self.model.config.dit, text_len, self.model.config.merge, self.sampling.keep_ratio)
 
     def record(self, cost: TurnCost, target_tokens: int) -> dict:
         """The turn record's cost fields."""

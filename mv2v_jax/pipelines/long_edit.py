@@ -7,12 +7,13 @@ segment is aligned with the end of the video so no frame is dropped. Each segmen
    (retrieval.similarity);
 2. retrieve the previous segment (always) and the most similar older segments by the cosine
    similarity of their source embeddings;
-3. build LucyEdit's streams (memory.builders.lucy_edit_streams): `cat([noisy, condition])`, the
-   previous segment at RoPE frames T..2T-1, older ones on the band from 2T in reverse-chronological
-   order; memory latents are `cat([edited, source])` so they fill the same input channels;
+3. build the task's streams (tasks.long_edit): `cat([noisy, condition])`, the previous segment at
+   RoPE frames T..2T-1, older ones on the band from 2T with the newest nearest (the order training
+   uses too); memory latents are `cat([edited, source])` so they fill the same input channels;
 4. sample (with guidance when there is a text encoder), decode, store the segment in the bank, and
    write its mp4, contact sheet and record.
-The edited segments are stitched into one video, cross-fading overlaps linearly.
+The edited segments are stitched into one video, cross-fading overlaps linearly. Segments are numbered
+from 0 in records and messages; segment i is the session's turn i + 1.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from mv2v_jax.io.video import write_video
-from mv2v_jax.memory.builders import MemoryBatch, lucy_edit_streams
+from mv2v_jax.memory.builders import Conditions, MemoryBatch
 from mv2v_jax.memory.model import MemoryDiT
-from mv2v_jax.memory.tokenizers import TokenizerConfig
 from mv2v_jax.models.codec import LatentCodec
-from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, StreamBuilder, TextConditioning
+from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
 from mv2v_jax.pipelines.session import Session, Stages
+from mv2v_jax.pipelines.slots import load_slots
 from mv2v_jax.retrieval.bank import MemoryEntry
 from mv2v_jax.retrieval.similarity import segment_embedding, select_segments
+from mv2v_jax.tasks import get_task
 
 
 def segment_starts(num_frames: int, segment_frames: int, overlap: int = 0) -> list[int]:
@@ -62,11 +64,6 @@ def stitch(segments: list[np.ndarray], starts: list[int], num_frames: int) -> np
     return np.clip(np.round(total / weight[:, None, None, None]), 0, 255).astype(np.uint8)
 
 
-def long_edit_streams(tokenizers: TokenizerConfig) -> StreamBuilder:
-    """A segment's streams for sampling: `cat([noisy, condition])`, then its memory."""
-    return lambda x, condition, _, memory: lucy_edit_streams(x, condition, memory, tokenizers=tokenizers, reverse=True)
-
-
 class LongEditPipeline:
     """Edits a long video segment by segment with a LucyEdit-style `MemoryDiT` (no camera layers)."""
 
@@ -81,43 +78,30 @@ class LongEditPipeline:
         overlap: int = 0,
         text: TextConditioning | None = None,
     ):
-        if model.config.camera:
-            raise ValueError("long video editing takes a model without camera layers (convert_weights.lucy_edit)")
-        if model.config.dit.in_channels != 2 * codec.channels:
-            raise ValueError(
-                f"the model takes {model.config.dit.in_channels} input channels; LucyEdit-style editing "
-                f"needs 2 x the codec's {codec.channels} (noisy + condition)"
-            )
+        self.task = get_task("long_edit")
+        self.task.check_model(model.config, codec.channels)
         self.model, self.codec, self.embed_frames = model, codec, embed_frames
         self.slots, self.segment_frames, self.overlap = slots, segment_frames, overlap
         self.denoiser = Denoiser(
-            model,
-            long_edit_streams(model.config.tokenizers),
-            sampling,
-            text or TextConditioning(text_dim=model.config.dit.text_dim),
+            model, self.task, sampling, text or TextConditioning(text_dim=model.config.dit.text_dim)
         )
 
     def retrieve(self, session: Session, query: np.ndarray, latent_shape) -> tuple[MemoryBatch, list]:
-        k = self.slots
-        latents = np.zeros((1, k, *latent_shape[:-1], 2 * latent_shape[-1]), np.float32)
-        valid, turns = np.zeros((1, k), bool), np.zeros((1, k), np.int32)
-        picked = []
+        """The previous segment and the most similar older ones (by their sources' embeddings) as a
+        `MemoryBatch`, and what was picked with which similarity."""
         entries = session.bank.entries()
+        rows, scores = [], []
         if entries:
             keys = np.stack([session.bank.load(e.entry_id, arrays=("embedding",)).embedding for e in entries])
-            selection = select_segments(jnp.asarray(query), jnp.asarray(keys), k)
-            for slot, row in enumerate(selection.rows()):
-                entry = session.bank.load(entries[row].entry_id)
-                latents[0, slot], valid[0, slot], turns[0, slot] = entry.latents, True, entry.turn
-                picked.append(
-                    {
-                        "slot": slot,
-                        "entry": entry.entry_id,
-                        "segment": entry.turn,
-                        "similarity": float(selection.scores[slot]),
-                    }
-                )
-        return MemoryBatch(jnp.asarray(latents), jnp.asarray(valid), jnp.asarray(turns)), picked
+            selection = select_segments(jnp.asarray(query), jnp.asarray(keys), self.slots)
+            rows, scores = selection.rows(), selection.scores
+        slot_shape = (*latent_shape[:-1], self.task.memory_factor * latent_shape[-1])
+        memory, loaded = load_slots(session.bank, [entries[r].entry_id for r in rows], self.slots, slot_shape)
+        picked = [
+            {"slot": slot, "entry": entry.entry_id, "segment": entry.turn - 1, "similarity": float(scores[slot])}
+            for slot, entry in enumerate(loaded)
+        ]
+        return memory, picked
 
     def run(
         self, session: Session, video: np.ndarray, prompt: str, seed: int = 0, fps: float = 16.0, video_name: str = ""
@@ -151,10 +135,8 @@ class LongEditPipeline:
             query = segment_embedding(frames, self.embed_frames)
         with stages("retrieve"):
             memory, picked = self.retrieve(session, query, source.shape)
-        condition = jnp.asarray(source)[None]
-        latents, output = self.denoiser.generate(
-            stages, self.codec, condition, None, memory, prompt, seed, source.shape
-        )
+        conditions = Conditions(jnp.asarray(source)[None], memory)
+        latents, output = self.denoiser.generate(stages, self.codec, conditions, prompt, seed, source.shape)
         with stages("store"):
             entry_id = session.bank.add(
                 MemoryEntry(
@@ -165,7 +147,7 @@ class LongEditPipeline:
                     metadata={"start": starts[index]},
                 )
             )
-        cost = self.denoiser.cost(condition, None, memory, source.shape)
+        cost = self.denoiser.cost(conditions, source.shape)
         record = {
             "task": "long_edit",
             "turn": turn,

@@ -4,18 +4,19 @@ A turn (`NVSPipeline.run_turn`):
 1. encode the user's source video (once per session; later turns reuse the stored latents);
 2. take the requested trajectory's cameras at the latent frames (every 4th of the 1 + 4k frames, as
    ReCamMaster takes 21 of 81) and retrieve the top-k earlier outputs of the session by VideoFOV
-   against it (retrieval.fov; every pose relative to the target's first frame);
-3. build the streams (memory.builders.recammaster_streams): the source frame-concatenated after the
-   target, the retrieved memory in rank order (dynamic tokenizers by rank), hierarchical RoPE in
-   reverse-chronological order, each video with its own cameras relative to the target's first frame
-   (ReCamMaster's pose input: the target's first pose is the identity; translations in the scene's
-   units, metres for ReCamMaster, whose Unreal centimetres io.cameras divides by 100);
+   against it (retrieval.fov; the sphere centred at the target's first camera, as the paper does);
+3. build the task's streams (tasks.nvs): the source frame-concatenated after the target, the
+   retrieved memory in rank order (dynamic tokenizers by rank), hierarchical RoPE with the newest
+   memory nearest the source, each video with its own cameras relative to the source video's first
+   camera (ReCamMaster's pose input; translations in the scene's units, metres for ReCamMaster,
+   whose Unreal centimetres io.cameras divides by 100);
 4. sample (guidance when there is a text encoder) and decode;
 5. store the output's latents, cameras and FOV bitmask in the bank; write the mp4, contact sheet and
    JSON record of the turn.
 
-Camera trajectories of a session share one world frame; named presets (pipelines.presets) start at
-the source video's first camera.
+A session's camera trajectories share one world frame, in which the source video's first camera is
+the identity (`SOURCE_CAMERA`): named presets (pipelines.presets) start there, and camera files are
+read as given in that frame.
 """
 
 from __future__ import annotations
@@ -26,22 +27,18 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from mv2v_jax.memory.builders import MemoryBatch, recammaster_streams
-from mv2v_jax.memory.camera import relative_poses
+from mv2v_jax.geometry import Intrinsics, relative_poses
+from mv2v_jax.memory.builders import Conditions, MemoryBatch
 from mv2v_jax.memory.model import MemoryDiT
-from mv2v_jax.memory.tokenizers import TokenizerConfig
 from mv2v_jax.models.codec import TEMPORAL, LatentCodec
-from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, StreamBuilder, TextConditioning
+from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
 from mv2v_jax.pipelines.session import Session, Stages
+from mv2v_jax.pipelines.slots import load_slots
 from mv2v_jax.retrieval.bank import MemoryEntry
-from mv2v_jax.retrieval.fov import Intrinsics, fov_bitmask, retrieve_by_fov
+from mv2v_jax.retrieval.fov import fov_bitmask, retrieve_by_fov
+from mv2v_jax.tasks import get_task
 
-
-def nvs_streams(tokenizers: TokenizerConfig) -> StreamBuilder:
-    """A turn's streams for sampling: target, source, memory newest-first on the band."""
-    return lambda x, source, camera, memory: recammaster_streams(
-        x, source, camera, memory, tokenizers=tokenizers, reverse=True
-    )
+SOURCE_CAMERA = np.eye(3, 4)  # the source video's first camera: the session's world frame
 
 
 class NVSPipeline:
@@ -57,53 +54,42 @@ class NVSPipeline:
         fov_radius: float = 1.0,
         text: TextConditioning | None = None,
     ):
-        if not model.config.camera:
-            raise ValueError("novel view synthesis needs a model with camera layers (convert_weights.recammaster)")
+        task = get_task("nvs")
+        task.check_model(model.config, codec.channels)
         self.model, self.codec = model, codec
         self.intrinsics, self.slots, self.fov_radius = intrinsics, slots, fov_radius
-        self.denoiser = Denoiser(
-            model,
-            nvs_streams(model.config.tokenizers),
-            sampling,
-            text or TextConditioning(text_dim=model.config.dit.text_dim),
-        )
+        self.denoiser = Denoiser(model, task, sampling, text or TextConditioning(text_dim=model.config.dit.text_dim))
 
     def retrieve(self, session: Session | None, target_cameras: np.ndarray, latent_shape) -> tuple[MemoryBatch, list]:
         """The k most overlapping earlier outputs of `session` (None: none) as a `MemoryBatch`, and what
         was picked with which scores."""
-        k = self.slots
-        latents = np.zeros((1, k, *latent_shape), np.float32)
-        cameras = np.zeros((1, k, latent_shape[0], 12), np.float32)
-        valid, turns = np.zeros((1, k), bool), np.zeros((1, k), np.int32)
-        picked = []
         entries = session.bank.entries() if session is not None else []
+        rows, scores = [], None
         if entries:
             keys = [session.bank.load(e.entry_id, arrays=("cameras", "fov")) for e in entries]
             selection, scores = retrieve_by_fov(
                 target_cameras,
                 [e.cameras for e in keys],
-                k,
+                self.slots,
                 self.intrinsics,
                 self.fov_radius,
                 stored=[e.fov for e in keys],
             )
-            for slot, row in enumerate(selection.rows()):
-                entry = session.bank.load(entries[row].entry_id)
-                latents[0, slot] = entry.latents
-                cameras[0, slot] = relative_poses(entry.cameras, target_cameras[0])
-                valid[0, slot], turns[0, slot] = True, entry.turn
-                picked.append(
-                    {
-                        "slot": slot,
-                        "entry": entry.entry_id,
-                        "turn": entry.turn,
-                        "score": float(scores.score[row]),
-                        "overlap": float(scores.overlap[row]),
-                        "containment": float(scores.containment[row]),
-                        "tokenizer": "x".join(map(str, self.model.config.tokenizers.patch_for_rank(slot))),
-                    }
-                )
-        memory = MemoryBatch(jnp.asarray(latents), jnp.asarray(valid), jnp.asarray(turns), jnp.asarray(cameras))
+            rows = selection.rows()
+        bank = session.bank if session is not None else None
+        memory, loaded = load_slots(bank, [entries[r].entry_id for r in rows], self.slots, latent_shape, SOURCE_CAMERA)
+        picked = [
+            {
+                "slot": slot,
+                "entry": entry.entry_id,
+                "turn": entry.turn,
+                "score": float(scores.score[row]),
+                "overlap": float(scores.overlap[row]),
+                "containment": float(scores.containment[row]),
+                "tokenizer": "x".join(map(str, self.model.config.tokenizers.patch_for_rank(slot))),
+            }
+            for slot, (row, entry) in enumerate(zip(rows, loaded, strict=True))
+        ]
         return memory, picked
 
     def run_turn(
@@ -140,9 +126,9 @@ class NVSPipeline:
         target_cameras = np.asarray(target_w2c[::TEMPORAL], np.float64)
         with stages("retrieve"):
             memory, picked = self.retrieve(session if use_memory else None, target_cameras, source.shape)
-        camera = jnp.asarray(relative_poses(target_cameras, target_cameras[0]))[None]
-        inputs = jnp.asarray(source)[None]
-        latents, output = self.denoiser.generate(stages, self.codec, inputs, camera, memory, prompt, seed, source.shape)
+        camera = jnp.asarray(relative_poses(target_cameras, SOURCE_CAMERA))[None]
+        conditions = Conditions(jnp.asarray(source)[None], memory, {"camera": camera})
+        latents, output = self.denoiser.generate(stages, self.codec, conditions, prompt, seed, source.shape)
         with stages("store"):
             fov = np.asarray(fov_bitmask(target_cameras, self.intrinsics, radius=self.fov_radius))
             entry_id = session.bank.add(
@@ -155,7 +141,7 @@ class NVSPipeline:
                     metadata={"camera": camera_name},
                 )
             )
-        cost = self.denoiser.cost(inputs, camera, memory, source.shape)
+        cost = self.denoiser.cost(conditions, source.shape)
         record = {
             "task": "nvs",
             "turn": turn,

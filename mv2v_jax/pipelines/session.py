@@ -25,6 +25,7 @@ from mv2v_jax.io.atomic import atomic_output
 from mv2v_jax.io.images import write_contact_sheet
 from mv2v_jax.io.video import write_video
 from mv2v_jax.retrieval.bank import MemoryBank, config_hash
+from mv2v_jax.tasks import get_task
 
 SESSION_FILE = "session.json"
 
@@ -87,7 +88,8 @@ class Session:
             if self.path.exists() and any(self.path.iterdir()):
                 raise SessionError(f"{self.path} is not empty and holds no session; choose a new session folder")
             self.path.mkdir(parents=True, exist_ok=True)
-            self.bank = MemoryBank.create(self.path / "bank", task, self.config_hash)
+            key = get_task(task).retrieval_key
+            self.bank = MemoryBank.create(self.path / "bank", task, self.config_hash, key=key)
             self.meta = {"task": task, "config_hash": self.config_hash}
             _write_json(meta_file, self.meta)
 

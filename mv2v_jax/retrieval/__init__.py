@@ -1,4 +1,4 @@
-"""Retrieval of relevant past outputs from the external memory (paper.md, "VideoFOV retrieval", "Memory").
+"""Retrieval of relevant past outputs from the external memory (docs/paper.md, "Memory" and the retrieval sections).
 
 fov.py (VideoFOV bitmasks and scores, novel view synthesis), similarity.py (source-segment embeddings
 and cosine similarity, long video editing), ranking.py (the top-k rule both share), bank.py (the

@@ -7,8 +7,9 @@ Layout of a session directory:
     entries/<id>/            one published entry: <array>.npy files and entry.json (its manifest record)
     .tmp-*, entries/.tmp-*   temporaries of an unfinished write (removed when a writer opens the session)
 
-An entry is one generated video: its VAE latents `[F, H, W, C]`, its retrieval key (cameras
-`[F, 3, 4]` for "nvs", the source segment's pooled embedding `[D]` for "long_edit"), optionally its
+An entry is one generated video: its VAE latents `[F, H, W, C]`, its retrieval key (the array named
+by the session's `key`, which the task chooses: cameras `[F, 3, 4]` for novel view synthesis, the
+source segment's pooled embedding `[D]` for long editing), optionally its
 packed FOV bitmask (uint32, relative to its own first camera), the turn index, the prompt, a config
 hash and free-form JSON metadata.
 
@@ -57,14 +58,15 @@ from mv2v_jax.io.atomic import TEMPORARY_PREFIX, atomic_output, fsync_path
 
 FORMAT = "mv2v-memory-bank"
 FORMAT_VERSION = 1
-TASKS = ("nvs", "long_edit")
 MANIFEST = "manifest.json"
 LOCK = "session.lock"
 ENTRIES = "entries"
 ENTRY_RECORD = "entry.json"
 TMP = TEMPORARY_PREFIX  # temporaries (io.atomic) and staged entries share it
-KEY_ARRAY = {"nvs": "cameras", "long_edit": "embedding"}
 ARRAYS = ("latents", "cameras", "embedding", "fov")
+KEYS = ("cameras", "embedding")  # arrays a session can be indexed by
+# Sessions written before the manifest recorded its key: the two tasks of that version and theirs.
+LEGACY_KEYS = {"nvs": "cameras", "long_edit": "embedding"}
 
 log = logging.getLogger(__name__)
 
@@ -208,10 +210,18 @@ class MemoryBank:
     # Opening and closing
 
     @classmethod
-    def create(cls, path: str | os.PathLike, task: str, config_hash: str, lock_timeout: float = 0.0) -> MemoryBank:
-        """A new empty session at `path` (created if missing; must not hold anything else), open for writing."""
-        if task not in TASKS:
-            raise BankError(f"unknown memory bank task {task!r}; choose one of {TASKS}")
+    def create(
+        cls, path: str | os.PathLike, task: str, config_hash: str, *, key: str, lock_timeout: float = 0.0
+    ) -> MemoryBank:
+        """A new empty session at `path` (created if missing; must not hold anything else), open for writing.
+
+        `task` names the session's task; `key` is the array every entry must carry for retrieval
+        (one of KEYS).
+        """
+        if not isinstance(task, str) or not task:
+            raise BankError(f"a memory bank task must be a non-empty name, got {task!r}")
+        if key not in KEYS:
+            raise BankError(f"unknown memory bank key {key!r}; choose one of {KEYS}")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         _require_empty(path)  # before the lock file is made, so a refused path is left as it was
@@ -225,6 +235,7 @@ class MemoryBank:
                 "format": FORMAT,
                 "version": FORMAT_VERSION,
                 "task": task,
+                "key": key,
                 "config_hash": config_hash,
                 "created": _now(),
                 "writer": f"mv2v_jax {__version__}",
@@ -277,6 +288,11 @@ class MemoryBank:
     @property
     def task(self) -> str:
         return self._manifest["task"]
+
+    @property
+    def key(self) -> str:
+        """The array every entry carries for retrieval."""
+        return _key(self._manifest)
 
     @property
     def config_hash(self) -> str:
@@ -384,7 +400,7 @@ class MemoryBank:
 
     def _validate(self, entry: MemoryEntry) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The entry's arrays and manifest fields, or a BankError before anything is written."""
-        key = KEY_ARRAY[self.task]
+        key = self.key
         if entry.latents is None or getattr(entry, key) is None:
             raise BankError(f"a {self.task!r} memory entry needs latents and {key}")
         if not isinstance(entry.turn, int | np.integer) or entry.turn < 0:
@@ -490,11 +506,17 @@ def _read_manifest(path: Path) -> dict[str, Any]:
             f"{manifest.get('writer', 'an unknown writer')}); "
             f"this mv2v_jax {__version__} reads version {FORMAT_VERSION}"
         )
-    if manifest.get("task") not in TASKS:
-        raise BankFormatError(f"memory bank {path} has unknown task {manifest.get('task')!r}; expected one of {TASKS}")
+    if _key(manifest) not in KEYS:
+        task, key = manifest.get("task"), manifest.get("key")
+        raise BankFormatError(f"memory bank {path} ({task!r}) has no known retrieval key: {key!r}, not one of {KEYS}")
     if problem := _manifest_problem(manifest):
         raise BankFormatError(f"{file}: {problem}; the session manifest is damaged")
     return manifest
+
+
+def _key(manifest: dict[str, Any]) -> Any:
+    """The manifest's retrieval key (older manifests: their task's)."""
+    return manifest["key"] if "key" in manifest else LEGACY_KEYS.get(manifest.get("task"))
 
 
 # What `add` writes, field by field: a manifest that differs was damaged or edited by hand.
@@ -529,7 +551,7 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
         if not re.fullmatch(r"\d+", entry_id) or int(entry_id) >= manifest["next_id"] or entry_id in seen:
             return f"entry {i}: id {entry_id!r} is not a unique number below next_id {manifest['next_id']}"
         seen.add(entry_id)
-        if missing := sorted({"latents", KEY_ARRAY[manifest["task"]]} - set(record["arrays"])):
+        if missing := sorted({"latents", _key(manifest)} - set(record["arrays"])):
             return f"entry {entry_id}: no {' or '.join(missing)} array"
         for name, array in record["arrays"].items():
             if name not in ARRAYS or wrong(array, ARRAY_FIELDS) or array["file"] != f"{name}.npy":

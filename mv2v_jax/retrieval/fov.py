@@ -1,4 +1,4 @@
-"""VideoFOV (paper.md, "VideoFOV retrieval"): the viewing directions a camera trajectory sees, as bitmasks.
+"""VideoFOV (docs/paper.md, "VideoFOV retrieval"): the viewing directions a camera trajectory sees, as bitmasks.
 
 Cameras. Per-frame world-to-camera extrinsics `[F, 3, 4]` = `[R | t]` in OpenCV axes (x right, y down,
 z forward): a world point X is at `x_cam = R X + t` in camera coordinates; the camera centre is
@@ -16,8 +16,15 @@ Grid. `N_THETA x N_PHI = 180 x 360 = 64,800` unit directions at cell centres, in
 camera's axes: `theta_i = (i + 1/2) pi / 180` is the polar angle from the reference camera's up axis
 (-y), `phi_j = -pi + (j + 1/2) 2 pi / 360` the azimuth from forward (+z) towards right (+x), and
 `d(theta, phi) = (sin theta sin phi, -cos theta, sin theta cos phi)`. Direction `n = i * 360 + j`
-(theta-major). Poles up and down put the grid's dense rows where cameras rarely look; the paper
-counts grid cells, so we do too (no solid-angle weighting).
+(theta-major). Poles up and down put the grid's dense rows where cameras rarely look.
+
+Area. A lat-long cell's solid angle shrinks towards the poles (row i spans `cos theta_i - cos
+theta_(i+1)` of the sphere's height), so counting cells would weigh a polar direction up to 115 times
+more than an equatorial one (default grid) and make scores depend on where the pole points. Every size
+`|F|` is therefore the fraction of the sphere F covers: the sum of its cells' solid angles over 4 pi
+(`cell_areas`; all cells sum to 1), in integer units of 2^-30 of the sphere (`AREA_UNITS`; rounding
+moves a polar cell's area by < 0.3%, the sphere's by < 4e-5), so that sums are exact and fast. The
+grid and the bits are the paper's; only their weights are ours.
 
 Visibility. A direction d is visible in frame i if `x = x_cam` has `z > 0` and `(fx x/z + cx,
 fy y/z + cy)` lies in `[0, W] x [0, H]`. Which point is projected is the `radius` parameter:
@@ -34,11 +41,15 @@ scaling. With z > 0 the image test is four linear inequalities in x_cam (`fx x +
 
 Bitmask layout. Direction n is bit `n % 32` (least significant first) of uint32 word `n // 32`:
 2,025 words = 8,100 bytes for the default grid. As bytes (little-endian) this is exactly
-`np.packbits(bits, bitorder="little")`.
+`np.packbits(bits, bitorder="little")`. Bits past the grid's last direction are 0 and carry no area.
+The bits mean what they meant before scores were area-weighted, so stored bitmasks stay valid.
 
 Scores. `s_overlap = |Ft & Fm| / |Ft | Fm|`, `s_contain = |Ft & Fm| / |Ft|`,
-`score = (s_overlap + s_contain) / 2`, by popcount on the packed words (`fov_scores`, one jitted call
-for all entries). An empty target set scores 0 against everything.
+`score = (s_overlap + s_contain) / 2`, with `|.|` the area above, by popcount on the packed words
+(`fov_scores`, one jitted call for all entries). A 32-bit word spans at most `ceil(32 / n_phi) + 1`
+grid rows (2 on the default grid), so a set's area is, per word and row piece, the popcount of the
+word under that piece's mask times the row's cell area (`word_weights`). An empty target set scores 0
+against everything.
 
 Reusing stored bitmasks. A memory video's set depends on the target: the sphere is centred at the
 target's first camera and the grid is aligned with it. So for a new target each entry's set is
@@ -54,49 +65,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import partial
+from functools import cache, partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mv2v_jax.geometry import HIGHEST, Intrinsics, relative_to
 from mv2v_jax.retrieval.ranking import TopK, top_k
 
 N_THETA, N_PHI = 180, 360
 GRID = (N_THETA, N_PHI)
 WORD_BITS = 32
-HIGHEST = jax.lax.Precision.HIGHEST  # float32 rotations stay float32 on GPU/TPU too
-
-
-class Intrinsics(NamedTuple):
-    """Pinhole intrinsics in pixels and the image size; a pytree, so values are traced, not compiled in."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: float
-    height: float
-
-    @classmethod
-    def from_hfov(cls, hfov_degrees: float, width: float, height: float) -> Intrinsics:
-        """Square pixels, principal point at the image centre, `hfov` between the left and right edges."""
-        if not 0 < hfov_degrees < 180:
-            raise ValueError(f"horizontal field of view must be in (0, 180) degrees, got {hfov_degrees}")
-        focal = width / 2 / math.tan(math.radians(hfov_degrees) / 2)
-        return cls(focal, focal, width / 2, height / 2, float(width), float(height))
-
-    @classmethod
-    def from_matrix(cls, matrix: np.ndarray, width: float, height: float) -> Intrinsics:
-        """From a 3x3 K (skew must be 0)."""
-        k = np.asarray(matrix, np.float64)
-        if k.shape != (3, 3) or k[0, 1] != 0 or k[1, 0] != 0 or k[2, 0] != 0 or k[2, 1] != 0 or k[2, 2] != 1:
-            raise ValueError(f"intrinsics must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got {k.tolist()}")
-        return cls(float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]), float(width), float(height))
-
-    def matrix(self) -> np.ndarray:
-        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], np.float64)
+AREA_UNITS = 2**30  # areas are exact int32 sums of cell areas rounded to 2^-30 of the sphere
 
 
 class FovScores(NamedTuple):
@@ -127,15 +109,43 @@ def grid_directions(grid: tuple[int, int] = GRID) -> np.ndarray:
     return directions.reshape(-1, 3)
 
 
-def relative_to(cameras: jax.Array, reference: jax.Array) -> jax.Array:
-    """World-to-camera `[..., 3, 4]` re-expressed in the frame of the camera `reference [3, 4]`.
+def cell_areas(grid: tuple[int, int] = GRID) -> np.ndarray:
+    """`[n_theta]` solid angle of one cell of each grid row, as a fraction of the sphere (float64).
 
-    `R' = R R_ref^T`, `t' = t - R' t_ref`: the paper's `R_ref^T R, R_ref^T (t - t_ref)` for our
-    world-to-camera convention (see the module docstring). `reference` maps to `[I | 0]`.
+    Row i spans polar angles `[i, i + 1] pi / n_theta`: `(cos theta_i - cos theta_(i+1)) / (2 n_phi)`.
     """
-    rotation = jnp.einsum("...ij,kj->...ik", cameras[..., :3], reference[:, :3], precision=HIGHEST)
-    translation = cameras[..., 3] - jnp.einsum("...ij,j->...i", rotation, reference[:, 3], precision=HIGHEST)
-    return jnp.concatenate([rotation, translation[..., None]], axis=-1)
+    n_theta, n_phi = grid
+    return -np.diff(np.cos(np.arange(n_theta + 1) * np.pi / n_theta)) / (2 * n_phi)
+
+
+class WordWeights(NamedTuple):
+    """How to measure packed sets of a grid: a set's area is `sum(popcount(words & masks) * units)`
+    (int32), and the whole sphere's is `sphere`."""
+
+    masks: np.ndarray  # uint32 [S, W]: piece s of word w, its bits in grid row `32 w // n_phi + s`
+    units: np.ndarray  # int32 [S, W]: the cell area of that row in units of 2^-30 of the sphere
+    sphere: int
+
+
+@cache
+def word_weights(grid: tuple[int, int] = GRID) -> WordWeights:
+    """The area weights of packed bits for `grid`; bits past the grid are in no piece."""
+    n_theta, n_phi = grid
+    words = num_words(grid)
+    bit = np.arange(words * WORD_BITS).reshape(words, WORD_BITS)
+    row = bit // n_phi
+    piece = row - row[:, :1]
+    pieces = int(piece.max()) + 1
+    masks = np.zeros((pieces, words), np.uint32)
+    units = np.zeros((pieces, words), np.int32)
+    shifts = np.left_shift(np.uint32(1), np.arange(WORD_BITS, dtype=np.uint32))
+    row_units = np.append(np.round(cell_areas(grid) * AREA_UNITS), 0)  # padding bits' "row" n_theta has none
+    for s in range(pieces):
+        inside = (piece == s) & (bit < n_theta * n_phi)
+        masks[s] = np.sum(np.where(inside, shifts, np.uint32(0)), axis=1, dtype=np.uint32)
+        units[s] = np.where(inside.any(axis=1), row_units[np.minimum(row[:, 0] + s, n_theta)], 0)
+    masks.flags.writeable = units.flags.writeable = False  # cached: shared by every caller
+    return WordWeights(masks, units, int(np.sum(np.bitwise_count(masks) * units.astype(np.int64))))
 
 
 def pack_bits(bits: jax.Array) -> jax.Array:
@@ -155,7 +165,7 @@ def unpack_bits(words: np.ndarray, count: int = N_THETA * N_PHI) -> np.ndarray:
 
 def _image_inequalities(intrinsics: Intrinsics) -> jax.Array:
     """`[5, 3]` rows c with `c . x_cam > 0` (first) and `>= 0` (others) iff x_cam projects into the image."""
-    fx, fy, cx, cy, width, height = (jnp.asarray(v, jnp.float32) for v in intrinsics)
+    fx, fy, cx, cy, height, width = (jnp.asarray(v, jnp.float32) for v in intrinsics)
     zero, one = jnp.zeros((), jnp.float32), jnp.ones((), jnp.float32)
     return jnp.stack(
         [
@@ -196,7 +206,7 @@ def _check_intrinsics(intrinsics: Intrinsics) -> None:
     """Finite, with positive focal lengths and image size (outside jit)."""
     if any(isinstance(v, jax.core.Tracer) for v in intrinsics):
         return
-    fx, fy, cx, cy, width, height = map(float, intrinsics)
+    fx, fy, cx, cy, height, width = map(float, intrinsics)
     if not all(map(math.isfinite, (fx, fy, cx, cy, width, height))) or min(fx, fy, width, height) <= 0:
         raise ValueError(f"VideoFOV intrinsics must be finite with fx, fy, width, height > 0, got {intrinsics}")
 
@@ -261,24 +271,55 @@ def _bitmasks(cameras, intrinsics, reference, radius, frames_valid, grid, chunk)
     return jax.lax.map(entry, (relative, frames_valid), batch_size=chunk)
 
 
-def fov_scores(target: jax.Array, memory: jax.Array) -> FovScores:
+def _check_words(name: str, words, grid: tuple[int, int]) -> None:
+    if jnp.result_type(words) != jnp.uint32:
+        raise ValueError(f"VideoFOV {name} bitmask must be packed uint32 words, got {jnp.result_type(words)}")
+    if not jnp.shape(words) or jnp.shape(words)[-1] != num_words(grid):
+        raise ValueError(
+            f"VideoFOV {name} bitmask has shape {tuple(jnp.shape(words))}; the {grid[0]} x {grid[1]} grid "
+            f"packs into {num_words(grid)} words"
+        )
+
+
+def fov_fraction(bitmask: jax.Array, grid: tuple[int, int] = GRID) -> jax.Array:
+    """The fraction of the sphere a packed set `[..., W]` covers (float32 `[...]`), its `|F|` in the scores."""
+    _check_words("bitmask", bitmask, grid)
+    return _fraction(bitmask, grid)
+
+
+def fov_scores(target: jax.Array, memory: jax.Array, grid: tuple[int, int] = GRID) -> FovScores:
     """Overlap, containment and their mean for `memory [M, W]` against `target [W]` (packed uint32).
 
-    One jitted call over all entries: popcounts of the AND / OR of the packed words.
+    One jitted call over all entries: area-weighted popcounts of the AND / OR of the packed words.
     """
-    for name, words in (("target", target), ("memory", memory)):
-        if jnp.result_type(words) != jnp.uint32:
-            raise ValueError(f"VideoFOV {name} bitmask must be packed uint32 words, got {jnp.result_type(words)}")
-    _check_shape("memory", memory, (None, *jnp.shape(target)))
-    return _scores(target, memory)
+    _check_words("target", target, grid)
+    _check_words("memory", memory, grid)
+    if jnp.ndim(target) != 1 or jnp.ndim(memory) != 2:  # integer words are finite: no _check_shape
+        raise ValueError(
+            f"VideoFOV bitmasks must be target [{num_words(grid)}] and memory [?, {num_words(grid)}], got "
+            f"{tuple(jnp.shape(target))} and {tuple(jnp.shape(memory))}"
+        )
+    return _scores(target, memory, grid)
 
 
-@jax.jit
-def _scores(target: jax.Array, memory: jax.Array) -> FovScores:
-    count = partial(jnp.sum, axis=-1, dtype=jnp.int32)
-    intersection = count(jax.lax.population_count(memory & target))
-    union = count(jax.lax.population_count(memory | target))
-    target_size = count(jax.lax.population_count(target))
+def _area(words: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """`[..., W]` packed words -> `[...]` int32 area in units of `word_weights(grid).sphere`."""
+    masks, units, _ = word_weights(grid)
+    # One integer reduction per row piece: exact, and on CPU an order of magnitude faster than a float
+    # reduction or a [..., S, W] broadcast.
+    pieces = (jax.lax.population_count(words & masks[s]).astype(jnp.int32) * units[s] for s in range(len(masks)))
+    return sum(jnp.sum(p, axis=-1, dtype=jnp.int32) for p in pieces)
+
+
+@partial(jax.jit, static_argnames="grid")
+def _fraction(words: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    return _area(words, grid).astype(jnp.float32) / word_weights(grid).sphere
+
+
+@partial(jax.jit, static_argnames="grid")
+def _scores(target: jax.Array, memory: jax.Array, grid: tuple[int, int]) -> FovScores:
+    intersection, union = _area(memory & target, grid), _area(memory | target, grid)
+    target_size = _area(target, grid)
     overlap = jnp.where(union > 0, intersection / jnp.maximum(union, 1), 0.0).astype(jnp.float32)
     containment = jnp.where(target_size > 0, intersection / jnp.maximum(target_size, 1), 0.0).astype(jnp.float32)
     return FovScores(overlap, containment, 0.5 * overlap + 0.5 * containment)
@@ -350,5 +391,5 @@ def retrieve_by_fov(
     target_cameras = np.asarray(target_cameras, np.float32)
     target = fov_bitmask(target_cameras, intrinsics, radius=radius, grid=grid)
     memory = memory_bitmasks(memory_cameras, target_cameras[0], intrinsics, radius, stored, grid)
-    scores = fov_scores(target, jnp.asarray(memory))
+    scores = fov_scores(target, jnp.asarray(memory), grid)
     return top_k(scores.score, k), scores

@@ -1,4 +1,4 @@
-"""Long-video-editing retrieval (paper.md, two-task table): which earlier segments to remember.
+"""Long-video-editing retrieval (docs/paper.md, "Long video editing retrieval"): which earlier segments to remember.
 
 Each cached output is indexed by the SOURCE segment it was edited from: the per-frame DINOv2
 embeddings of that segment, mean-pooled (`segment_embedding`). For the current source segment the

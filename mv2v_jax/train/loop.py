@@ -25,12 +25,13 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
-from mv2v_jax.data.loader import to_train_batch, training_dataset
+from mv2v_jax.data.loader import TrainBatch, to_train_batch, training_dataset
 from mv2v_jax.data.memory_sampling import MemorySampling, step_variant
 from mv2v_jax.io.images import contact_sheet, to_uint8, write_png
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.models.weights import WeightsWriter, flatten_paths
 from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, to_host, use_mesh
+from mv2v_jax.tasks import Task, get_task
 from mv2v_jax.train.checkpoint import Checkpointer, abstract_like, as_path
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
 from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step, loss_fn
@@ -97,30 +98,13 @@ def export_weights(
 ) -> os.PathLike:
     """Writes a weights directory `load_memory_dit` reads (parameters gathered to the host one by one;
     with several processes, every one gathers and the first writes)."""
-    import dataclasses
-
-    from mv2v_jax.models.wan.dit import ARCH_FIELDS
-
     primary = jax.process_index() == 0
     with WeightsWriter(path, overwrite=True) if primary else contextlib.nullcontext() as writer:
         for name, value in flatten_paths(nnx.to_pure_dict(model_state)).items():
             array = to_host(value)
             if primary:
                 writer.write(name, array)
-        if not primary:
-            return path
-        return writer.commit(
-            {
-                "model": "MemoryDiT",
-                "architecture": {k: getattr(config.dit, k) for k in ARCH_FIELDS},
-                "memory": {
-                    "camera": config.camera,
-                    "tokenizers": dataclasses.asdict(config.tokenizers),
-                    "merge": dataclasses.asdict(config.merge),
-                },
-                **record,
-            }
-        )
+        return writer.commit(config.record() | dict(record)) if primary else path
 
 
 class _Log:
@@ -168,14 +152,13 @@ def train(
     optimizer = make_optimizer(dict(config["optimizer"]))
     trainable = trainable_filter(list(config["trainable"]))
     step_config = dict(config["step"])
+    task = get_task(step_config["task"])
     batch_size = config["batch_size"]
 
     with use_mesh(mesh, rules):
         model, graphdef, state = initial_state(config, mesh, optimizer, trainable)
         paper_tokenizers = model.config.tokenizers
-        dataset = training_dataset(
-            records, step_config["task"], sampling, batch_size // jax.process_count(), config["seed"]
-        )
+        dataset = training_dataset(records, task.example, sampling, batch_size // jax.process_count(), config["seed"])
         iterator = iter(dataset)
         checkpointer = Checkpointer(workdir / "checkpoints", keep=config["keep_checkpoints"])
         if checkpointer.latest is not None:
@@ -192,7 +175,7 @@ def train(
         validation = None
         if validation_records:
             val_data = training_dataset(
-                validation_records, step_config["task"], sampling, batch_size // jax.process_count(), config["seed"] + 1
+                validation_records, task.example, sampling, batch_size // jax.process_count(), config["seed"] + 1
             )
             validation = to_train_batch(next(iter(val_data)), lambda a: shard(a.ndim))
             val_variant = StepVariant(paper_tokenizers, None)
@@ -248,12 +231,7 @@ def train(
             )
             if validation is not None:
                 samples = sample_validation(
-                    graphdef,
-                    final,
-                    validation,
-                    step_config,
-                    paper_tokenizers,
-                    config["eval_sampling_steps"],
+                    graphdef, final, validation, task, step_config["shift"], config["eval_sampling_steps"]
                 )
                 target = to_host(validation.target)
                 if jax.process_index() == 0:
@@ -269,19 +247,14 @@ def train(
     return metrics
 
 
-def sample_validation(graphdef, params, batch, step_config, tokenizers, steps: int) -> np.ndarray:
+def sample_validation(graphdef, params, batch: TrainBatch, task: Task, shift: float, steps: int) -> np.ndarray:
     """Samples the validation batch's targets with memory (UniPC, `steps` steps): `[B, T, H, W, C]` latents."""
     from mv2v_jax.diffusion.samplers import UniPCSampler, denoise
-    from mv2v_jax.memory.builders import lucy_edit_streams, recammaster_streams
 
     @jax.jit
     def velocity(x, t):
         model = nnx.merge(graphdef, params)
-        if step_config["task"] == "nvs":
-            streams = recammaster_streams(x, batch.inputs, batch.target_camera, batch.memory, tokenizers=tokenizers)
-        else:
-            streams = lucy_edit_streams(x, batch.inputs, batch.memory, tokenizers=tokenizers)
-        return model(streams, t, batch.context)
+        return model(task.streams(x, batch.conditions, model.config.tokenizers), t, batch.context)
 
     noise = jax.random.normal(jax.random.key(0), batch.target.shape)
-    return to_host(denoise(velocity, noise, UniPCSampler(steps, step_config["shift"]), progress=False))
+    return to_host(denoise(velocity, noise, UniPCSampler(steps, shift), progress=False))

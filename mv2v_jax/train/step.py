@@ -1,11 +1,12 @@
 """One training step: rectified flow on the target tokens of a memory-conditioned turn.
 
-A batch holds, per example, the clean target latents, the user-input latents (the source video for
-novel view synthesis, the source segment for long editing), the text embedding, and K memory slots
-sampled as the paper trains (data.memory_sampling). The step draws the noise level, noises the target,
-perturbs the memory latents, drops the input's RoPE for some examples, runs MemoryDiT on the task's
-streams with the memory in chronological order, and regresses the velocity `noise - target` on the
-target tokens only (the DiT returns only those).
+A batch (data.loader.TrainBatch) holds, per example, the clean target latents, the text embedding and
+the turn's conditions: the user-input latents (the source video for novel view synthesis, the source
+segment for long editing), K memory slots sampled as the paper trains (data.memory_sampling) and the
+task's extras. The step draws the noise level, noises the target, perturbs the memory latents, drops
+the input's RoPE for some examples, runs MemoryDiT on the task's streams (`Task.streams`, the memory
+in the same order as inference), and regresses the velocity `noise - target` on the target tokens
+only (the DiT returns only those).
 
 What varies between steps and changes shapes (which tokenizer the memory slots get; whether and how
 much to merge) is a static `StepVariant` drawn on the host, so each variant compiles once.
@@ -23,30 +24,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
+from mv2v_jax.data.loader import TrainBatch
 from mv2v_jax.diffusion import flow
-from mv2v_jax.memory.builders import MemoryBatch, lucy_edit_streams, recammaster_streams
 from mv2v_jax.memory.hierarchical_rope import perturb_memory, rope_keep_mask
 from mv2v_jax.memory.tokenizers import TokenizerConfig
-
-TASKS = ("nvs", "long_edit")
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class TrainBatch:
-    """Attributes:
-    target: `[B, T, H, W, C]` clean target latents.
-    inputs: `[B, T, H, W, C]` the user input (NVS: source video; long edit: source segment).
-    context: `[B, L, text_dim]` text embeddings.
-    memory: K memory slots (latents, valid, turns, cameras relative to the target's first frame).
-    target_camera: `[B, T, 12]` (NVS) or None.
-    """
-
-    target: jax.Array
-    inputs: jax.Array
-    context: jax.Array
-    memory: MemoryBatch
-    target_camera: jax.Array | None = None
+from mv2v_jax.tasks import get_task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,22 +64,14 @@ def loss_fn(
     sigma = flow.sample_sigmas(k_sigma, b, config["shift"], config["timestep_sampling"])
     noise = jax.random.normal(k_noise, batch.target.shape, batch.target.dtype)
     noisy = flow.add_noise(batch.target, noise, sigma)
-    memory = dataclasses.replace(
-        batch.memory, latents=perturb_memory(batch.memory.latents, k_memory, config["memory_noise"])
+    memory = batch.conditions.memory
+    memory = dataclasses.replace(memory, latents=perturb_memory(memory.latents, k_memory, config["memory_noise"]))
+    streams = get_task(config["task"]).streams(
+        noisy,
+        dataclasses.replace(batch.conditions, memory=memory),
+        variant.tokenizers,
+        input_rope_keep=rope_keep_mask(k_rope, b, config["rope_dropout"]),
     )
-    if config["task"] == "nvs":
-        keep = rope_keep_mask(k_rope, b, config["rope_dropout"])
-        streams = recammaster_streams(
-            noisy,
-            batch.inputs,
-            batch.target_camera,
-            memory,
-            tokenizers=variant.tokenizers,
-            reverse=False,
-            source_rope_keep=keep,
-        )
-    else:
-        streams = lucy_edit_streams(noisy, batch.inputs, memory, tokenizers=variant.tokenizers, reverse=False)
     velocity = model(streams, sigma * 1000.0, batch.context, keep_ratio=variant.keep_ratio)
     error = jnp.mean(
         jnp.square(velocity.astype(jnp.float32) - flow.velocity_target(batch.target, noise)),

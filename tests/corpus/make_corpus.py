@@ -592,7 +592,8 @@ def write_videos(root: Path) -> None:
 
 
 def write_cameras(root: Path) -> None:
-    from mv2v_jax.io.cameras import Trajectory, invert_pose, to_4x4, write_cameras
+    from mv2v_jax.geometry import invert_pose, to_4x4
+    from mv2v_jax.io.cameras import Trajectory, write_cameras
     from mv2v_jax.pipelines.presets import preset_trajectory
 
     cameras = root / "cameras"
@@ -634,7 +635,7 @@ def write_weights(root: Path) -> None:
     from mv2v_jax.train.loop import export_weights
 
     c = build_codec(load_config(f"{root}/config.py").sample.codec).channels
-    config = MemoryConfig.from_config(dict(dit=TINY_DIT | dict(in_channels=c, out_channels=c), camera=True))
+    config = MemoryConfig.from_config(dict(dit=TINY_DIT | dict(in_channels=c, out_channels=c), adapters=("camera",)))
     export_weights(nnx.state(MemoryDiT(config, rngs=nnx.Rngs(0))), config, root / "weights", {})
     kernel = Path("params") / "dit.head.proj.kernel"
     shutil.copytree(root / "weights", root / "weights_missing")
@@ -647,12 +648,13 @@ def write_weights(root: Path) -> None:
 def write_sessions(root: Path) -> None:
     """Sessions as sample.py leaves them, made by the real classes with the corpus config, then edited."""
     from mv2v_jax.config import load_config
+    from mv2v_jax.geometry import Intrinsics
     from mv2v_jax.io.video import read_video
     from mv2v_jax.pipelines.build import build_codec, session_config
     from mv2v_jax.pipelines.presets import preset_trajectory
     from mv2v_jax.pipelines.session import Session
     from mv2v_jax.retrieval.bank import MemoryEntry
-    from mv2v_jax.retrieval.fov import Intrinsics, fov_bitmask
+    from mv2v_jax.retrieval.fov import fov_bitmask
 
     sessions = root / "sessions"
     sample = load_config(f"{root}/config.py").sample
@@ -671,7 +673,7 @@ def write_sessions(root: Path) -> None:
     session("other_config", config=load_config(f"{root}/config.py:other_fov").sample).close()
     made = session("flipped_bit")
     cameras = preset_trajectory("pan_left", FRAMES)[::4]
-    intrinsics = Intrinsics.from_hfov(sample.retrieval.hfov_degrees, WIDTH, HEIGHT)
+    intrinsics = Intrinsics.from_hfov(sample.retrieval.hfov_degrees, HEIGHT, WIDTH)
     fov = np.asarray(fov_bitmask(cameras, intrinsics, radius=sample.retrieval.fov_radius))
     made.bank.add(MemoryEntry(latents=source + 0.5, turn=1, cameras=cameras, fov=fov))
     made.close()

@@ -1,5 +1,5 @@
 """LongEditPairs: long source/edited video pairs with their edit prompts, cut into fixed-length
-segments, for training long video editing with memory (paper.md, "Training": Señorita-2M clips
+segments, for training long video editing with memory (docs/paper.md, "Training": Señorita-2M clips
 extended to 233 frames; memory segments are earlier segments of the same pair).
 
 Layout of the manual dir (ours; one folder per pair, as a Señorita-2M pair extended to a long video):

@@ -1,7 +1,7 @@
 """The umT5 tokenizer as Wan uses it, from a local file (no hub access at run time).
 
 Wan's `HuggingfaceTokenizer(name, seq_len=512, clean="whitespace")` (Wan2.1 wan/modules/tokenizers.py,
-../shared/wan_spec.md §4) does, per prompt:
+docs/models.md, "umT5 text encoder") does, per prompt:
 
 1. clean: `ftfy.fix_text`, `html.unescape` twice, strip, collapse every run of whitespace to one space,
    strip (`clean_prompt` below; Python's `re` stands in for the `regex` package: after ftfy has dropped

@@ -1,7 +1,7 @@
 """The umT5 encoder (Wan's text encoder, umT5-XXL) in Flax NNX, and Wan's use of it.
 
 Numerically transformers' `UMT5EncoderModel` and Wan's `T5Encoder` (Wan2.1 wan/modules/t5.py,
-../shared/wan_spec.md §4): token embedding (not scaled), `num_layers` pre-norm blocks
+docs/models.md, "umT5 text encoder"): token embedding (not scaled), `num_layers` pre-norm blocks
 `x += Attn(RMS(x))`, `x += FFN(RMS(x))`, a final RMS norm. umT5 specifics: every layer has its own
 relative-position bias table (bidirectional buckets), attention scores are not scaled by 1/sqrt(d),
 the FFN is gated-GELU(tanh) `fc2(fc1(x) * gelu_tanh(gate(x)))`, and the norm is T5's RMS norm (no mean

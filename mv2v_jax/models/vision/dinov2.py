@@ -1,6 +1,6 @@
 """DINOv2 (ViT-S/B/L/g 14, optionally with register tokens) in Flax NNX, its preprocessing, and frame embeddings.
 
-Numerically transformers' `Dinov2Model` / `Dinov2WithRegistersModel` (../shared/wan_spec.md §8): a
+Numerically transformers' `Dinov2Model` / `Dinov2WithRegistersModel` (docs/models.md, "DINOv2"): a
 stride-14 patch embedding, the CLS token, learned position embeddings resized to the input's patch
 grid, register tokens inserted after the position embeddings (`[CLS, registers, patches]`), pre-norm
 blocks with LayerScale (`x += ls1 * Attn(LN1(x))`, `x += ls2 * MLP(LN2(x))`; MLP = GELU(erf) or, for

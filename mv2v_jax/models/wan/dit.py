@@ -1,7 +1,7 @@
 """The Wan2.1 / Wan2.2 diffusion transformer in Flax NNX.
 
 Numerically the model of Wan's `WanModel` and diffusers' `WanTransformer3DModel`
-(../shared/wan_spec.md §1): patch embedding, sinusoidal time embedding projected to six modulation
+(docs/models.md, "Wan DiT"): patch embedding, sinusoidal time embedding projected to six modulation
 vectors, a text MLP, `num_layers` blocks (self-attention with RMSNorm on q/k across heads and 3D
 RoPE; cross-attention to text; GELU-tanh FFN; scale/shift-table modulation), and an output head with
 its own modulation. Norms, modulation and residual adds run in float32 as the reference keeps them;
@@ -9,7 +9,7 @@ matmuls run in `config.dtype`.
 
 The model runs on a packed `TokenSequence` (sequence.py) and returns only the target tokens,
 unpatchified. Memory conditioning plugs in without forking this file through two hook points:
-a `BlockAdapter` scanned with the blocks (inside self-attention) and `BlockHook`s between blocks.
+`BlockAdapter`s scanned with the blocks (inside self-attention) and `BlockHook`s between blocks.
 
 Blocks are stacked along a leading layer axis (`nnx.vmap` at init) and run with `lax.scan`
 (`config.scan_layers`) or an unrolled loop, optionally rematerialised (`config.remat`).
@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import einops
@@ -248,17 +248,18 @@ class WanBlock(nnx.Module):
         shift, scale = self._modulation(state)[:2]
         return _modulate(state.x, shift, scale, self.config.eps, self.config.compute_dtype)
 
-    def __call__(self, state: BlockState, context: jax.Array, adapter: BlockAdapter | None = None) -> jax.Array:
-        """Returns the new residual stream `[B, N, D]` float32; `context` is the embedded text."""
+    def __call__(self, state: BlockState, context: jax.Array, adapters: Sequence[BlockAdapter] = ()) -> jax.Array:
+        """Returns the new residual stream `[B, N, D]` float32; `context` is the embedded text; `adapters`
+        act inside self-attention in the order given (see `BlockAdapter`)."""
         cfg, dtype = self.config, self.config.compute_dtype
         shift, scale, gate, c_shift, c_scale, c_gate = self._modulation(state)
         x = state.x
 
         h = _modulate(x, shift, scale, cfg.eps, dtype)
-        if adapter is not None:
+        for adapter in adapters:
             h = adapter.modulated_input(h, state)
         y = self.self_attn(h, rope=(state.rope_cos, state.rope_sin), segment_ids=state.segment_ids)
-        if adapter is not None:
+        for adapter in adapters:
             y = adapter.attention_output(y, state)
         x = x + y.astype(jnp.float32) * gate
 
@@ -345,20 +346,20 @@ class WanDiT(nnx.Module):
         graphdef, state = nnx.split(self.blocks)
         return nnx.merge(graphdef, jax.tree.map(lambda a: a[index], state))
 
-    def _run_blocks(self, state, context, start, stop, adapter):
+    def _run_blocks(self, state, context, start, stop, adapters):
         blocks_def, blocks_state = nnx.split(self.blocks)
-        adapter_def, adapter_state = nnx.split(adapter) if adapter is not None else (None, None)
+        adapter_defs, adapter_states = zip(*map(nnx.split, adapters), strict=True) if adapters else ((), ())
 
         def body(x, layer):
-            block_state, layer_adapter = layer
+            block_state, layer_adapters = layer
             block = nnx.merge(blocks_def, block_state)
-            ad = nnx.merge(adapter_def, layer_adapter) if adapter is not None else None
-            return block(state.replace(x=x), context, ad), None
+            views = tuple(nnx.merge(d, a) for d, a in zip(adapter_defs, layer_adapters, strict=True))
+            return block(state.replace(x=x), context, views), None
 
         policy = REMAT_POLICIES[self.config.remat]
         if self.config.remat != "none":
             body = jax.checkpoint(body, policy=policy, prevent_cse=not self.config.scan_layers)
-        layers = jax.tree.map(lambda a: a[start:stop], (blocks_state, adapter_state))
+        layers = jax.tree.map(lambda a: a[start:stop], (blocks_state, tuple(adapter_states)))
         if self.config.scan_layers:
             x, _ = jax.lax.scan(body, state.x, layers)
         else:
@@ -375,7 +376,7 @@ class WanDiT(nnx.Module):
         timestep: jax.Array,
         context: jax.Array,
         *,
-        adapter: BlockAdapter | None = None,
+        adapters: Sequence[BlockAdapter] = (),
         hooks: Mapping[int, BlockHook] | None = None,
     ) -> jax.Array:
         """Velocity of the target stream.
@@ -384,7 +385,7 @@ class WanDiT(nnx.Module):
           seq: packed tokens of all streams, target first (`memory.streams.pack_streams`).
           timestep: `[B]`, or `[B, N]` per token (Wan2.2 TI2V); the reference's `sigma * 1000`.
           context: `[B, L, text_dim]` text encoder states.
-          adapter: per-block module scanned with the blocks (see `BlockAdapter`).
+          adapters: per-block modules scanned with the blocks, applied in order (see `BlockAdapter`).
           hooks: `{block index: hook}` run before that block (see `BlockHook`); index `num_layers`
             runs after the last block.
         Returns:
@@ -416,7 +417,7 @@ class WanDiT(nnx.Module):
         for start, stop in itertools.pairwise(bounds):
             if start in hooks:
                 state = hooks[start](state, self.block(start), start)
-            state = self._run_blocks(state, context, start, stop, adapter)
+            state = self._run_blocks(state, context, start, stop, tuple(adapters))
         if cfg.num_layers in hooks:
             state = hooks[cfg.num_layers](state, None, cfg.num_layers)
 

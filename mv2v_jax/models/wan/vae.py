@@ -1,7 +1,7 @@
 """The Wan2.1 and Wan2.2 causal video VAEs in Flax NNX, with the reference's chunked feature cache.
 
 Numerically diffusers' `AutoencoderKLWan` and the native `WanVAE_` of Wan2.1 (`wan/modules/vae.py`) and
-Wan2.2 (`wan/modules/vae2_2.py`) (../shared/wan_spec.md §3). One class family covers both:
+Wan2.2 (`wan/modules/vae2_2.py`) (docs/models.md, "Wan VAE"). One class family covers both:
 
 - Wan2.1: z 16, 4x temporal and 8x spatial compression, upsamplers halve the channels.
 - Wan2.2 (`is_residual=True`, `patch_size=2`): 2x2 pixel patches folded into 12 channels before the

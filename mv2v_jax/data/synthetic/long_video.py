@@ -1,0 +1,149 @@
+"""Long synthetic videos and a deterministic edit of each, for long video editing with memory.
+
+A long video is one camera moving through one room for S segments of F frames (F = 4k + 1, the editing
+model's segment length): it pans round the room by more than a full turn in all (`sweep_degrees`), so
+the last segments come back to what the first ones showed, while drifting in a straight line across the
+camera region; the objects move on their paths over the whole video.
+
+The edit recolours every moving object with one colour, drawn per video from the object colours the
+scene does not already use. Its prompt (`EDIT_PROMPT`) is the same for every video and does not name
+the colour, so neither the prompt nor the current segment determines the edited segment: only the
+segments edited before it (memory) do. Walls, landmarks and light are unchanged, so the edit's
+consistency across segments can be measured against the edited ground truth, object by object.
+
+Everything comes from `np.random.default_rng(seed)`: a seed and a `LongVideoConfig` fix a video.
+
+    video = generate_long_edit(0, LONG_PRESETS["small"])   # source, edited [S, 17, 64, 96, 3], prompt, ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mv2v_jax.config import dataclass_from_config
+from mv2v_jax.data.synthetic.cameras import camera_fits, direction, look_w2c
+from mv2v_jax.data.synthetic.captions import describe
+from mv2v_jax.data.synthetic.render import render
+from mv2v_jax.data.synthetic.scene_config import SceneConfig
+from mv2v_jax.data.synthetic.world import COLOURS, OBJECT_COLOURS, World, draw_world
+from mv2v_jax.geometry import invert_pose
+
+EDIT_PROMPT = "Recolour every moving object with one new colour."
+
+
+@dataclasses.dataclass(frozen=True)
+class LongVideoConfig:
+    """A long video: its world and frame size (`scene`; `scene.num_frames` is the segment length F and
+    `scene.num_cameras` is not used: one camera), how many segments (inclusive range) and the camera move.
+
+    sweep_degrees: total pan over the video, drawn from this range, either direction (ours: more than
+      360 so that later segments revisit earlier ones, which is when remembering an edit matters).
+    drift_metres: straight-line travel of the camera over the video, at most (inside the camera region).
+    pitch_degrees: the camera's fixed pitch, drawn from this range (ours: looking down enough to keep the
+      objects, which move near the floor, in view; `scene.camera_pitch` is not used).
+    """
+
+    scene: SceneConfig = dataclasses.field(
+        default_factory=lambda: SceneConfig(num_frames=17, num_cameras=1, num_objects=(3, 5))
+    )
+    num_segments: tuple[int, int] = (4, 6)
+    sweep_degrees: tuple[float, float] = (390.0, 480.0)
+    drift_metres: float = 0.6
+    pitch_degrees: tuple[float, float] = (-28.0, -18.0)
+
+    def __post_init__(self):
+        low, high = self.num_segments
+        if not 2 <= low <= high:
+            raise ValueError(f"num_segments={self.num_segments} must be 2 <= low <= high (memory needs two)")
+        if not 0 < self.sweep_degrees[0] <= self.sweep_degrees[1]:
+            raise ValueError(f"sweep_degrees={self.sweep_degrees} must be 0 < low <= high")
+        if not 0 <= self.drift_metres <= 2 * self.scene.camera_region:
+            raise ValueError(
+                f"drift_metres={self.drift_metres} must be in [0, {2 * self.scene.camera_region}] (the camera region)"
+            )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LongVideoConfig:
+        """From an ml_collections ConfigDict / dict with a nested `scene`; an unknown key is an error that names it."""
+        return dataclass_from_config(cls, config, "LongVideoConfig", {"scene": SceneConfig})
+
+
+LONG_PRESETS: dict[str, LongVideoConfig] = {
+    # Tests: three or four 9-frame segments at the smallest size the Wan2.2 VAE + DiT patch take (64 x 96).
+    "tiny": LongVideoConfig(SceneConfig(height=64, width=96, num_frames=9, num_cameras=1, num_objects=(3, 5)), (3, 4)),
+    "small": LongVideoConfig(),  # the small long-editing model: 4-6 segments of 17 frames at 64 x 96
+    "full": LongVideoConfig(SceneConfig(height=480, width=832, num_frames=81, num_cameras=1, num_objects=(3, 5))),
+}
+
+
+def camera_path(rng: np.random.Generator, config: LongVideoConfig, num_frames: int) -> np.ndarray:
+    """The long video's camera, w2c `[num_frames, 3, 4]`: a pan of `sweep_degrees` at a fixed pitch and
+    height while drifting in a straight line inside the camera region (where no object ever comes)."""
+    scene = config.scene
+    start = _point_in_disc(rng, scene.camera_region)
+    heading = rng.uniform(0, 2 * np.pi)
+    travel = rng.uniform(0, config.drift_metres) * np.array([math.cos(heading), math.sin(heading)])
+    end = start + travel
+    if np.linalg.norm(end) > scene.camera_region:  # keep both ends, hence the whole line, inside the disc
+        end = end * (scene.camera_region / np.linalg.norm(end))
+    progress = np.linspace(0.0, 1.0, num_frames)
+    height = rng.uniform(*scene.camera_height)
+    positions = np.column_stack([start + progress[:, None] * (end - start), np.full(num_frames, height)])
+    yaw = rng.uniform(0.0, 360.0) + rng.choice([-1.0, 1.0]) * rng.uniform(*config.sweep_degrees) * progress
+    return look_w2c(positions, direction(yaw, rng.uniform(*config.pitch_degrees)))
+
+
+def recolour_objects(world: World, colour: str) -> World:
+    """The same world with every moving object painted `colour` (a name of `COLOURS`)."""
+    objects = tuple(dataclasses.replace(o, colour_name=colour, colour=np.array(COLOURS[colour])) for o in world.objects)
+    return dataclasses.replace(world, objects=objects)
+
+
+def generate_long_edit(seed: int | Sequence[int], config: LongVideoConfig = LONG_PRESETS["small"]) -> dict[str, Any]:
+    """A long video and its edit, determined by `seed` and `config`.
+
+    Returns a dict: `source` and `edited` uint8 `[S, F, H, W, 3]` (consecutive segments),
+    `segment_starts` int32 `[S]`, `w2c` float64 `[S, F, 3, 4]`, `K` float64 `[3, 3]`, `prompt` (the
+    edit instruction), `edit_colour` (the colour the objects became), `description` (a caption of the
+    source), `world` and `edited_world`, `seed`, `config`.
+    """
+    rng = np.random.default_rng(seed)
+    scene = config.scene
+    world = draw_world(rng, scene)
+    segments = int(rng.integers(config.num_segments[0], config.num_segments[1] + 1))
+    frames = segments * scene.num_frames
+    w2c = camera_path(rng, config, frames)
+    times = np.linspace(0.0, 1.0, frames)
+    if not camera_fits(world, invert_pose(w2c)[:, :, 3], times):
+        raise AssertionError("unreachable: the camera region is clear of walls and objects by construction")
+    used = {o.colour_name for o in world.objects}
+    colour = str(rng.choice([c for c in OBJECT_COLOURS if c not in used]))
+    edited_world = recolour_objects(world, colour)
+    size, K = (scene.height, scene.width), scene.intrinsics
+    source, _ = render(world, w2c, K, size, times)
+    edited, _ = render(edited_world, w2c, K, size, times)
+    split = (segments, scene.num_frames)
+    return {
+        "source": source.reshape(*split, *source.shape[1:]),
+        "edited": edited.reshape(*split, *edited.shape[1:]),
+        "segment_starts": np.arange(segments, dtype=np.int32) * scene.num_frames,
+        "w2c": w2c.reshape(*split, 3, 4),
+        "K": K,
+        "prompt": EDIT_PROMPT,
+        "edit_colour": colour,
+        "description": describe(world),
+        "world": world,
+        "edited_world": edited_world,
+        "seed": seed,
+        "config": config,
+    }
+
+
+def _point_in_disc(rng: np.random.Generator, radius: float) -> np.ndarray:
+    r, angle = radius * math.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
+    return np.array([r * math.cos(angle), r * math.sin(angle)])

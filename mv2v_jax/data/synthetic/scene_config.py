@@ -1,0 +1,88 @@
+"""What a synthetic scene is drawn from: video size, room, objects and camera ranges, and the presets."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mv2v_jax.config import dataclass_from_config
+from mv2v_jax.data.synthetic.cameras import CAMERA_CLEARANCE
+from mv2v_jax.data.synthetic.world import MAX_WOBBLE, OBJECT_COLOURS
+from mv2v_jax.geometry import Intrinsics
+from mv2v_jax.io.video import check_num_frames
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """Size of the rendered videos and the ranges scenes are drawn from (metres, degrees)."""
+
+    height: int = 64
+    width: int = 96
+    num_frames: int = 17  # 4k + 1 (Wan's VAE)
+    num_cameras: int = 10  # MultiCamVideo's cameras per scene
+    hfov_degrees: float = 65.0  # ours; MultiCamVideo's 18-50 mm lenses on 23.76 mm give 27-67 degrees
+    room_half_extent: tuple[float, float] = (3.5, 5.0)  # a and b are drawn from this range
+    room_height: tuple[float, float] = (2.6, 3.4)
+    num_objects: tuple[int, int] = (2, 4)  # inclusive
+    object_size: tuple[float, float] = (0.25, 0.45)  # sphere radius or box half-side
+    object_travel: tuple[float, float] = (1.0, 2.5)  # metres along its path over the clip
+    camera_region: float = 0.8  # cameras start within this radius of the room's centre ...
+    camera_height: tuple[float, float] = (1.2, 1.7)  # ... at this height
+    camera_pitch: tuple[float, float] = (-20.0, 5.0)
+    heading_jitter: float = 20.0
+    # ReCamMaster's README ranges: pans 5-45 (we use 30-60, the issue's), tilts 5-30, arcs 15-75,
+    # translations 1/4-1 of the distance to the character (here metres).
+    pan_degrees: tuple[float, float] = (30.0, 60.0)
+    tilt_degrees: tuple[float, float] = (10.0, 30.0)
+    arc_degrees: tuple[float, float] = (15.0, 75.0)
+    arc_pivot_distance: tuple[float, float] = (1.5, 2.5)
+    move_metres: tuple[float, float] = (0.5, 1.2)
+    source_pan_degrees: tuple[float, float] = (10.0, 20.0)  # camera 0, the slow source video
+    source_move_metres: tuple[float, float] = (0.3, 0.6)
+    variable_speed: float = 0.5  # fraction of cameras with ReCamMaster's exponential speed profile
+    ambient: float = 0.45
+
+    def __post_init__(self):
+        check_num_frames(self.num_frames)
+        if self.height < 1 or self.width < 1 or self.num_cameras < 1:
+            raise ValueError(f"height, width and num_cameras must be positive, got {self}")
+        if not 1 <= self.num_objects[0] <= self.num_objects[1] <= len(OBJECT_COLOURS):
+            raise ValueError(f"num_objects={self.num_objects} must be 1 <= low <= high <= {len(OBJECT_COLOURS)}")
+        if not 0 < self.hfov_degrees < 180:
+            raise ValueError(f"hfov_degrees={self.hfov_degrees} must be in (0, 180)")
+        inner, outer = self.orbit_limits(self.room_half_extent[0], self.object_size[1], MAX_WOBBLE)
+        if inner > outer:
+            raise ValueError(
+                f"room_half_extent={self.room_half_extent} leaves no room for objects of size {self.object_size}"
+                f" round the camera region of radius {self.camera_region}"
+            )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SceneConfig:
+        """From an ml_collections ConfigDict / dict; an unknown key is an error that names it."""
+        return dataclass_from_config(cls, config, "SceneConfig")
+
+    def orbit_limits(self, half_extent: float, size: float, wobble: float) -> tuple[float, float]:
+        """Orbit radii keeping an object of `size` (its orbit wobbling by `wobble`) clear of the
+        cameras' starting region, with room for them to move, and inside a room whose smaller
+        half-extent is `half_extent`."""
+        inner = self.camera_region + self.object_size[1] + CAMERA_CLEARANCE + 0.4 + wobble
+        outer = half_extent - size * math.sqrt(2) - 0.15 - wobble
+        return inner, outer
+
+    @property
+    def intrinsics(self) -> np.ndarray:
+        """`K` `[3, 3]` float64 for this config's size and field of view."""
+        return Intrinsics.from_hfov(self.hfov_degrees, self.height, self.width).matrix()
+
+
+PRESETS: dict[str, SceneConfig] = {
+    "tiny": SceneConfig(height=32, width=48, num_frames=9, num_cameras=4),  # tests
+    "small": SceneConfig(height=64, width=96, num_frames=17, num_cameras=10),  # the shipped CPU model
+    "medium": SceneConfig(height=128, width=192, num_frames=33, num_cameras=10),
+    "full": SceneConfig(height=480, width=832, num_frames=81, num_cameras=10),  # the paper's video size
+}
