@@ -1,15 +1,15 @@
-"""One NVS sampling step (turn 1: no memory yet; turn 5: 4 memory videos) and one training step of the
-ReCamMaster-1.3B memory model on the local accelerator, timed.
+"""One NVS sampling step (turn 1: no memory yet; turn 5: 4 memory videos) and one training step of
+configs/recammaster_nvs.py (ReCamMaster-1.3B with memory) on the local accelerator, timed.
 
-    python bench/gpu_steps.py           # GPU: the scale bench's 1.3B experiment, bf16, cuDNN attention
-    python bench/gpu_steps.py --small   # any machine: the same code at tiny widths (a dry run; prints only)
+    python bench/gpu_steps.py           # GPU: the experiment as configured, bf16, cuDNN attention
+    python bench/gpu_steps.py --small   # any machine: configs/recammaster_nvs.py:tiny (a dry run; prints only)
 
 The programs are those `bench/scale.py` compiles for TPU (parallel/aot.py: the pipelines' `Denoiser`
-velocity with guidance as a batch of 2, and `train.step.jit_train_step` on the largest step variant),
-compiled for the local device with random values (timing does not depend on them). Turn 1 and turn 5
-run the same compiled program (a fixed budget of 4 memory slots); they differ in how many slots are
-filled, which cuDNN sees as shorter key sequences. Time: median (min) of 5 calls after a warm-up call.
-On a GPU, writes the "Sampling and training steps (GPU)" section of BENCHMARKS.md.
+velocity with guidance as a batch of 2, and `train.step.jit_train_step` on the largest step variant with
+one example), compiled for the local device with random values (timing does not depend on them). Turn 1
+and turn 5 run the same compiled program (a fixed budget of 6 memory slots); they differ in how many
+slots are filled, which cuDNN sees as shorter key sequences. Time: median (min) of 5 calls after a
+warm-up call. On a GPU, writes the "Sampling and training steps (GPU)" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -21,19 +21,12 @@ import time
 import jax
 import jax.numpy as jnp
 from common import summary, write_section  # bench/ is on sys.path when run as a script
-from scale import NVS_TRAINABLE, experiment
+from scale import NVS, experiment
 
 from mv2v_jax.parallel import aot
 from mv2v_jax.parallel.mesh import use_mesh
 
-SLOTS = 4
-
-
-def small(config: dict) -> dict:
-    """The experiment at tiny widths and a small video (the CPU dry run)."""
-    config["model"]["dit"] |= dict(dim=128, ffn_dim=256, num_heads=2, num_layers=3, text_dim=64, freq_dim=64)
-    config["sample"]["video"] = dict(frames=9, height=64, width=96, fps=8)
-    return config
+FILLED = {1: 0, 5: 4}  # memory videos retrieved at turn 1 and at turn 5
 
 
 def materialize(tree, key: jax.Array):
@@ -77,10 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny widths and video: a dry run on any machine")
     args = parser.parse_args()
-    config = experiment("wan2.1-t2v-1.3b", "nvs", SLOTS, 1, {}, NVS_TRAINABLE)
-    config["memory_sampling"] |= dict(slots=6, max_memory=6)  # training: 6 memory slots (paper: up to 6)
-    if args.small:
-        config = small(config)
+    config = experiment(f"{NVS}:tiny" if args.small else NVS, batch_size=1)
     devices = jax.devices()[:1]
     platform = None if jax.default_backend() == "cpu" else jax.default_backend()  # "gpu": cuDNN, bfloat16
     rows = []
@@ -88,10 +78,12 @@ def main() -> None:
     sampling = aot.sampling_step_program(config, "nvs", devices, {}, platform=platform)
     step, seconds = compiled(sampling)
     values = materialize(sampling.args, jax.random.key(0))
-    for turn, filled in ((1, 0), (5, SLOTS)):
-        memory = values[5]
-        valid = jnp.broadcast_to(jnp.arange(SLOTS) < filled, memory.valid.shape)
-        turn_args = (*values[:5], dataclasses.replace(memory, valid=valid), *values[6:])
+    params, x, t, conditions, context = values
+    for turn, filled in FILLED.items():
+        memory = conditions.memory
+        valid = jnp.broadcast_to(jnp.arange(memory.slots) < filled, memory.valid.shape)
+        turn_conditions = dataclasses.replace(conditions, memory=dataclasses.replace(memory, valid=valid))
+        turn_args = (params, x, t, turn_conditions, context)
         times = timed_calls(lambda turn_args=turn_args: step(*turn_args).block_until_ready())
         rows.append(f"| sampling step, turn {turn} ({filled} memory videos) | {summary(times)} | {seconds:.0f} s |")
         print(rows[-1], flush=True)
@@ -106,14 +98,13 @@ def main() -> None:
         float(metrics["loss"])
 
     times = timed_calls(train_call)
-    rows.append(f"| training step (batch 1, 6 memory slots) | {summary(times)} | {seconds:.0f} s |")
+    rows.append(f"| training step (one example, 6 memory slots) | {summary(times)} | {seconds:.0f} s |")
     print(rows[-1], flush=True)
 
     device = jax.devices()[0].device_kind
     notes = "\n".join(f"- {n}" for n in [*sampling.notes, *training.notes])
     body = (
-        f"Device: {device}; peak device memory of the run {peak_gib()} GiB. ReCamMaster-1.3B widths with every "
-        "memory module (random weights), umT5's 512 text tokens, guidance 5:\n\n"
+        f"Device: {device}; peak device memory of the run {peak_gib()} GiB. {NVS} with random weights:\n\n"
         + notes
         + "\n\n| step | time | compile |\n|---|---|---|\n"
         + "\n".join(rows)

@@ -7,10 +7,10 @@ Each row is the real program (parallel/aot.py: `train.step.jit_train_step`, the 
 `Denoiser` velocity, or the plain Wan DiT), compiled with libtpu on this CPU for a TPU v5p slice:
 XLA's memory per chip against the chip's HBM, and FLOPs per chip per step counted with every layer and
 the splash kernels (`aot.step_cost`: two more compiles with the blocks unrolled), turned into seconds at
-the chip's peak bf16 rate, a lower bound. Until the experiment configs of the real backbones are in
-configs/, the rows are built from configs/tiny_nvs.py's sections with the model presets of
-configs/wan_dit.py and the paper's sizes (81x480x832 videos, umT5 text, guidance 5). Writes the
-"Scale (compiled ahead of time)" section of BENCHMARKS.md and bench/scale.png.
+the chip's peak bf16 rate, a lower bound. The rows are the experiment configs of the real backbones
+(configs/recammaster_nvs.py, configs/lucy_edit_long.py; the training rows with one example per chip)
+and the Wan2.1-14B preset of configs/wan_dit.py. Writes the "Scale (compiled ahead of time)" section of
+BENCHMARKS.md and bench/scale.png.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-import jax.numpy as jnp
 import matplotlib
 from common import write_section  # bench/ is on sys.path when run as a script
 
@@ -35,37 +34,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 HERE = Path(__file__).parent
-VIDEO = dict(frames=81, height=480, width=832, fps=16)
+NVS, EDIT = "configs/recammaster_nvs.py", "configs/lucy_edit_long.py"
 
 
-def experiment(preset: str, task: str, slots: int, batch: int, mesh: dict, trainable: list[str]) -> dict:
-    """An experiment config at the paper's sizes on a Wan preset (the sections of configs/tiny_nvs.py)."""
-    config = load_config("configs/tiny_nvs.py").to_dict()
-    dit = load_config(f"configs/wan_dit.py:{preset}").to_dict()
-    dit |= dict(remat="full")  # attention and compute dtype "auto": splash and bfloat16 on TPU
-    config["model"] = dict(
-        dit=dit,
-        camera=task == "nvs",
-        tokenizers=dict(ranked=((1, 4, 4),) * 3, rest=(1, 8, 8)),  # paper
-        merge=dict(blocks=(10, 20), fraction=0.5, keep_ratio=0.5),  # paper
-    )
-    config["memory_sampling"] |= dict(slots=slots, max_memory=slots)
-    config["step"] |= dict(task=task, shift=5.0)
-    config["trainable"] = trainable
-    config["batch_size"], config["mesh"] = batch, mesh
-    config["sample"] |= dict(
-        video=VIDEO,
-        codec=dict(kind="wan_vae", weights=""),
-        text=dict(kind="umt5", weights="", tokenizer=""),
-        sampling=dict(sampler="unipc", steps=50, shift=5.0, guidance=5.0, keep_ratio=0.5, negative_prompt=""),
-        retrieval=dict(slots=slots, hfov_degrees=60.0, fov_radius=1.0),
-    )
-    return config
-
-
-# ReCamMaster fine-tunes its camera layers and self-attention; the memory modules are new.
-NVS_TRAINABLE = ["^camera/", "self_attn", "^tokenizers/", "^mergers/"]
-EDIT_TRAINABLE = ["self_attn", "^tokenizers/", "^mergers/"]
+def experiment(name: str, **overrides) -> dict:
+    """An experiment config as a dict, with top-level keys replaced."""
+    return load_config(name).to_dict() | overrides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,51 +52,38 @@ class Row:
 
 
 def nvs_sampling(sequence: int) -> Row:
-    config = experiment("wan2.1-t2v-1.3b", "nvs", 4, 1, {}, NVS_TRAINABLE)
     return Row(
         f"nvs-s{sequence}",
-        "ReCamMaster-1.3B NVS sampling step, turn 5 (4 memory videos), CFG batch 2",
+        "ReCamMaster-1.3B NVS sampling step (turn 5: 4 of the 6 memory slots filled), CFG batch 2",
         "v5p:2x2x2",
         sequence,
-        lambda devices: aot.sampling_step_program(config, "nvs", devices, {"sequence": sequence}),
+        lambda devices: aot.sampling_step_program(experiment(NVS), "nvs", devices, {"sequence": sequence}),
     )
 
 
-def nvs_training(chips: int, topology: str) -> Row:
-    config = experiment("wan2.1-t2v-1.3b", "nvs", 6, chips, {"fsdp": chips}, NVS_TRAINABLE)
+def training(name: str, what: str, topology: str, chips: int) -> Row:
+    """The config's training step with one example per chip (its mesh: fsdp over every chip)."""
     return Row(
-        f"nvs-train-{chips}",
-        "ReCamMaster-1.3B NVS training step, 6 memory slots, per-chip batch 1",
+        f"{'nvs' if name == NVS else 'edit'}-train-{chips}",
+        what,
         topology,
         chips,
-        lambda devices: aot.train_step_program(config, devices),
+        lambda devices: aot.train_step_program(experiment(name, batch_size=chips), devices),
     )
 
 
 def edit_sampling() -> Row:
-    config = experiment("lucy-edit", "long_edit", 4, 1, {}, EDIT_TRAINABLE)
     return Row(
         "edit-sample",
-        "LucyEdit-5B long-edit sampling step, 4 memory segments, CFG batch 2",
+        "LucyEdit-5B long-edit sampling step (6 memory slots), CFG batch 2",
         "v5p-8",
         4,
-        lambda devices: aot.sampling_step_program(config, "long_edit", devices, {"data": 2, "sequence": 2}),
-    )
-
-
-def edit_training() -> Row:
-    config = experiment("lucy-edit", "long_edit", 4, 4, {"fsdp": 4}, EDIT_TRAINABLE)
-    return Row(
-        "edit-train",
-        "LucyEdit-5B long-edit training step, 4 memory slots, per-chip batch 1",
-        "v5p-8",
-        4,
-        lambda devices: aot.train_step_program(config, devices),
+        lambda devices: aot.sampling_step_program(experiment(EDIT), "long_edit", devices, {"data": 2, "sequence": 2}),
     )
 
 
 def wan14b_forward() -> Row:
-    dit = load_config("configs/wan_dit.py:wan2.1-t2v-14b").to_dict() | dict(attention=dict(impl="splash"))
+    dit = load_config("configs/wan_dit.py:wan2.1-t2v-14b").to_dict()
     return Row(
         "wan14b-forward",
         "Wan2.1-14B forward, 81x480x832 (32,760 tokens), CFG batch 2",
@@ -132,12 +93,13 @@ def wan14b_forward() -> Row:
     )
 
 
+NVS_TRAIN = "ReCamMaster-1.3B NVS training step, 6 memory slots, one example per chip"
 ROWS = [
     *(nvs_sampling(s) for s in (1, 2, 4, 8)),
-    nvs_training(4, "v5p-8"),
-    nvs_training(32, "v5p-64"),
+    training(NVS, NVS_TRAIN, "v5p-8", 4),
+    training(NVS, NVS_TRAIN, "v5p-64", 32),
     edit_sampling(),
-    edit_training(),
+    training(EDIT, "LucyEdit-5B long-edit training step, 6 memory slots, one example per chip", "v5p-64", 32),
     wan14b_forward(),
 ]
 
@@ -184,26 +146,15 @@ def run_row(row: Row, cost: bool) -> dict:
 
 def analytic_nvs_turn_flops() -> float:
     """memory/budget.py's analytic FLOPs of the NVS sampling step (both guidance passes), for comparison."""
-    from flax import nnx
+    from mv2v_jax.memory.model import MemoryConfig
+    from mv2v_jax.tasks import get_task
 
-    from mv2v_jax.memory.builders import MemoryBatch
-    from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
-    from mv2v_jax.memory.streams import pack_streams
-    from mv2v_jax.pipelines.nvs import nvs_streams
-
-    config = experiment("wan2.1-t2v-1.3b", "nvs", 4, 1, {}, NVS_TRAINABLE)
-    model_config = MemoryConfig.from_config(config["model"])
+    config = experiment(NVS)
+    model = MemoryConfig.from_config(config["model"])
     clip = aot.clip_of(config)
-
-    def pack():
-        model = MemoryDiT(model_config, rngs=nnx.Rngs(0))
-        x = jnp.zeros((1, *clip.latents))
-        memory = MemoryBatch.empty(1, 4, *clip.latents, camera=True)
-        streams = nvs_streams(model_config.tokenizers)(x, x, jnp.zeros((1, clip.frames, 12)), memory)
-        return pack_streams(streams, model.tokenizers.mapping(model.dit.patch_embedding))
-
-    layout = nnx.eval_shape(pack).layout
-    return 2 * turn_cost(layout, model_config.dit, clip.text_len, model_config.merge, 0.5).flops
+    layout = aot.turn_layout(model, get_task("nvs"), clip, config["sample"]["retrieval"]["slots"], model.tokenizers)
+    keep_ratio = config["sample"]["sampling"]["keep_ratio"]
+    return 2 * turn_cost(layout, model.dit, clip.text_len, model.merge, keep_ratio).flops
 
 
 def gib(n: float) -> str:
@@ -296,17 +247,17 @@ def main() -> None:
     details = "\n".join(f"- {key}: " + "; ".join(n) for key, n in notes.items())
     body = (
         f"libtpu {aot.libtpu_version()}, compiled on this CPU for TPU v5p (95 GiB HBM, 459 TFLOP/s bf16 per chip). "
-        "Model presets of configs/wan_dit.py with every memory module (camera layers for NVS, the paper's "
-        "tokenizers, mergers before blocks 10 and 20), bfloat16 compute, splash attention, full remat for "
-        "training; the experiment configs of the real backbones were not in configs/ yet, so sizes are the "
-        "paper's: 81x480x832 videos (Wan2.1 VAE 21x60x104 latents; Wan2.2 VAE 21x30x52), umT5's 512 text "
-        "tokens, guidance 5 (batch 2). Training compiles its largest step variant (every memory slot at "
-        "1x4x4, no merging). v5p slice names count TensorCores, two per chip: v5p-8 is 4 chips, v5p-64 is 32; "
-        "the sampling rows use the first 1, 2, 4 and 8 chips of v5p:2x2x2 (v5p-16). Total = arguments + "
-        "outputs - aliased + temporaries + code. FLOPs: XLA's count of the compiled program with every layer "
-        "counted (two more compiles with 1 and 2 unrolled layers per segment, extrapolated) plus the splash "
-        "kernels' matmuls, which XLA does not count; seconds at peak = FLOPs / 459e12, a lower bound "
-        "(communication and memory-bound phases not included).\n\n"
+        f"Experiment configs {NVS} and {EDIT} as they are (81-frame 480x832 clips, umT5's 512 text tokens, "
+        "guidance 5 as a batch of 2, 6 memory slots, merging at r=0.5 when sampling, bfloat16 compute, splash "
+        "attention, full remat in training), with `batch_size` one example per chip for training; the 14B row "
+        "is the plain Wan2.1-14B DiT of configs/wan_dit.py. Training compiles its largest step variant (every "
+        "memory slot at 1x4x4, no merging): the one that must fit. A turn's sampling program is the same at "
+        "every turn (a fixed budget of memory slots, empty ones padded). v5p slice names count TensorCores, two "
+        "per chip: v5p-8 is 4 chips, v5p-64 is 32; the sampling rows use the first 1, 2, 4 and 8 chips of "
+        "v5p:2x2x2 (v5p-16). Total = arguments + outputs - aliased + temporaries + code. FLOPs: XLA's count of "
+        "the compiled program with every layer counted (two more compiles with 1 and 2 unrolled layers per "
+        "segment, extrapolated) plus the splash kernels' matmuls, which XLA does not count; seconds at peak = "
+        "FLOPs / 459e12, a lower bound (communication and memory-bound phases not included).\n\n"
         + table(results)
         + "\n\nWhat each row compiled:\n\n"
         + details

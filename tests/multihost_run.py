@@ -55,6 +55,7 @@ def train_steps(workdir: Path) -> dict:
     from mv2v_jax.data.loader import to_train_batch, training_dataset
     from mv2v_jax.data.memory_sampling import MemorySampling
     from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, to_host, use_mesh
+    from mv2v_jax.tasks import get_task
     from mv2v_jax.train.checkpoint import Checkpointer, abstract_like
     from mv2v_jax.train.loop import initial_state
     from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
@@ -80,12 +81,16 @@ def train_steps(workdir: Path) -> dict:
         for i in range(STEPS):
             state, metrics = step(state, batch(i), jax.random.fold_in(key, i))
             losses.append(float(metrics["loss"]))
-        iterator = iter(training_dataset([latent_scene(i) for i in range(RECORDS)], "nvs", sampling, rows, 0))
+        iterator = iter(
+            training_dataset([latent_scene(i) for i in range(RECORDS)], get_task("nvs").example, sampling, rows, 0)
+        )
         next(iterator)
         checkpointer = Checkpointer(workdir / "checkpoints")
         checkpointer.save(STEPS, state, iterator)
         checkpointer.wait()
-        fresh = iter(training_dataset([latent_scene(i) for i in range(RECORDS)], "nvs", sampling, rows, 0))
+        fresh = iter(
+            training_dataset([latent_scene(i) for i in range(RECORDS)], get_task("nvs").example, sampling, rows, 0)
+        )
         restored = checkpointer.restore(abstract_like(state), fresh)
         checkpointer.close()
         same = all(

@@ -35,7 +35,7 @@ def small_experiment(**overrides) -> dict:
                 freq_dim=64,
                 attention=dict(impl="splash"),
             ),
-            camera=True,
+            adapters=("camera",),
             tokenizers=dict(ranked=((1, 4, 4),) * 2, rest=(1, 8, 8)),
             merge=dict(blocks=(10, 20), fraction=0.5, keep_ratio=0.5),
         ),

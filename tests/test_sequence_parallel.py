@@ -20,6 +20,7 @@ from mv2v_jax.memory.builders import MemoryBatch, recammaster_streams
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
 from mv2v_jax.models.wan.attention import AttentionConfig, attention
 from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, use_mesh
+from mv2v_jax.tasks import get_task
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
 from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step
 
@@ -102,7 +103,7 @@ MODEL = dict(
         freq_dim=16,
         attention=dict(impl="chunked", block_q=64, block_kv=128),
     ),
-    camera=True,
+    adapters=("camera",),
     tokenizers=dict(ranked=((1, 4, 4),) * 2, rest=(1, 8, 8)),
     merge=dict(blocks=(10, 20), fraction=0.5, keep_ratio=0.5),  # merges before blocks 1 and 2 of 3
 )
@@ -164,7 +165,11 @@ def test_train_step_matches_one_device():
     optimizer = make_optimizer(dict(config["optimizer"]))
     trainable = trainable_filter([".*"])
     data = training_dataset(
-        [latent_scene(i) for i in range(4)], "nvs", MemorySampling(**config["memory_sampling"]), 4, seed=0
+        [latent_scene(i) for i in range(4)],
+        get_task("nvs").example,
+        MemorySampling(**config["memory_sampling"]),
+        4,
+        seed=0,
     )
     batch = next(iter(data))
     step = jit_train_step(

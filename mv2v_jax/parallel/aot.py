@@ -354,13 +354,12 @@ class Clip:
 
 def clip_of(config: Mapping[str, Any]) -> Clip:
     """The latent clip an experiment samples and trains at: `sample.video` through `sample.codec`
-    (Wan's 4x temporal compression; the space-to-depth codec's or the Wan VAE's spatial one), and the
-    text length (umT5: Wan's 512 tokens; no text encoder: one zero token)."""
+    (Wan's 4x temporal compression; the space-to-depth codec's or the Wan VAE preset's spatial one), and
+    the text length (umT5: Wan's 512 tokens; no text encoder: one zero token)."""
     from mv2v_jax.models.codec import TEMPORAL
 
     sample = config["sample"]
     video, codec = sample["video"], sample["codec"]
-    out_channels = config["model"]["dit"]["out_channels"]
     if codec["kind"] == "space_to_depth":
         spatial = codec["spatial"]
         channels = 3 * (codec.get("frequencies") or spatial) ** 2
@@ -368,10 +367,7 @@ def clip_of(config: Mapping[str, Any]) -> Clip:
         from mv2v_jax.config import load_config
         from mv2v_jax.models.wan.vae import WanVAEConfig
 
-        presets = [WanVAEConfig.from_config(load_config(f"configs/wan_vae.py:{p}")) for p in ("wan2.1", "wan2.2")]
-        vae = next((p for p in presets if p.z_dim == out_channels), None)
-        if vae is None:
-            raise ValueError(f"no Wan VAE has {out_channels} latent channels (the model's out_channels)")
+        vae = WanVAEConfig.from_config(load_config(f"configs/wan_vae.py:{codec.get('preset', 'wan2.1')}"))
         spatial, channels = vae.spatial_compression, vae.z_dim
     else:
         raise ValueError(f"unknown codec kind {codec['kind']!r}")
@@ -380,18 +376,33 @@ def clip_of(config: Mapping[str, Any]) -> Clip:
     return Clip(frames, -(-video["height"] // spatial), -(-video["width"] // spatial), channels, text_len)
 
 
-def _memory_batch(batch: int, slots: int, latents, camera: bool, mesh, rules, dtype=jnp.float32):
-    from mv2v_jax.memory.builders import MemoryBatch
+def _conditions(task, batch: int, slots: int, clip: Clip, sds: Callable[..., jax.ShapeDtypeStruct]):
+    """A turn's abstract `Conditions` for `task`: the input video, `slots` memory slots of the task's
+    channels, and the cameras a camera adapter reads (the target's per frame, and each memory video's)."""
+    from mv2v_jax.memory.builders import Conditions, MemoryBatch
 
-    def sds(shape, dtype):
-        return jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(mesh, len(shape), rules))
-
-    return MemoryBatch(
-        latents=sds((batch, slots, *latents), dtype),
-        valid=sds((batch, slots), jnp.bool_),
-        turns=sds((batch, slots), jnp.int32),
-        camera=sds((batch, slots, latents[0], 12), jnp.float32) if camera else None,
+    f, h, w, c = clip.latents
+    camera = "camera" in task.adapters
+    memory = MemoryBatch(
+        latents=sds(batch, slots, f, h, w, task.memory_factor * c),
+        valid=sds(batch, slots, dtype=jnp.bool_),
+        turns=sds(batch, slots, dtype=jnp.int32),
+        camera=sds(batch, slots, f, 12) if camera else None,
     )
+    return Conditions(sds(batch, f, h, w, c), memory, {"camera": sds(batch, f, 12)} if camera else {})
+
+
+def _batch_sds(mesh, rules) -> Callable[..., jax.ShapeDtypeStruct]:
+    """Abstract batch-major arrays, split over the batch axes when they divide the batch and on every
+    device otherwise (a turn's batch of 1; guidance's batch of 2 splits over a data axis of 2)."""
+
+    def sds(*shape, dtype=jnp.float32):
+        sharding = batch_sharding(mesh, len(shape), rules)
+        if sharding.spec and shape[0] % _mesh_size(mesh, sharding.spec[0]):
+            sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+
+    return sds
 
 
 def largest_variant(config, sampling: Mapping[str, Any]):
@@ -407,6 +418,25 @@ def largest_variant(config, sampling: Mapping[str, Any]):
     return StepVariant(pick, None)
 
 
+def turn_layout(model_config, task, clip: Clip, slots: int, tokenizers) -> tuple:
+    """The packed token layout of one example (`memory.streams.StreamSlice`s), from the task's own
+    streams, computed abstractly."""
+    from mv2v_jax.memory.model import MemoryDiT
+    from mv2v_jax.memory.streams import pack_streams
+
+    def pack():
+        model = MemoryDiT(model_config, rngs=nnx.Rngs(0))
+        conditions = _conditions(task, 1, slots, clip, lambda *shape, dtype=jnp.float32: jnp.zeros(shape, dtype))
+        streams = task.streams(jnp.zeros((1, *clip.latents)), conditions, tokenizers)
+        return pack_streams(streams, model.tokenizers.mapping(model.dit.patch_embedding))
+
+    return nnx.eval_shape(pack).layout
+
+
+def _tokens(model_config, clip: Clip, slots: int, tokenizers, task) -> int:
+    return turn_layout(model_config, task, clip, slots, tokenizers)[-1].stop
+
+
 def train_step_program(
     config: Mapping[str, Any],
     devices: Sequence[Any],
@@ -418,8 +448,10 @@ def train_step_program(
 ) -> Program:
     """The experiment's training step (`train.step.jit_train_step`) on its mesh over `devices`, for its
     global `batch_size` and memory `slots`; `variant` defaults to the largest one training draws."""
+    from mv2v_jax.data.loader import TrainBatch
+    from mv2v_jax.tasks import get_task
     from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
-    from mv2v_jax.train.step import TrainBatch, TrainState, jit_train_step
+    from mv2v_jax.train.step import TrainState, jit_train_step
 
     clip = clip or clip_of(config)
     rules = _plain(config.get("mesh_rules", DEFAULT_RULES))
@@ -428,9 +460,10 @@ def train_step_program(
     sampling = _plain(config["memory_sampling"])
     variant = variant or largest_variant(model_config, sampling)
     step_config = dict(_plain(config["step"]))
+    task = get_task(step_config["task"])
     optimizer = make_optimizer(dict(_plain(config["optimizer"])))
     trainable = trainable_filter(list(config["trainable"]))
-    batch, slots, nvs = config["batch_size"], sampling["slots"], step_config["task"] == "nvs"
+    batch, slots = config["batch_size"], sampling["slots"]
 
     with use_mesh(mesh, rules):
         graphdef, params = _abstract_model(model_config, mesh, rules)
@@ -449,19 +482,11 @@ def train_step_program(
         state = TrainState(
             step=_replicated(mesh, jax.ShapeDtypeStruct((), jnp.int32)), params=params, opt_state=opt_state, ema=ema
         )
-
-        def sds(*shape):
-            return jax.ShapeDtypeStruct(shape, jnp.float32, sharding=batch_sharding(mesh, len(shape), rules))
-
-        latents = clip.latents
-        inputs = latents if nvs else (*latents[:3], latents[3])
-        memory_latents = latents if nvs else (*latents[:3], 2 * latents[3])
+        sds = _batch_sds(mesh, rules)
         train_batch = TrainBatch(
-            target=sds(batch, *latents),
-            inputs=sds(batch, *inputs),
+            target=sds(batch, *clip.latents),
             context=sds(batch, clip.text_len, model_config.dit.text_dim),
-            memory=_memory_batch(batch, slots, memory_latents, nvs, mesh, rules),
-            target_camera=sds(batch, latents[0], 12) if nvs else None,
+            conditions=_conditions(task, batch, slots, clip, sds),
         )
         key = _replicated(mesh, jax.eval_shape(lambda: jax.random.key(0)))
         step = jit_train_step(graphdef, trainable, optimizer, variant, step_config)
@@ -469,7 +494,8 @@ def train_step_program(
     hooks = model_config.merge.block_indices(model_config.dit.num_layers) if variant.keep_ratio is not None else ()
     tokenizers = variant.tokenizers
     notes = [
-        f"global batch {batch}, {slots} memory slots, clip {clip.latents} latents, text {clip.text_len} tokens",
+        f"{task.name}: global batch {batch}, {slots} memory slots, clip {clip.latents} latents, text "
+        f"{clip.text_len} tokens",
         "memory tokenizers "
         + (
             f"{'x'.join(map(str, tokenizers.rest))} for every slot"
@@ -477,7 +503,7 @@ def train_step_program(
             else f"{tokenizers.ranked} then {tokenizers.rest}"
         )
         + (f", merging r={variant.keep_ratio}" if variant.keep_ratio is not None else ", no merging")
-        + f"; {_tokens(model_config, clip, slots, tokenizers, nvs):,} tokens per example",
+        + f"; {_tokens(model_config, clip, slots, tokenizers, task):,} tokens per example",
         f"remat {model_config.dit.remat}, compute {model_config.dit.dtype}, "
         f"attention {model_config.dit.attention.impl}",
     ]
@@ -494,20 +520,9 @@ def train_step_program(
     )
 
 
-def _tokens(model_config, clip: Clip, slots: int, tokenizers, nvs: bool) -> int:
-    """Tokens entering the first block: target (and the NVS source) at 1x2x2, memory by rank."""
-    f, h, w, _ = clip.latents
-
-    def count(patch):
-        return -(-f // patch[0]) * -(-h // patch[1]) * -(-w // patch[2])
-
-    base = count(model_config.dit.patch_size)
-    return (2 if nvs else 1) * base + sum(count(tokenizers.patch_for_rank(k)) for k in range(slots))
-
-
 def sampling_step_program(
     config: Mapping[str, Any],
-    task: str,
+    task_name: str,
     devices: Sequence[Any],
     mesh_shape: Mapping[str, int],
     *,
@@ -516,16 +531,14 @@ def sampling_step_program(
     depth: int | None = None,
     platform: str | None = "tpu",
 ) -> Program:
-    """One denoising step of a turn (`task` "nvs" or "long_edit") as sample.py runs it: the pipeline's
-    velocity with guidance (conditional and unconditional as a batch of 2 when the config guides) and
-    token merging at the config's r, on `mesh_shape` over `devices`."""
+    """One denoising step of a turn (`task_name` "nvs" or "long_edit") as sample.py runs it: the
+    pipelines' `Denoiser` velocity with guidance (conditional and unconditional as a batch of 2 when the
+    config guides) and token merging at the config's r, on `mesh_shape` over `devices`."""
     from mv2v_jax.config import dataclass_from_config
     from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
-    from mv2v_jax.pipelines.long_edit import long_edit_streams
-    from mv2v_jax.pipelines.nvs import nvs_streams
+    from mv2v_jax.tasks import get_task
 
-    if task not in ("nvs", "long_edit"):
-        raise ValueError(f"unknown task {task!r}; choose nvs or long_edit")
+    task = get_task(task_name)
     sample = config["sample"]
     clip = clip or clip_of(config)
     slots = slots or sample["retrieval"]["slots"]
@@ -534,42 +547,28 @@ def sampling_step_program(
     model_config = _memory_config(config["model"], sample.get("runtime", {}), depth, platform)
     sampling = dataclass_from_config(SamplingConfig, _plain(sample["sampling"]), "sample.sampling")
     guided = sampling.guidance != 1.0 and sample["text"]["kind"] != "none"
-    nvs = task == "nvs"
 
     text = TextConditioning(text_dim=model_config.dit.text_dim)  # unused: the context is an argument
     with use_mesh(mesh, rules):
         graphdef, params = _abstract_model(model_config, mesh, rules)
-        streams = (nvs_streams if nvs else long_edit_streams)(model_config.tokenizers)
-        denoiser = Denoiser(nnx.merge(graphdef, params), streams, sampling, text)
-
-        def sds(*shape, dtype=jnp.float32):  # a turn's batch of 1 is on every device; guidance's 2 may split
-            sharding = batch_sharding(mesh, len(shape), rules)
-            if sharding.spec and shape[0] % _mesh_size(mesh, sharding.spec[0]):
-                sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-            return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-
-        latents = clip.latents
-        memory_latents = latents if nvs else (*latents[:3], 2 * latents[3])
+        denoiser = Denoiser(nnx.merge(graphdef, params), task, sampling, text)
+        sds = _batch_sds(mesh, rules)
         args = (
             params,
-            sds(1, *latents),  # x
+            sds(1, *clip.latents),  # x
             sds(1),  # t
-            sds(1, *latents),  # inputs: the source video / the condition segment
-            sds(1, latents[0], 12) if nvs else None,
-            jax.tree.map(
-                lambda a: sds(*a.shape, dtype=a.dtype), _memory_batch(1, slots, memory_latents, nvs, mesh, rules)
-            ),
+            _conditions(task, 1, slots, clip, sds),
             sds(2 if guided else 1, clip.text_len, model_config.dit.text_dim),
         )
     hooks = model_config.merge.block_indices(model_config.dit.num_layers) if sampling.keep_ratio is not None else ()
     notes = [
         f"{'CFG batch 2' if guided else 'batch 1'}, {slots} memory slots, clip {clip.latents} latents, "
-        f"text {clip.text_len} tokens; {_tokens(model_config, clip, slots, model_config.tokenizers, nvs):,} tokens "
-        f"before merging (r={sampling.keep_ratio})",
+        f"text {clip.text_len} tokens; {_tokens(model_config, clip, slots, model_config.tokenizers, task):,} "
+        f"tokens before merging (r={sampling.keep_ratio})",
         f"compute {model_config.dit.dtype}, attention {model_config.dit.attention.impl}",
     ]
     return Program(
-        f"{task} sampling step",
+        f"{task_name} sampling step",
         jax.jit(denoiser._velocity),
         args,
         mesh,
@@ -578,7 +577,7 @@ def sampling_step_program(
         _segments(model_config.dit.num_layers, hooks),
         notes,
         at_depth=lambda d: sampling_step_program(
-            config, task, devices, mesh_shape, clip=clip, slots=slots, depth=d, platform=platform
+            config, task_name, devices, mesh_shape, clip=clip, slots=slots, depth=d, platform=platform
         ),
     )
 
