@@ -179,12 +179,12 @@ def _sharded(q, k, v, q_segments, kv_segments, config, impl, mesh, cross) -> jax
 
     # Every shard needs the same number of tokens: pad to a multiple of the split with segment -1, which
     # only the padding has (it sees itself; real queries, padding slots included, never see it).
-    pad = -nq % s
-    if pad and not cross:
+    if -nq % s and not cross:  # the keys are the same tokens: padded alike
         if q_segments is None:
             q_segments = kv_segments = jnp.ones((b, nq), jnp.int32)
-        q_segments, kv_segments = _pad_to(q_segments, 1, s, -1), _pad_to(kv_segments, 1, s, -1)
-        k, v = _pad_to(k, 1, s), _pad_to(v, 1, s)
+        kv_segments, k, v = _pad_to(kv_segments, 1, s, -1), _pad_to(k, 1, s), _pad_to(v, 1, s)
+    if q_segments is not None:
+        q_segments = _pad_to(q_segments, 1, s, -1)
     q = _pad_to(q, 1, s)
 
     def local(q, k, v, q_segments, kv_segments):
