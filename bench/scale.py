@@ -6,7 +6,7 @@
 Each row is the real program (parallel/aot.py: `train.step.jit_train_step`, the sampling pipelines'
 `Denoiser` velocity, or the plain Wan DiT), compiled with libtpu on this CPU for a TPU v5p slice:
 XLA's memory per chip against the chip's HBM, and FLOPs per chip per step counted with every layer and
-the splash kernels (`aot.step_cost`: two more compiles with the blocks unrolled), turned into seconds at
+the splash kernels (`aot.step_cost`: one more compile with two unrolled blocks per segment), turned into seconds at
 the chip's peak bf16 rate, a lower bound. The rows are the experiment configs of the real backbones
 (configs/recammaster_nvs.py, configs/lucy_edit_long.py; the training rows with one example per chip)
 and the Wan2.1-14B preset of configs/wan_dit.py. Writes the "Scale (compiled ahead of time)" section of
@@ -132,12 +132,12 @@ def run_row(row: Row, cost: bool) -> dict:
         collectives={k: dataclasses.asdict(v) for k, v in report.collectives.items()},
     )
     if cost and not report.error:
-        flops, collectives, uncounted = aot.step_cost(program)
+        flops, collectives = aot.step_cost(program, report)
         result |= dict(
             flops=flops,
             seconds_at_peak=flops / topology.chip.peak_flops,
             step_collectives={k: dataclasses.asdict(v) for k, v in collectives.items()},
-            uncounted_kernels=sorted(set(uncounted)),
+            uncounted_kernels=sorted(set(report.uncounted)),
         )
         print(f"{row.key}: {flops / 1e12:.1f} TFLOP per chip, {result['seconds_at_peak']:.3f} s at peak", flush=True)
     result["seconds"] = round(time.perf_counter() - start)
@@ -255,9 +255,10 @@ def main() -> None:
         "every turn (a fixed budget of memory slots, empty ones padded). v5p slice names count TensorCores, two "
         "per chip: v5p-8 is 4 chips, v5p-64 is 32; the sampling rows use the first 1, 2, 4 and 8 chips of "
         "v5p:2x2x2 (v5p-16). Total = arguments + outputs - aliased + temporaries + code. FLOPs: XLA's count of "
-        "the compiled program with every layer counted (two more compiles with 1 and 2 unrolled layers per "
-        "segment, extrapolated) plus the splash kernels' matmuls, which XLA does not count; seconds at peak = "
-        "FLOPs / 459e12, a lower bound (communication and memory-bound phases not included).\n\n"
+        "the compiled program with every layer counted (its scan bodies count one layer per segment; one more "
+        "compile with 2 unrolled layers per segment; extrapolated) plus the splash kernels' matmuls, which XLA "
+        "does not count; seconds at peak = FLOPs / 459e12, a lower bound (communication and memory-bound phases "
+        "not included).\n\n"
         + table(results)
         + "\n\nWhat each row compiled:\n\n"
         + details

@@ -14,13 +14,14 @@ pipelines' own `Denoiser` velocity (classifier-free guidance as a batch of 2). O
 dtypes and attention resolve to bfloat16 and splash; compiling from a CPU host they are set so here.
 
 Cost. XLA's `cost_analysis()` counts a `lax.scan` body once, not once per layer, and a Pallas kernel
-(splash attention) not at all. `step_cost` therefore compiles the same program twice more with the
-blocks unrolled, at one and at two layers per segment between merge hooks (3 and 6 layers for the
-paper's merges before blocks 10 and 20 of 30), adds the splash kernels' matmul FLOPs read from their
-custom calls in the compiled program (2 matmuls for the forward kernel, 3 for dq, 4 for dk/dv), and
-extrapolates linearly to the real depth: cost(L) = cost(d) + (L/d - 1) (cost(2d) - cost(d)), exact when
-the segments are equally long (they are for 30 layers). Time per step is that FLOP count at the chip's
-peak bf16 rate: a lower bound that ignores communication and memory-bound phases.
+(splash attention) not at all. The program as compiled therefore counts one layer per segment between
+merge hooks (3 for the paper's merges before blocks 10 and 20 of 30); `step_cost` compiles it once more
+with two unrolled layers per segment, so the difference is the cost of one layer per segment, adds the
+splash kernels' matmul FLOPs read from their custom calls (2 matmuls for the forward kernel, 3 for dq,
+4 for dk/dv) to both, and extrapolates linearly to the real depth: cost(L) = cost(d) + (L/d - 1)
+(cost(2d) - cost(d)), exact when the segments are equally long (they are for 30 layers). Time per step
+is that FLOP count at the chip's peak bf16 rate: a lower bound that ignores communication and
+memory-bound phases.
 """
 
 from __future__ import annotations
@@ -228,7 +229,9 @@ class Report:
     code: int = 0
     collectives: dict[str, Collective] = dataclasses.field(default_factory=dict)
     error: str = ""  # the compiler's refusal (e.g. out of HBM)
-    flops: float | None = None  # per chip per step, scan- and kernel-corrected (step_cost)
+    written_flops: float = 0.0  # per chip, as the program is written (a loop body once), splash included
+    uncounted: list[str] = dataclasses.field(default_factory=list)  # custom kernels whose FLOPs are unknown
+    flops: float | None = None  # per chip per step with every layer counted (step_cost)
     compile_seconds: float = 0.0
 
     @property
@@ -252,7 +255,8 @@ class Program:
     """A jitted step and abstract arguments (ShapeDtypeStructs with shardings) on `mesh`.
 
     `at_depth(d)` builds the same program with `d` unrolled blocks, hooks placed proportionally (cost
-    counting); `layers` and `segments` describe the real model's blocks and hook-separated segments.
+    counting); `layers` and `segments` describe the real model's blocks and hook-separated segments, and
+    `scanned` whether each segment is a `lax.scan`.
     """
 
     name: str
@@ -263,6 +267,7 @@ class Program:
     layers: int
     segments: int
     notes: list[str]
+    scanned: bool = True
     at_depth: Callable[[int], Program] | None = None
 
 
@@ -516,6 +521,7 @@ def train_step_program(
         model_config.dit.num_layers,
         _segments(model_config.dit.num_layers, hooks),
         notes,
+        model_config.dit.scan_layers,
         at_depth=lambda d: train_step_program(config, devices, clip=clip, variant=variant, depth=d, platform=platform),
     )
 
@@ -576,6 +582,7 @@ def sampling_step_program(
         model_config.dit.num_layers,
         _segments(model_config.dit.num_layers, hooks),
         notes,
+        model_config.dit.scan_layers,
         at_depth=lambda d: sampling_step_program(
             config, task_name, devices, mesh_shape, clip=clip, slots=slots, depth=d, platform=platform
         ),
@@ -628,6 +635,7 @@ def dit_forward_program(
             f"batch {batch}, {math.prod(grid):,} tokens, text {text_len}; compute {config.dtype}, attention "
             f"{config.attention.impl}"
         ],
+        config.scan_layers,
         at_depth=lambda d: dit_forward_program(
             dit, devices, mesh_shape, grid, batch=batch, text_len=text_len, rules=rules, depth=d
         ),
@@ -664,27 +672,26 @@ def compile_program(program: Program, topology: Topology) -> Report:
     report.aliased = memory.alias_size_in_bytes
     report.temporaries = memory.temp_size_in_bytes
     report.code = memory.generated_code_size_in_bytes
-    report.collectives = collectives(compiled.as_text())
+    hlo = compiled.as_text()
+    report.collectives = collectives(hlo)
+    kernels, report.uncounted = kernel_flops(hlo)
+    report.written_flops = float(compiled.cost_analysis()["flops"]) + kernels
     return report
 
 
-def program_flops(program: Program) -> tuple[float, dict[str, Collective], list[str]]:
-    """FLOPs per chip of one call (XLA's count plus the splash kernels') and the collectives, from the
-    compiled program as written (a loop body counted once)."""
-    compiled = _compile(program)
-    hlo = compiled.as_text()
-    kernels, uncounted = kernel_flops(hlo)
-    return float(compiled.cost_analysis()["flops"]) + kernels, collectives(hlo), uncounted
-
-
-def step_cost(program: Program) -> tuple[float, dict[str, Collective], list[str]]:
-    """FLOPs and collectives per chip of one step with every layer counted: from unrolled compiles at
-    one and two layers per segment, extrapolated linearly to the real depth (module doc)."""
+def step_cost(program: Program, report: Report) -> tuple[float, dict[str, Collective]]:
+    """FLOPs and collectives per chip of one step with every layer counted (module doc): `report` is
+    the compiled program's, whose scan bodies count as one layer per segment; one more compile with two
+    unrolled layers per segment gives the cost of a layer per segment, extrapolated to the real depth."""
+    if not program.scanned:
+        return report.written_flops, report.collectives
     if program.at_depth is None:
         raise ValueError(f"{program.name} cannot be rebuilt at another depth")
     d = program.segments
-    low, low_collectives, uncounted = program_flops(program.at_depth(d))
-    high, high_collectives, _ = program_flops(program.at_depth(2 * d))
+    low, low_collectives = report.written_flops, report.collectives
+    high_program = program.at_depth(2 * d)
+    high = compile_program(high_program, report.topology)
+    high, high_collectives = high.written_flops, high.collectives
     scale = program.layers / d - 1
     total = {}
     for kind in set(low_collectives) | set(high_collectives):
@@ -692,7 +699,7 @@ def step_cost(program: Program) -> tuple[float, dict[str, Collective], list[str]
         total[kind] = Collective(
             round(a.count + scale * (b.count - a.count)), a.chip_bytes + scale * (b.chip_bytes - a.chip_bytes)
         )
-    return low + scale * (high - low), total, uncounted
+    return low + scale * (high - low), total
 
 
 # -- printing ---------------------------------------------------------------------------------------
