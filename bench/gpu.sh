@@ -19,7 +19,9 @@ has_gpu() {
     "$PYTHON" -c 'import jax, sys; sys.exit(0 if jax.default_backend() == "gpu" else 1)' 2>/dev/null
 }
 if ! has_gpu; then
-    "$PYTHON" -m pip install --quiet -e '.[test,cuda]'
+    # The CUDA plugins of the JAX already installed (a newer jax would not match the rest of the environment).
+    jax_pin=$("$PYTHON" -c 'import jax; print(f"jax[cuda12]=={jax.__version__}")' 2>/dev/null || echo "jax[cuda12]")
+    "$PYTHON" -m pip install --quiet -e '.[test,cuda]' "$jax_pin"
 fi
 if ! has_gpu; then
     echo "error: JAX sees no GPU after installing the cuda extra: $("$PYTHON" -c 'import jax; print(jax.devices())')" >&2

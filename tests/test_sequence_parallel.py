@@ -31,6 +31,7 @@ KERNELS = {
 # 70 tokens: the sequence splits of 4 and 8 need padding.
 MESHES = {
     "seq2-data2-tensor2": {"data": 2, "sequence": 2, "tensor": 2},
+    "seq2-fsdp2-tensor2": {"fsdp": 2, "sequence": 2, "tensor": 2},
     "seq4-fsdp2": {"fsdp": 2, "sequence": 4},
     "seq8": {"sequence": 8},
 }
@@ -155,9 +156,10 @@ def test_memory_dit_with_merging_matches_one_device(rng, mesh_name):
 
 
 @pytest.mark.slow
-def test_train_step_matches_one_device():
-    """One full step (loss, gradients through the all-to-alls, AdamW, EMA) on a {data, sequence, tensor}
-    mesh with Ulysses attention equals the single-device step, merging on."""
+@pytest.mark.parametrize("mesh_name", ["seq2-data2-tensor2", "seq2-fsdp2-tensor2"])
+def test_train_step_matches_one_device(mesh_name):
+    """One full step (loss, gradients through the all-to-alls, AdamW, EMA) on a mesh with a sequence axis
+    and Ulysses attention equals the single-device step, merging on."""
     config = micro_config(model=MODEL | {"dit": MODEL["dit"] | {"num_layers": 2}})  # one merge, before block 1
     config["step"] = dict(config["step"], ema_decay=0.99)
     model = MemoryDiT(MemoryConfig.from_config(config["model"]), rngs=nnx.Rngs(0))
@@ -187,7 +189,7 @@ def test_train_step_matches_one_device():
             return jax.device_get((new.params, new.ema, metrics))
 
     want = run(make_mesh({"data": 1}, jax.devices()[:1]))
-    got = run(make_mesh(MESHES["seq2-data2-tensor2"]))
+    got = run(make_mesh(MESHES[mesh_name]))
     assert got[2]["loss"] == pytest.approx(float(want[2]["loss"]), rel=1e-5)
     assert got[2]["grad_norm"] == pytest.approx(float(want[2]["grad_norm"]), rel=1e-4)
     for tree in (0, 1):
