@@ -11,8 +11,9 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 # Re-installs when pyproject.toml changes. torch is pinned to the CPU build on this disk (2.13.0).
+# The tpu extra brings libtpu, with which the tests compile the train and sampling steps for TPU v5p.
 $(INSTALLED): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,tpu]'
 	touch $(INSTALLED)
 
 install: $(INSTALLED)

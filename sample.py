@@ -42,7 +42,7 @@ TASK_KEYS = {"nvs": ("retrieval.hfov_degrees", "retrieval.fov_radius"), "long_ed
 
 config_flags.DEFINE_config_file("config", None, "experiment config file with a `sample` section", lock_config=True)
 flags.DEFINE_enum("task", "nvs", sorted(TASK_KEYS), "nvs (novel view synthesis) or long_edit")
-flags.DEFINE_string("session", None, "session folder, created or resumed", required=True)
+flags.DEFINE_string("session", None, "session folder, created or resumed")
 flags.DEFINE_string("video", None, "source video (NVS: first turn of a session; long_edit: the long video)")
 flags.DEFINE_string("camera", None, "NVS: a preset trajectory name or a camera file")
 flags.DEFINE_string("camera_index", None, "which camera of a ReCamMaster camera_extrinsics.json (e.g. 3)")
@@ -51,6 +51,18 @@ flags.DEFINE_enum("camera_axes", "opencv", ["opencv", "opengl"], "camera axes of
 flags.DEFINE_string("prompt", "", "text prompt")
 flags.DEFINE_string("turns", None, "JSON list of turns: [{camera, prompt, seed}]")
 flags.DEFINE_integer("seed", 0, "noise seed (turn i of --turns without its own seed: seed + i)")
+flags.DEFINE_string(
+    "compile_topology",
+    None,
+    "only compile one sampling step of --task for a TPU slice (v5p-8, v5p:2x2x2) here "
+    "and print its memory per chip and collectives; exit 1 if it does not fit",
+)
+flags.DEFINE_string(
+    "compile_mesh",
+    None,
+    "with --compile_topology: the mesh, e.g. data=2,sequence=4 (default: "
+    "guidance's batch over data, the rest of the chips over sequence)",
+)
 FLAGS = flags.FLAGS
 
 
@@ -168,6 +180,10 @@ def main(argv: list[str]) -> int:
     if FLAGS.config is None or "sample" not in FLAGS.config:
         print("error: --config must name an experiment config with a `sample` section", file=sys.stderr)
         return 1
+    if FLAGS.compile_topology:
+        from mv2v_jax.parallel.aot import compile_sampling_step
+
+        return compile_sampling_step(FLAGS.config, FLAGS.task, FLAGS.compile_topology, FLAGS.compile_mesh)
     sample = FLAGS.config.sample
     if missing := [key for key in TASK_KEYS[FLAGS.task] if not _has(sample, key)]:
         task = FLAGS.config.get("step", {}).get("task", "?")
@@ -176,6 +192,9 @@ def main(argv: list[str]) -> int:
             f"{task!r} experiment) does not have",
             file=sys.stderr,
         )
+        return 1
+    if not FLAGS.session:
+        print("error: --session is required", file=sys.stderr)
         return 1
     try:
         check_sample_config(FLAGS.config.sample)

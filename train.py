@@ -20,10 +20,16 @@ from mv2v_jax.config import dataclass_from_config, run_app
 
 config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
 flags.mark_flag_as_required("config")
-flags.DEFINE_string("workdir", None, "where checkpoints, logs and the final weights go", required=True)
+flags.DEFINE_string("workdir", None, "where checkpoints, logs and the final weights go (gs:// works)")
 flags.DEFINE_bool("distributed", False, "multi-host: call jax.distributed.initialize() first")
 flags.DEFINE_bool("export", False, "only write <workdir>/weights from the latest checkpoint (sample a run mid-way)")
 flags.DEFINE_bool("export_ema", True, "with --export: the EMA parameters (when the run keeps one)")
+flags.DEFINE_string(
+    "compile_topology",
+    None,
+    "only compile the train step for a TPU slice (v5p-64, v5e-16, v5p:2x2x2) here and "
+    "print its memory per chip and collectives; exit 1 if it does not fit",
+)
 FLAGS = flags.FLAGS
 
 
@@ -43,6 +49,13 @@ def main(argv: list[str]) -> int:
     if FLAGS.distributed:
         jax.distributed.initialize()
     config = FLAGS.config
+    if FLAGS.compile_topology:
+        from mv2v_jax.parallel.aot import compile_train_step
+
+        return compile_train_step(config, FLAGS.compile_topology)
+    if not FLAGS.workdir:
+        print("error: --workdir is required", file=sys.stderr)
+        return 1
     try:
         check_can_create(FLAGS.workdir)  # a read-only workdir is refused now, not after the data and the compile
         if FLAGS.export:

@@ -191,8 +191,10 @@ def measured(turns: int, repeats: int) -> tuple[str, dict]:
         return Conditions(noisy, memory, {"camera": jnp.zeros((1, f, 12))})
 
     runs = {k: v for k, v in settings(model.config).items() if k != "d"}
-    forwards = {k: forward_fn(tokenizers, None if merge is None else merge.keep_ratio) for k, (tokenizers, merge, _) in
-                runs.items()}
+    forwards = {
+        k: forward_fn(tokenizers, None if merge is None else merge.keep_ratio)
+        for k, (tokenizers, merge, _) in runs.items()
+    }
     rows, series = [], {k: [] for k in runs}
     for turn in range(1, turns + 1):
         cells = []
@@ -255,11 +257,11 @@ def main() -> None:
     over90 = next((t + 1 for t in range(args.turns) if b[t] <= 0.1 * a[t]), None)
     definitions = (
         "Where the paper's numbers come from, and ours on the same definition:\n"
-        "- \"> 90% fewer FLOPs / latency\" (dynamic tokenization vs tokenizing every memory video at 1x2x2): "
+        '- "> 90% fewer FLOPs / latency" (dynamic tokenization vs tokenizing every memory video at 1x2x2): '
         "the paper does not say at which turn. On our reading, (b) vs (a) above, ReCamMaster-1.3B saves "
         f"{100 * (1 - b[4] / a[4]):.0f}% at turn 5 and {100 * (1 - b[-1] / a[-1]):.0f}% at turn {args.turns}; "
         + (f"it passes 90% from turn {over90} on." if over90 else f"it stays under 90% up to turn {args.turns}.")
-        + "\n- \"about 30% fewer\" (merging): Table 4, time of turn 5, dynamic tokenization + retrieval "
+        + '\n- "about 30% fewer" (merging): Table 4, time of turn 5, dynamic tokenization + retrieval '
         f"965.95 s -> + merging 661.31 s ({100 * PAPER_MERGE_SAVING:.1f}% less). Ours, (c) vs (b) FLOPs at turn "
         f"5: {100 * (1 - c[4] / b[4]):.1f}%. With the paper's schedule only the merged memory frames get cheaper, "
         "from block 10 on: at 81 x 480 x 832 the 4 memory videos of turn 5 are 26,754 of 92,274 tokens, so "

@@ -14,8 +14,13 @@ ROOT = Path(__file__).parents[1]
 
 
 def test_demo_writes_every_file(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mv2v_jax.eval.demo", "--out", str(tmp_path), "--turns", "3",
-                             "--steps", "2"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "mv2v_jax.eval.demo", "--out", str(tmp_path), "--turns", "3", "--steps", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = list(tmp_path.iterdir())
     assert str(run) in result.stdout

@@ -1,4 +1,4 @@
-"""Multi-device: converted weights restore straight into a (data, fsdp, tensor) mesh of 8 fake CPU
+"""Multi-device: converted weights restore straight into a (data, fsdp, sequence, tensor) mesh of 8 fake CPU
 devices, and the sharded forward equals the single-device one."""
 
 import jax
@@ -30,7 +30,8 @@ def forward(model, latents, t, context):
 
 def test_make_mesh_fills_and_validates():
     mesh = make_mesh({"data": 2, "fsdp": -1})
-    assert dict(mesh.shape) == {"data": 2, "fsdp": 4, "tensor": 1}
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 4, "sequence": 1, "tensor": 1}
+    assert dict(make_mesh({"sequence": -1, "tensor": 2}).shape) == {"data": 1, "fsdp": 1, "sequence": 4, "tensor": 2}
     with pytest.raises(ValueError, match="needs 12 devices"):
         make_mesh({"data": 3, "fsdp": 4})
     with pytest.raises(ValueError, match="unknown mesh axes \\['model'\\]"):

@@ -77,11 +77,15 @@ def training_dataset(
 
 def to_train_batch(batch: Mapping[str, np.ndarray], sharding: Callable[[np.ndarray], Any] | None = None) -> TrainBatch:
     """A numpy batch -> `TrainBatch` of device arrays (placed by `sharding(array)` when given); stored
-    float16 latents become float32, the parameters' precision (the model casts to its compute dtype)."""
+    float16 latents become float32, the parameters' precision (the model casts to its compute dtype).
+
+    With a sharding, `batch` is this process's rows of the global batch (`training_dataset` gives each
+    process its own), and the arrays are global: their batch is every process's rows, in process order.
+    """
 
     def put(array: np.ndarray) -> jax.Array:
         array = np.asarray(array, np.float32) if np.issubdtype(array.dtype, np.floating) else np.asarray(array)
-        return jax.device_put(array, sharding(array)) if sharding else jnp.asarray(array)
+        return jax.make_array_from_process_local_data(sharding(array), array) if sharding else jnp.asarray(array)
 
     memory = MemoryBatch(**{field: put(batch[key]) for key, field in MEMORY_FIELDS.items() if key in batch})
     extras = {k: put(v) for k, v in batch.items() if k not in {"target", "inputs", "context", *MEMORY_FIELDS}}

@@ -40,7 +40,9 @@ def new_temporary(folder: str | os.PathLike, prefix: str, suffix: str = "", dire
 def check_can_create(path: str | os.PathLike) -> None:
     """Raises the OSError that making the folder `path` and files in it would meet (a file where a
     folder should be, a read-only folder), without creating anything: a long job checks its output
-    folder before it starts."""
+    folder before it starts. A URI (gs://...) is left to its store, which checks at the first write."""
+    if "://" in str(path):
+        return
     path = Path(path).absolute()
     existing = path
     while not existing.exists():

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import jax
 import numpy as np
+from etils import epath
 from flax import nnx, traverse_util
 
 from mv2v_jax.cache import cache_root
@@ -364,8 +365,8 @@ def add_checksums(path: str | os.PathLike) -> Path:
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The `config.json` of a weights directory, with a clear error if it is not one."""
-    path = Path(path)
+    """The `config.json` of a weights directory (local or `gs://`), with a clear error if it is not one."""
+    path = epath.Path(path)
     config_file = path / CONFIG_FILE
     if not (config_file.is_file() and (path / PARAMS_DIR).is_dir()):
         raise WeightsError(f"{path} is not a weights directory (needs {CONFIG_FILE} and {PARAMS_DIR}/)")
@@ -381,7 +382,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def _stored_tree(path: Path, expected: Iterable[tuple[str, ...]] = ()) -> dict[tuple[str, ...], Any]:
+def _stored_tree(path: epath.Path, expected: Iterable[tuple[str, ...]] = ()) -> dict[tuple[str, ...], Any]:
     """Parameter path -> orbax's metadata (shape, dtype) as stored, read from the index and every array's
     header; an error names the `expected` parameters that have no files."""
     import orbax.checkpoint as ocp
@@ -400,7 +401,7 @@ def _stored_tree(path: Path, expected: Iterable[tuple[str, ...]] = ()) -> dict[t
     return flatten_paths(metadata.tree)
 
 
-def _check_tree(path: Path, expected: Mapping[tuple[str, ...], jax.ShapeDtypeStruct]) -> None:
+def _check_tree(path: epath.Path, expected: Mapping[tuple[str, ...], jax.ShapeDtypeStruct]) -> None:
     stored = _stored_tree(path, expected)
     missing = sorted("/".join(p) for p in expected.keys() - stored.keys())
     extra = sorted("/".join(p) for p in stored.keys() - expected.keys())
@@ -432,7 +433,7 @@ def load_module(
     """
     import orbax.checkpoint as ocp
 
-    path = Path(path)
+    path = epath.Path(path)
     read_config(path)
     verify_checksums(path)
     graphdef, abstract = nnx.split(nnx.eval_shape(build))

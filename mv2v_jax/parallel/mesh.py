@@ -2,8 +2,11 @@
 
 Parameters carry logical axis names (`"embed"`, `"heads"`, `"mlp"`, `"layers"`, ...); activations
 are constrained with logical names too. Rules in the config map them onto the mesh axes
-`(data, fsdp, tensor)` (maxdiffusion's scheme), so one model file runs replicated on one CPU, FSDP on
-8 fake CPU devices, or FSDP x tensor-parallel on a pod.
+`(data, fsdp, sequence, tensor)` (maxdiffusion's scheme plus a sequence axis), so one model file runs
+replicated on one CPU, FSDP on 8 fake CPU devices, or FSDP x sequence-parallel x tensor-parallel on a
+pod. The sequence axis splits the tokens of each example (one turn's forward is 65k-97k tokens at
+81x480x832 and inference has a batch of 1-2, so batch axes alone cannot use more than 2 chips);
+attention gathers what it needs across it (models.wan.attention).
 """
 
 from __future__ import annotations
@@ -17,17 +20,19 @@ import numpy as np
 from flax import nnx
 from flax.core import spmd
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "sequence", "tensor")
 
-# (logical name, mesh axes). Weights split over fsdp (ZeRO-3 style) and over tensor along heads / FFN
-# width; "layers" (the stacked-block axis) is never split. Activations ("act_*") split their batch over
-# data and fsdp, and their heads over tensor.
+# (logical name, mesh axes). Weights split over fsdp and sequence (ZeRO-3 style: the devices that split
+# a sequence hold different tokens of the same examples, so they can hold different weight shards too,
+# as MaxText shards parameters over its context axis) and over tensor along heads / FFN width; "layers"
+# (the stacked-block axis) is never split. Activations ("act_*") split their batch over data and fsdp,
+# their tokens over sequence, and their heads over tensor.
 DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("act_batch", ("data", "fsdp")),
-    ("act_length", None),
+    ("act_length", "sequence"),
     ("act_embed", None),
     ("act_heads", "tensor"),
-    ("embed", "fsdp"),
+    ("embed", ("fsdp", "sequence")),
     ("heads", "tensor"),
     ("mlp", "tensor"),
     ("layers", None),
@@ -72,15 +77,47 @@ def use_mesh(mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> Iterator[None]:
         yield
 
 
+def _without_unit_axes(spec: jax.sharding.PartitionSpec, mesh) -> jax.sharding.PartitionSpec:
+    """`spec` without the mesh axes of size 1 (they change nothing; specs read as the mesh is used)."""
+
+    def keep(entry):
+        if entry is None:
+            return None
+        axes = tuple(a for a in ((entry,) if isinstance(entry, str) else entry) if mesh.shape[a] > 1)
+        return None if not axes else axes[0] if len(axes) == 1 else axes
+
+    return jax.sharding.PartitionSpec(*(keep(entry) for entry in spec))
+
+
+def current_mesh() -> jax.sharding.AbstractMesh | None:
+    """The mesh of the enclosing `use_mesh` (None outside one, or without logical rules)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not spmd.get_logical_axis_rules():
+        return None
+    return mesh
+
+
 def logical_to_spec(names: Sequence[str | None]) -> jax.sharding.PartitionSpec:
-    """Mesh `PartitionSpec` of logical axis names under the current rules."""
-    return spmd.get_pspec(tuple(names))
+    """Mesh `PartitionSpec` of logical axis names under the current rules (and mesh, if any)."""
+    spec = spmd.get_pspec(tuple(names))
+    mesh = jax.sharding.get_abstract_mesh()
+    return spec if mesh.empty else _without_unit_axes(spec, mesh)
+
+
+def axis_size(name: str) -> int:
+    """How many ways the logical axis `name` is split on the current mesh (1 outside `use_mesh`)."""
+    mesh = current_mesh()
+    if mesh is None:
+        return 1
+    entry = logical_to_spec((name,))[0]
+    axes = () if entry is None else (entry,) if isinstance(entry, str) else entry
+    return math.prod(mesh.shape[a] for a in axes)
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     """`with_sharding_constraint` by logical names; a no-op outside `use_mesh`."""
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or not spmd.get_logical_axis_rules():
+    mesh = current_mesh()
+    if mesh is None:
         return x
     return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, logical_to_spec(names)))
 
@@ -89,11 +126,21 @@ def state_shardings(state: nnx.State, mesh: jax.sharding.Mesh, rules=DEFAULT_RUL
     """`NamedSharding` for every variable of `state`, from its logical `out_sharding` names."""
     with spmd.logical_axis_rules(_rules(rules)):
         specs = nnx.get_partition_spec(state)
-    return jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, spec), specs)
+    return jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, _without_unit_axes(spec, mesh)), specs)
 
 
 def batch_sharding(mesh: jax.sharding.Mesh, ndim: int, rules=DEFAULT_RULES) -> jax.sharding.NamedSharding:
     """Sharding of a batch-major array: axis 0 over the batch axes, the rest replicated."""
     with spmd.logical_axis_rules(_rules(rules)):
-        spec = logical_to_spec(("act_batch",) + (None,) * (ndim - 1))
-    return jax.sharding.NamedSharding(mesh, spec)
+        spec = spmd.get_pspec(("act_batch",) + (None,) * (ndim - 1))
+    return jax.sharding.NamedSharding(mesh, _without_unit_axes(spec, mesh))
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+    """The whole of `array` as NumPy on this host; an array spread over several processes is gathered
+    from all of them (every process must call this)."""
+    if array.is_fully_addressable or array.is_fully_replicated:
+        return np.asarray(jax.device_get(array))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))

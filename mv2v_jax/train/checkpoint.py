@@ -10,23 +10,31 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from mv2v_jax.io.atomic import atomic_output
 
 BEST_FILE = "best.json"
 
 
+def as_path(path: str | os.PathLike) -> epath.Path:
+    """A local path (made absolute, as orbax wants) or a URI such as `gs://bucket/run`, kept as it is
+    (`pathlib` would turn it into the local folder `gs:/bucket/run`)."""
+    path = epath.Path(path)
+    return path if "://" in str(path) else path.absolute()
+
+
 class Checkpointer:
-    """Saves and restores (TrainState, data iterator) under `directory`."""
+    """Saves and restores (TrainState, data iterator) under `directory` (local or `gs://`); every process
+    of a multi-host run takes part in each save and restore."""
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3):
-        self.directory = Path(directory).absolute()
+        self.directory = as_path(directory)
         self.keep = keep
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -51,12 +59,20 @@ class Checkpointer:
         best = self._best()
         if val_loss is not None and val_loss < best.get("val_loss", float("inf")):
             best = {"step": step, "val_loss": val_loss}
-            with atomic_output(self.directory / BEST_FILE) as tmp:
-                tmp.write_text(json.dumps(best))
+            if jax.process_index() == 0:
+                self._write_best(best)
         keep = set(sorted(self.manager.all_steps())[-self.keep :]) | {step} | {best.get("step")}
         for old in self.manager.all_steps():
             if old not in keep:
                 self.manager.delete(old)
+
+    def _write_best(self, best: dict[str, Any]) -> None:
+        path = self.directory / BEST_FILE
+        if "://" in str(path):  # an object store replaces an object whole
+            path.write_text(json.dumps(best))
+            return
+        with atomic_output(path) as tmp:
+            tmp.write_text(json.dumps(best))
 
     def restore(self, abstract_state: Any, iterator: grain.DatasetIterator, step: int | None = None) -> Any:
         """The state at `step` (default: the latest) laid out like `abstract_state` (ShapeDtypeStructs

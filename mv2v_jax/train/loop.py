@@ -10,11 +10,12 @@ the same losses as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,9 +31,9 @@ from mv2v_jax.data.memory_sampling import MemorySampling, step_variant
 from mv2v_jax.io.images import contact_sheet, to_uint8, write_png
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.models.weights import WeightsWriter, flatten_paths
-from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, use_mesh
+from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, to_host, use_mesh
 from mv2v_jax.tasks import Task, get_task
-from mv2v_jax.train.checkpoint import Checkpointer, abstract_like
+from mv2v_jax.train.checkpoint import Checkpointer, abstract_like, as_path
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
 from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step, loss_fn
 
@@ -69,10 +70,10 @@ def final_params(state: TrainState, trainable, ema: bool = True) -> nnx.State:
 
 
 def export_checkpoint(
-    config: Mapping[str, Any], workdir: str | Path, step: int | None = None, ema: bool = True
-) -> Path:
+    config: Mapping[str, Any], workdir: str | os.PathLike, step: int | None = None, ema: bool = True
+) -> os.PathLike:
     """Writes `<workdir>/weights` from a checkpoint (default the latest): sample from a run mid-way."""
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     if not (workdir / "checkpoints").is_dir():  # before building the model, and creating the folder
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: not a training run's workdir")
     mesh = make_mesh(dict(config["mesh"]), jax.devices()[: config["mesh_devices"] or None])
@@ -95,18 +96,24 @@ def export_checkpoint(
         )
 
 
-def export_weights(model_state: nnx.State, config: MemoryConfig, path: Path, record: Mapping[str, Any]) -> Path:
-    """Writes a weights directory `load_memory_dit` reads (parameters gathered to the host one by one)."""
-    with WeightsWriter(path, overwrite=True) as writer:
+def export_weights(
+    model_state: nnx.State, config: MemoryConfig, path: os.PathLike, record: Mapping[str, Any]
+) -> os.PathLike:
+    """Writes a weights directory `load_memory_dit` reads (parameters gathered to the host one by one;
+    with several processes, every one gathers and the first writes)."""
+    primary = jax.process_index() == 0
+    with WeightsWriter(path, overwrite=True) if primary else contextlib.nullcontext() as writer:
         for name, value in flatten_paths(nnx.to_pure_dict(model_state)).items():
-            writer.write(name, np.asarray(jax.device_get(value)))
-        return writer.commit(config.record() | dict(record))
+            array = to_host(value)
+            if primary:
+                writer.write(name, array)
+        return writer.commit(config.record() | dict(record)) if primary else path
 
 
 class _Log:
     """JSON lines and TensorBoard event files (process 0 only)."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: os.PathLike):
         self.enabled = jax.process_index() == 0
         if self.enabled:
             from tensorboardX import SummaryWriter
@@ -130,7 +137,7 @@ class _Log:
 
 def train(
     config: Mapping[str, Any],
-    workdir: str | Path,
+    workdir: str | os.PathLike,
     records: Sequence[Mapping[str, Any]],
     validation_records: Sequence[Mapping[str, Any]] | None = None,
     on_step: Callable[[int, dict[str, jax.Array]], None] | None = None,
@@ -140,7 +147,7 @@ def train(
     `on_step(step, metrics)` runs after every step (custom monitoring). Returns the last logged metrics.
     """
     sampling = dataclass_from_config(MemorySampling, config["memory_sampling"], "memory_sampling")
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     devices = jax.devices()[: config["mesh_devices"] or None]  # 0: every device
     mesh = make_mesh(dict(config["mesh"]), devices)
@@ -170,7 +177,9 @@ def train(
 
         validation = None
         if validation_records:
-            val_data = training_dataset(validation_records, task.example, sampling, batch_size, config["seed"] + 1)
+            val_data = training_dataset(
+                validation_records, task.example, sampling, batch_size // jax.process_count(), config["seed"] + 1
+            )
             validation = to_train_batch(next(iter(val_data)), lambda a: shard(a.ndim))
             val_variant = StepVariant(paper_tokenizers, None)
 
@@ -227,16 +236,15 @@ def train(
                 samples = sample_validation(
                     graphdef, final, validation, task, step_config["shift"], config["eval_sampling_steps"]
                 )
-                write_png(
-                    workdir / f"validation_{total}.png",
-                    contact_sheet(
-                        [
-                            to_uint8(np.asarray(validation.target[0, ..., :3])),
-                            to_uint8(np.asarray(samples[0, ..., :3])),
-                        ],
-                        labels=["ground truth latents", "sampled latents"],
-                    ),
-                )
+                target = to_host(validation.target)
+                if jax.process_index() == 0:
+                    write_png(
+                        workdir / f"validation_{total}.png",
+                        contact_sheet(
+                            [to_uint8(target[0, ..., :3]), to_uint8(samples[0, ..., :3])],
+                            labels=["ground truth latents", "sampled latents"],
+                        ),
+                    )
         checkpointer.close()
         log.close()
     return metrics
@@ -252,4 +260,4 @@ def sample_validation(graphdef, params, batch: TrainBatch, task: Task, shift: fl
         return model(task.streams(x, batch.conditions, model.config.tokenizers), t, batch.context)
 
     noise = jax.random.normal(jax.random.key(0), batch.target.shape)
-    return np.asarray(denoise(velocity, noise, UniPCSampler(steps, shift), progress=False))
+    return to_host(denoise(velocity, noise, UniPCSampler(steps, shift), progress=False))

@@ -18,18 +18,42 @@ Implementations:
 - `"splash"`: the Pallas splash-attention kernel for TPU, with segment ids. `interpret=True`
   runs it on CPU (slowly) so tests can check it against the XLA path.
 - `"auto"`: cudnn on GPU, splash on TPU, chunked elsewhere.
+
+On a mesh (`parallel.mesh.use_mesh`), the kernel runs inside `jax.shard_map`: the batch split over the
+batch axes (data, fsdp), heads over tensor, and queries over the `sequence` axis. Mosaic (splash) and
+cuDNN kernels cannot be partitioned by XLA, and a split sequence needs explicit communication, so the
+chunked and XLA paths take `shard_map` too once the sequence is split. Self-attention then crosses the
+sequence axis of size s in one of two ways (`AttentionConfig.sequence_parallel`):
+- `"ulysses"` (DeepSpeed-Ulysses; Wan's own multi-GPU inference): all-to-all q, k and v from
+  `[B, N/s, H, D]` to `[B, N, H/s, D]`, run the kernel over the whole sequence for H/s heads, and
+  all-to-all the output back. Each chip sends `4 size (s-1)/s` per call, size being its share of q.
+  Needs the heads of a tensor shard divisible by s.
+- `"all_gather"` (maxdiffusion's context parallelism): gather k and v over the sequence axis and run
+  the local queries against every key. Each chip sends `2 size (s-1)` per call: s/2 times Ulysses.
+- `"auto"` (default): Ulysses when s divides the heads, otherwise all_gather (12 heads over 8 chips).
+Measured on the compiled TPU v5p programs (BENCHMARKS.md, "Sequence-parallel attention"): at s = 4 for
+the 1.3B's 96,642-token turn Ulysses sends half the bytes of the gather in the forward pass and a
+quarter in training, and needs a third of the temporary memory (the gather holds every key and value
+of the sequence on each chip). Ring attention (k and v passed around the ring, overlapped with
+compute) was not built: it sends what the gather sends, and needs the kernel's log-sum-exp, which
+splash returns only without a backward pass, so it would not have worked for training with splash
+or cuDNN. Token counts that s does not divide are padded with segment -1, which only padding sees.
+Cross-attention keeps the text whole on every chip (`cross=True`): no communication.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from mv2v_jax.parallel.mesh import current_mesh, logical_to_spec
 
 IMPLEMENTATIONS = ("auto", "chunked", "xla", "cudnn", "splash")
+SEQUENCE_PARALLEL = ("auto", "ulysses", "all_gather")
 
 # Finite so that a key block with every key masked gives exp(0) junk that the next valid block
 # wipes out (its running max is larger), instead of NaN from (-inf) - (-inf).
@@ -45,10 +69,13 @@ class AttentionConfig:
     block_kv: int = 2048  # chunked: at most this many keys per online-softmax step
     splash_block: int = 512  # splash: q and kv tile on TPU
     interpret: bool = False  # splash: run the Pallas kernel in interpret mode (CPU tests)
+    sequence_parallel: str = "auto"  # over a split sequence: "ulysses", "all_gather", or "auto" (see module doc)
 
     def __post_init__(self):
         if self.impl not in IMPLEMENTATIONS:
             raise ValueError(f"attention impl {self.impl!r} is not one of {IMPLEMENTATIONS}")
+        if self.sequence_parallel not in SEQUENCE_PARALLEL:
+            raise ValueError(f"sequence_parallel {self.sequence_parallel!r} is not one of {SEQUENCE_PARALLEL}")
 
     def resolved(self) -> str:
         if self.impl != "auto":
@@ -63,19 +90,33 @@ def attention(
     q_segments: jax.Array | None = None,
     kv_segments: jax.Array | None = None,
     config: AttentionConfig = AttentionConfig(),
+    *,
+    cross: bool = False,
 ) -> jax.Array:
-    """Multi-head attention.
+    """Multi-head attention, split over the current mesh when there is one (see module doc).
 
     Args:
       q: `[B, Nq, H, D]`; k, v: `[B, Nk, H, D]`.
       q_segments, kv_segments: `[B, Nq]`, `[B, Nk]` int32 segment ids, or both None for full attention.
       config: which implementation and its tile sizes.
+      cross: k and v are a context every device holds whole (cross-attention to the text), not tokens
+        split over the sequence axis like the queries.
     Returns:
       `[B, Nq, H, D]` in `q`'s dtype.
     """
     if (q_segments is None) != (kv_segments is None):
         raise ValueError("give both q_segments and kv_segments, or neither")
     impl = config.resolved()
+    mesh = current_mesh()
+    # XLA partitions the chunked and XLA paths by itself while the sequence is whole; Mosaic and cuDNN
+    # kernels cannot be partitioned automatically, and a split sequence needs explicit collectives.
+    if mesh is not None and (impl in ("splash", "cudnn") or _mesh_size(mesh, _axes("act_length")) > 1):
+        return _sharded(q, k, v, q_segments, kv_segments, config, impl, mesh, cross)
+    return _local(q, k, v, q_segments, kv_segments, config, impl)
+
+
+def _local(q, k, v, q_segments, kv_segments, config: AttentionConfig, impl: str) -> jax.Array:
+    """Attention on the arrays as given (one device, or one shard inside `shard_map`)."""
     if impl == "chunked":
         return _chunked(q, k, v, q_segments, kv_segments, config.block_q, config.block_kv)
     if impl == "xla":
@@ -86,6 +127,93 @@ def attention(
     if impl == "cudnn":
         return _cudnn(q, k, v, kv_segments)
     return _splash(q, k, v, q_segments, kv_segments, config.splash_block, config.interpret)
+
+
+def _axes(name: str) -> tuple[str, ...]:
+    """Mesh axes of the logical axis `name` under the current rules."""
+    entry = logical_to_spec((name,))[0]
+    return () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def _mesh_size(mesh, axes: tuple[str, ...]) -> int:
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def _dividing(mesh, axes: tuple[str, ...], n: int) -> tuple[str, ...]:
+    """The longest prefix of `axes` whose devices divide `n` evenly."""
+    while axes and n % _mesh_size(mesh, axes):
+        axes = axes[:-1]
+    return axes
+
+
+def _entry(axes: tuple[str, ...]):
+    return None if not axes else axes[0] if len(axes) == 1 else axes
+
+
+def sequence_scheme(config: AttentionConfig, local_heads: int, sequence: int) -> str:
+    """How self-attention crosses a sequence split `sequence` ways with `local_heads` heads per tensor
+    shard: "ulysses" (all-to-all over heads) or "all_gather" (keys and values gathered)."""
+    if sequence == 1:
+        return "none"
+    divides = local_heads % sequence == 0
+    if config.sequence_parallel == "ulysses" and not divides:
+        raise ValueError(
+            f"Ulysses attention splits the {local_heads} heads of each tensor shard over the sequence axis "
+            f"of {sequence}, which does not divide them; use sequence_parallel='all_gather' or 'auto'"
+        )
+    if config.sequence_parallel == "all_gather" or not divides:
+        return "all_gather"
+    return "ulysses"
+
+
+def _sharded(q, k, v, q_segments, kv_segments, config, impl, mesh, cross) -> jax.Array:
+    """`_local` inside `shard_map`: batch over the batch axes, heads over the tensor axes, queries (and,
+    for self-attention, keys) over the sequence axes. A batch or head count that the axes do not divide
+    is computed whole on those devices rather than refused (CFG's batch of 2 on a wider data axis)."""
+    b, nq, h, _ = q.shape
+    batch = _dividing(mesh, _axes("act_batch"), b)
+    heads = _dividing(mesh, _axes("act_heads"), h)
+    seq = _axes("act_length")
+    s = _mesh_size(mesh, seq)
+    scheme = "none" if cross else sequence_scheme(config, h // _mesh_size(mesh, heads), s)
+
+    # Every shard needs the same number of tokens: pad to a multiple of the split with segment -1, which
+    # only the padding has (it sees itself; real queries, padding slots included, never see it).
+    if -nq % s and not cross:  # the keys are the same tokens: padded alike
+        if q_segments is None:
+            q_segments = kv_segments = jnp.ones((b, nq), jnp.int32)
+        kv_segments, k, v = _pad_to(kv_segments, 1, s, -1), _pad_to(k, 1, s), _pad_to(v, 1, s)
+    if q_segments is not None:
+        q_segments = _pad_to(q_segments, 1, s, -1)
+    q = _pad_to(q, 1, s)
+
+    def local(q, k, v, q_segments, kv_segments):
+        if scheme == "ulysses":  # [b, N/s, h, d] -> [b, N, h/s, d]: every token, a share of the heads
+            q, k, v = (jax.lax.all_to_all(a, seq, split_axis=2, concat_axis=1, tiled=True) for a in (q, k, v))
+        if scheme in ("ulysses", "all_gather"):
+            if scheme == "all_gather":
+                k, v = (jax.lax.all_gather(a, seq, axis=1, tiled=True) for a in (k, v))
+            if q_segments is not None:
+                kv_segments = jax.lax.all_gather(kv_segments, seq, axis=1, tiled=True)
+                if scheme == "ulysses":
+                    q_segments = jax.lax.all_gather(q_segments, seq, axis=1, tiled=True)
+        out = _local(q, k, v, q_segments, kv_segments, config, impl)
+        if scheme == "ulysses":
+            out = jax.lax.all_to_all(out, seq, split_axis=1, concat_axis=2, tiled=True)
+        return out
+
+    q_spec = P(_entry(batch), _entry(seq), _entry(heads), None)
+    kv_spec = P(_entry(batch), None, _entry(heads), None) if cross else q_spec
+    segment_spec = None if q_segments is None else P(_entry(batch), _entry(seq))
+    kv_segment_spec = None if kv_segments is None else P(_entry(batch), None if cross else _entry(seq))
+    out = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(q_spec, kv_spec, kv_spec, segment_spec, kv_segment_spec),
+        out_specs=q_spec,
+        check_vma=False,  # the Pallas kernel's outputs carry no varying-axes annotation
+    )(q, k, v, q_segments, kv_segments)
+    return out[:, :nq]
 
 
 def _pad_to(x: jax.Array, axis: int, multiple: int, value=0) -> jax.Array:
@@ -159,8 +287,8 @@ def _chunked(q, k, v, q_segments, kv_segments, block_q, block_kv):
 
 
 def valid_keys_first(k: jax.Array, v: jax.Array, kv_segments: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Moves non-padding keys/values to the front (stable); returns them and the count per row."""
-    valid = kv_segments != 0
+    """Moves non-padding keys/values (segment > 0) to the front (stable); returns them and the count per row."""
+    valid = kv_segments > 0
     order = jnp.argsort(~valid, axis=1, stable=True)
     k = jnp.take_along_axis(k, order[:, :, None, None], axis=1)
     v = jnp.take_along_axis(v, order[:, :, None, None], axis=1)
@@ -174,8 +302,9 @@ def _cudnn(q, k, v, kv_segments):
     return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=kv_len, implementation="cudnn")
 
 
-@functools.cache
 def _splash_kernel(heads: int, nq: int, nk: int, block_q: int, block_kv: int, interpret: bool):
+    """Built in the trace that uses it (its mask arrays become that trace's constants); splash caches
+    the costly part, the processed mask, itself."""
     from jax.experimental.pallas.ops.tpu import splash_attention as sa
 
     mask = sa.MultiHeadMask([sa.FullMask((nq, nk))] * heads)

@@ -205,7 +205,7 @@ class Attention(nnx.Module):
         q, k = self.queries_keys(x, context, rope)
         v = self.split_heads(self.v(x if context is None else context))
         q = constrain(q, ("act_batch", "act_length", "act_heads", None))
-        out = attention(q, k, v, segment_ids, segment_ids, self.config.attention)
+        out = attention(q, k, v, segment_ids, segment_ids, self.config.attention, cross=context is not None)
         return self.o(einops.rearrange(out, "b n h d -> b n (h d)"))
 
 
