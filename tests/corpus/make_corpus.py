@@ -318,7 +318,7 @@ CASES: tuple[Case, ...] = (
         "sample.py",
         "the disk fills up while the turn is stored (RLIMIT_FSIZE 8 KiB, under the 13.5 KiB of its latents)",
         turn("disk_full"),
-        r"memory bank \S*disk_full/bank: writing entry 000000 failed \(.*File too large",
+        r"memory bank \S*disk_full/bank: writing entry 000001 failed \(.*File too large",
         file_size_limit=8 << 10,
     ),
     Case(
@@ -833,31 +833,36 @@ def write_sessions(root: Path) -> None:
     from mv2v_jax.io.video import read_video
     from mv2v_jax.pipelines.build import build_codec, session_config
     from mv2v_jax.pipelines.presets import preset_trajectory
-    from mv2v_jax.pipelines.session import Session
+    from mv2v_jax.pipelines.session import Session, SourceVideo, TurnFiles
     from mv2v_jax.retrieval.bank import MemoryEntry
     from mv2v_jax.retrieval.fov import fov_bitmask
 
     sessions = root / "sessions"
     sample = load_config(f"{root}/config.py").sample
     codec = build_codec(sample.codec)
-    source = np.asarray(codec.encode(read_video(root / "videos" / "good.mp4", FRAMES, (HEIGHT, WIDTH)).frames))
+    video = SourceVideo.from_clip(read_video(root / "videos" / "good.mp4", FRAMES, (HEIGHT, WIDTH)), "good.mp4")
+    source = np.asarray(codec.encode(video.frames))
+    cameras = preset_trajectory("pan_left", FRAMES)[::4]
+    intrinsics = Intrinsics.from_hfov(sample.retrieval.hfov_degrees, HEIGHT, WIDTH)
+    fov = np.asarray(fov_bitmask(cameras, intrinsics, radius=sample.retrieval.fov_radius))
 
     def session(name: str, task: str = "nvs", config=sample) -> Session:
-        made = Session(sessions / name, task, session_config(config, task))
+        """A session with one turn (the session appears with its first turn), stored as sample.py does."""
+        made = Session.open(sessions / name, task=task, config=session_config(config, task), source=video)
         if task == "nvs":
-            made.save_source(source, str(root / "videos" / "good.mp4"))
+            made.save_source(source)
+            entry = MemoryEntry(latents=source + 0.5, turn=1, cameras=cameras, fov=fov)
+        else:
+            entry = MemoryEntry(latents=np.concatenate([source, source], -1), turn=1, embedding=np.ones(4))
+        files = TurnFiles(video=video.frames, fps=8, sheet=[video.frames], labels=["turn 1"])
+        made.commit_turn(entry, files, {"turn": 1})
         return made
 
     for name in ("version", "broken_json", "busy", "disk_full", "interrupted"):
         session(name).close()
     session("long_edit", "long_edit").close()
     session("other_config", config=load_config(f"{root}/config.py:other_fov").sample).close()
-    made = session("flipped_bit")
-    cameras = preset_trajectory("pan_left", FRAMES)[::4]
-    intrinsics = Intrinsics.from_hfov(sample.retrieval.hfov_degrees, HEIGHT, WIDTH)
-    fov = np.asarray(fov_bitmask(cameras, intrinsics, radius=sample.retrieval.fov_radius))
-    made.bank.add(MemoryEntry(latents=source + 0.5, turn=1, cameras=cameras, fov=fov))
-    made.close()
+    session("flipped_bit").close()
     latents = sessions / "flipped_bit" / "bank" / "entries" / "000000" / "latents.npy"
     data = bytearray(latents.read_bytes())
     data[-5] ^= 0x10
