@@ -37,11 +37,12 @@ from mv2v_jax.tasks import get_task
 
 def session_config(sample: Mapping[str, Any], task: str) -> dict[str, Any]:
     """What a session's stored outputs depend on (its hash guards the session): weights, codec,
-    retrieval geometry and video size. Sampler settings and the memory budget (how many memories a turn
-    feeds) may change between turns."""
+    retrieval geometry and the video's frames and size. Sampler settings, the memory budget (how many
+    memories a turn feeds) and the frame rate the mp4s are written at may change between turns."""
     config = {"task": task} | {k: _plain(sample[k]) for k in ("weights", "codec", "retrieval", "video")}
     budget = {f.name for f in dataclasses.fields(MemoryBudget)}
     config["retrieval"] = {k: v for k, v in config["retrieval"].items() if k not in budget}
+    config["video"] = {k: v for k, v in config["video"].items() if k != "fps"}
     return config
 
 

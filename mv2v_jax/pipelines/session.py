@@ -170,9 +170,12 @@ def check_session(
     if stored.get("task") != task:
         raise SessionError(f"session {path} is a {stored.get('task')!r} session, not {task!r}")
     if stored.get("config_hash") != (this := config_hash(config)):
+        differ = _differences(stored.get("config"), _plain(config), "sample") or [
+            "weights, codec, retrieval settings or video"
+        ]
         raise SessionError(
-            f"session {path} was made with another configuration (hash {stored.get('config_hash')}, "
-            f"this run {this}): weights, codec, retrieval settings or video size differ; start a new session"
+            f"session {path} was made with another configuration (hash {stored.get('config_hash')}, this run "
+            f"{this}): {'; '.join(differ)}; a session keeps these: start a new session, or run with its values"
         )
     if source is not None and not _same_source(stored, source):
         made = stored.get("source", {}).get("video") or stored.get("source_video") or stored.get("video")
@@ -185,6 +188,26 @@ def check_session(
             raise SessionError(f"session {path} has {key} {stored[key]}; this run gives {value}")
     MemoryBank.open(path / BANK, readonly=True, task=task).close()  # a bank this code reads
     return stored
+
+
+def _plain(config: Mapping[str, Any]) -> Any:
+    """A config as plain JSON data (what session.json keeps of it)."""
+    return json.loads(json.dumps(config.to_dict() if hasattr(config, "to_dict") else dict(config), default=str))
+
+
+def _differences(stored: Any, given: Any, key: str = "") -> list[str]:
+    """`key: stored -> given` for every leaf that differs between two plain configs ([] when `stored` is
+    not a mapping: a session written before session.json kept its configuration)."""
+    if not isinstance(stored, dict):
+        return []
+    found = []
+    for name in sorted(set(stored) | set(given), key=str):
+        a, b, dotted = stored.get(name), given.get(name), f"{key}.{name}" if key else name
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, dotted)
+        elif a != b:
+            found.append(f"{dotted} was {a!r}, now {b!r}")
+    return found
 
 
 def _lock_folder(folder: Path) -> int:
@@ -266,7 +289,7 @@ class Session:
         try:
             hash_ = config_hash(config)
             bank = MemoryBank.create(staging / BANK, task, hash_, key=get_task(task).retrieval_key)
-            stored = {"task": task, "config_hash": hash_, **(meta or {})}
+            stored = {"task": task, "config_hash": hash_, "config": _plain(config), **(meta or {})}
             if source is not None:
                 stored["source"] = source.record()
             _write_json(staging / SESSION_FILE, stored)
