@@ -175,7 +175,7 @@ def _has(section, dotted: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    from mv2v_jax.pipelines.build import check_sample_config
+    from mv2v_jax.pipelines.build import check_sample_config, check_weights_exist
     from mv2v_jax.retrieval.bank import BankError
 
     del argv
@@ -195,6 +195,7 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         check_sample_config(sample, FLAGS.task)
+        check_weights_exist(sample, FLAGS.task)
         (run_nvs if FLAGS.task == "nvs" else run_long_edit)(sample, Path(FLAGS.session))
     except (ValueError, OSError, BankError) as e:  # VideoError, CameraError, SessionError, a full disk, ...
         print(f"error: {e}", file=sys.stderr)

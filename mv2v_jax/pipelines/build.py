@@ -91,6 +91,18 @@ def build_embedder(config: Mapping[str, Any]):
     return lambda frames: embed_frames(model, frames)
 
 
+def check_weights_exist(sample: Mapping[str, Any], task: str) -> None:
+    """Refuses, naming it, a weights folder the `sample` section points at that does not exist (before
+    anything is loaded or created; loading checks what is in them)."""
+    _existing(sample["weights"], "model weights")
+    if sample["codec"]["kind"] == "wan_vae":
+        _existing(sample["codec"]["weights"], "VAE weights")
+    if sample["text"]["kind"] == "umt5":
+        _existing(sample["text"]["weights"], "umT5 weights")
+    if task == "long_edit" and sample["embedder"]["kind"] == "dinov2":
+        _existing(sample["embedder"]["weights"], "DINOv2 weights")
+
+
 def _existing(path: str, what: str) -> Path:
     if not path or not Path(path).exists():
         raise FileNotFoundError(f"{what} not found at {path!r}; convert them first (see README, Weights)")

@@ -174,13 +174,15 @@ class NVSPipeline:
         if source is None:
             return 0.0
         slots, frames = self.budget.slots_for(filled), source.shape[0]
+        # Empty slots made on the host and moved, as a turn's are (pipelines.slots): no program runs for them.
+        zeros = lambda shape, dtype=np.float32: jnp.asarray(np.zeros(shape, dtype))
         memory = MemoryBatch(
-            jnp.zeros((1, slots, *source.shape), jnp.float32),
-            jnp.zeros((1, slots), bool),
-            jnp.zeros((1, slots), jnp.int32),
-            jnp.zeros((1, slots, frames, 12), jnp.float32),
+            zeros((1, slots, *source.shape)),
+            zeros((1, slots), bool),
+            zeros((1, slots), np.int32),
+            zeros((1, slots, frames, 12)),
         )
-        camera = jnp.zeros((1, frames, 12), jnp.float32)
+        camera = zeros((1, frames, 12))
         conditions = Conditions(jnp.asarray(source)[None], memory, {"camera": camera})
         return self.denoiser.prepare(conditions, prompt, source.shape)
 

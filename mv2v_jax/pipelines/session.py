@@ -162,7 +162,9 @@ def check_session(
     code cannot read) or an OSError (a folder that cannot be created). `Session.open` checks the same."""
     path = Path(path)
     if not (path / SESSION_FILE).exists():
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and not path.is_dir():
+            raise SessionError(f"{path} is a file, not a session folder; choose a new session folder")
+        if path.exists() and any(path.iterdir()):
             raise SessionError(f"{path} is not empty and holds no session; choose a new session folder")
         check_can_create(path)
         return None
