@@ -236,6 +236,33 @@ def test_a_session_knows_its_video_by_content_and_says_what_reading_changed(asse
     assert snapshot(session) == before
 
 
+def test_reading_a_video_says_what_it_changed(tmp_path):
+    """A 12-frame 4:3 video read as 9 frames at 32 x 48: frames dropped, the resize and the centre crop,
+    in one line and as record fields."""
+    frames = np.random.default_rng(0).integers(0, 256, (12, 48, 64, 3), dtype=np.uint8)
+    write_video(tmp_path / "four_three.mp4", frames, 30, lossless=True)
+    clip = read_video(tmp_path / "four_three.mp4", 9, (32, 48))
+    assert clip.describe(8) == (
+        f"{tmp_path / 'four_three.mp4'}: 12 frames, frames 0-8 used (3 dropped); 64x48 resized to 48x36; "
+        "centre-cropped to 48x32 (from top 2, left 0); 30 fps, written at 8 fps"
+    )
+    assert clip.changes() == {
+        "source_frames": 12,
+        "frames_used": 9,
+        "frames_dropped": 3,
+        "first_frame": 0,
+        "stride": 1,
+        "source_fps": 30.0,
+        "source_size": [48, 64],
+        "resized_to": [36, 48],
+        "cropped_to": [32, 48],
+        "crop_offset": [2, 0],
+    }
+    assert read_video(tmp_path / "four_three.mp4", 9, None).describe() == (
+        f"{tmp_path / 'four_three.mp4'}: 12 frames, frames 0-8 used (3 dropped)"
+    )
+
+
 def test_a_failed_first_turn_creates_nothing(assets, tmp_path):
     """A first turn that fails after the model loaded (a video width the DiT's patches do not divide is
     only known then) leaves no session, no hidden folder and no parent folder behind; the corrected

@@ -99,13 +99,13 @@ class Denoiser:
         """Programs compiled by this process (one per input signature)."""
         return len(self._compiled)
 
-    def _program(self, *args):
+    def _program(self, *args, what: str = "the denoiser"):
         """The compiled velocity for `args`' signature: compiled (or loaded from the persistent cache) once."""
         leaves, treedef = jax.tree.flatten(args)
         signature = (treedef, tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves))
         if signature not in self._compiled:
             start = time.perf_counter()
-            print("compiling the denoiser (or loading it from the cache)...", end=" ", file=sys.stderr, flush=True)
+            print(f"compiling {what} (or loading it from the cache)...", end=" ", file=sys.stderr, flush=True)
             self._compiled[signature] = jax.jit(self._velocity).lower(self.state, *args).compile()
             seconds = time.perf_counter() - start
             print(f"{seconds:.1f} s", file=sys.stderr, flush=True)

@@ -31,6 +31,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -180,9 +181,10 @@ def check_session(
             f"{this}): {'; '.join(differ)}; a session keeps these: start a new session, or run with its values"
         )
     if source is not None and not _same_source(stored, source):
-        made = stored.get("source", {}).get("video") or stored.get("source_video") or stored.get("video")
+        made = stored["source"] if isinstance(stored.get("source"), dict) else {}
+        name = made.get("video") or stored.get("source_video") or stored.get("video")
         raise SessionError(
-            f"session {path} edits the video {made} (sha256 {stored.get('source', {}).get('sha256', '?')[:12]}), "
+            f"session {path} edits the video {name} (sha256 {str(made.get('sha256', '?'))[:12]}), "
             f"not {source.name} (sha256 {source.sha256[:12]}): its frames differ; start a new session for it"
         )
     for key, value in (meta or {}).items():
@@ -227,8 +229,9 @@ def _remove_stale_stagings(path: Path) -> None:
     """Removes `.tmp-<name>-*` folders beside `path` left by killed first turns (a live one is locked)."""
     if not path.parent.is_dir():
         return
-    for staging in path.parent.glob(f"{TEMPORARY_PREFIX}{path.name}-*"):
-        if not staging.is_dir():
+    pattern = re.compile(rf"{re.escape(TEMPORARY_PREFIX + path.name)}-[0-9a-f]{{8}}")  # io.atomic.new_temporary
+    for staging in path.parent.iterdir():
+        if not (pattern.fullmatch(staging.name) and staging.is_dir()):
             continue
         try:
             fd = _lock_folder(staging)
