@@ -211,6 +211,14 @@ def unexpected_error(error: Exception) -> str:
     )
 
 
+def close_progress_bars() -> None:
+    """Closes the tqdm bars an exception left open (a Ctrl-C during denoising), so that the error line that
+    follows starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
 def run_app(main: Callable[[list[str]], int | None]) -> None:
     """`absl.app.run(main)` with `parse_flags`, and Ctrl-C answered with one line and exit 130 instead of
     a traceback (`main`'s `finally` blocks, closing sessions and files, run on the way out). An exception
@@ -223,9 +231,11 @@ def run_app(main: Callable[[list[str]], int | None]) -> None:
     try:
         app.run(main, flags_parser=parse_flags)
     except KeyboardInterrupt:
+        close_progress_bars()
         print("error: interrupted (Ctrl-C)", file=sys.stderr)
         sys.exit(INTERRUPTED)
     except Exception as error:
+        close_progress_bars()
         if os.environ.get(TRACEBACK_VAR):
             raise
         print(unexpected_error(error), file=sys.stderr)

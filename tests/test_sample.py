@@ -148,8 +148,14 @@ def test_long_edit_session(assets, tmp_path):
     assert made[2]["retrieved"][0]["segment"] == 1 and {p["segment"] for p in made[2]["retrieved"]} == {0, 1}
     edited = read_video(session / "edited.mp4", 25, None)  # 27 frames in all
     assert edited.source_frames == 27
+    record = (session / "turns" / "turn_002.json").read_text()
+    for lost in ("turns/turn_002.json", "turns/turn_002.png", "edited.mp4"):  # derived from the bank: made again
+        (session / lost).unlink()
     again = sample(assets, "--session", str(session), "--video", str(assets / "long.mp4"), task="long_edit")
-    assert again.returncode == 0 and len(records(session)) == 3  # nothing left to do
+    assert again.returncode == 0 and len(records(session)) == 3  # nothing left to do but the lost files
+    assert "wrote the missing files of turn(s) [2] again from the memory bank" in again.stderr
+    assert (session / "turns" / "turn_002.json").read_text() == record
+    assert (session / "turns" / "turn_002.png").exists() and (session / "edited.mp4").exists()
 
 
 def snapshot(folder: Path) -> dict:

@@ -130,7 +130,9 @@ class LongEditPipeline:
         starts = segment_starts(video.shape[0], self.segment_frames, self.overlap)
         records = []
         for index in range(session.next_turn - 1, len(starts)):
-            records.append(self._segment(session, video, starts, index, prompt, seed + index))
+            records.append(
+                self._segment(session, video=video, starts=starts, index=index, prompt=prompt, seed=seed + index)
+            )
         edited = session.path / EDITED
         if session.next_turn - 1 == len(starts) and (records or not edited.exists()):
             segments = [
@@ -140,7 +142,7 @@ class LongEditPipeline:
             write_video(edited, stitch(segments, starts, video.shape[0]), self.fps)
         return records
 
-    def _segment(self, session, video, starts, index, prompt, seed) -> dict[str, Any]:
+    def _segment(self, session: Session, *, video, starts, index, prompt, seed) -> dict[str, Any]:
         stages = Stages()
         turn = index + 1
         frames = video[starts[index] : starts[index] + self.segment_frames]
@@ -172,9 +174,11 @@ class LongEditPipeline:
             embedding=query,
             metadata={"start": starts[index]},
         )
-        return session.commit_turn(entry, self.files(frames, output, starts[index], index), record)
+        return session.commit_turn(entry, self.files(frames, output, start=starts[index], index=index), record)
 
-    def files(self, frames: np.ndarray, output: np.ndarray, start: int, index: int, decoded: bool = False) -> TurnFiles:
+    def files(
+        self, frames: np.ndarray, output: np.ndarray, *, start: int, index: int, decoded: bool = False
+    ) -> TurnFiles:
         """A segment's files: its edited mp4, and a contact sheet of the source frames over the edit."""
         label = f"source frames {start}+" + (" (decoded)" if decoded else "")
         return TurnFiles(video=output, fps=self.fps, sheet=[frames, output], labels=[label, f"edited segment {index}"])
@@ -187,6 +191,6 @@ class LongEditPipeline:
             latents = session.bank.load(info.entry_id, arrays=("latents",)).latents
             channels = self.codec.channels
             output, frames = self.codec.decode(latents[..., :channels]), self.codec.decode(latents[..., channels:])
-            files = self.files(frames, output, info.metadata.get("start", 0), info.turn - 1, decoded=True)
+            files = self.files(frames, output, start=info.metadata.get("start", 0), index=info.turn - 1, decoded=True)
             session.restore_files(info, files, suffixes)
         return [info.turn for info, _ in missing]

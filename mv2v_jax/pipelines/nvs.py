@@ -142,7 +142,7 @@ class NVSPipeline:
         with stages("store"):
             fov = np.asarray(fov_bitmask(target_cameras, self.intrinsics, radius=self.fov_radius))
         with stages("decode"):
-            files = self.files(session, output, source, number, turn.camera)
+            files = self.files(session, output, source=source, turn=number, camera=turn.camera)
         cost = self.denoiser.cost(conditions, source.shape)
         record = {
             "task": "nvs",
@@ -186,7 +186,7 @@ class NVSPipeline:
         conditions = Conditions(jnp.asarray(source)[None], memory, {"camera": camera})
         return self.denoiser.prepare(conditions, prompt, source.shape)
 
-    def files(self, session: Session, output: np.ndarray, source: np.ndarray, turn: int, camera: str) -> TurnFiles:
+    def files(self, session: Session, output: np.ndarray, *, source: np.ndarray, turn: int, camera: str) -> TurnFiles:
         """A turn's files from its output frames: the mp4, and a contact sheet of the source over the output."""
         name = session.meta.get("source", {}).get("video") or session.meta.get("source_video", "")
         labels = [f"source {name}".strip(), f"turn {turn} {camera}".strip()]
@@ -200,7 +200,9 @@ class NVSPipeline:
         for info, suffixes in missing:
             output = self.codec.decode(session.bank.load(info.entry_id, arrays=("latents",)).latents)
             camera = info.metadata.get("camera", "")
-            session.restore_files(info, self.files(session, output, source, info.turn, camera), suffixes)
+            session.restore_files(
+                info, self.files(session, output, source=source, turn=info.turn, camera=camera), suffixes
+            )
         return [info.turn for info, _ in missing]
 
 

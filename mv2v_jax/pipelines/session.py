@@ -426,10 +426,6 @@ class Session:
         record = info.metadata.get(RECORD_KEY, {"turn": info.turn, "entry": info.entry_id})
         self._write_files(self.path / TURNS, info.turn, files, record, suffixes)
 
-    def update(self, **fields: Any) -> None:
-        self.meta |= fields
-        _write_json(self.root / SESSION_FILE, self.meta)
-
     def close(self) -> None:
         """Releases the session; a new session whose first turn was not committed is removed."""
         self.bank.close()
