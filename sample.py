@@ -13,16 +13,20 @@ r"""Multi-turn video editing with memory, from the command line; the session per
 `--camera` is a preset name (pipelines.presets: pan_left, pan_right, tilt_up, tilt_down, zoom_in,
 zoom_out, translate_*, arc_*, orbit_*) or a camera file (io.cameras: ReCamMaster JSON with
 `--camera_index`, our trajectory JSON, or .npy/.json matrices with `--camera_convention`).
-`--turns` is a JSON list of {"camera": ..., "prompt": ..., "seed": ...} run in order. Each turn
-writes an mp4, a contact sheet and a JSON record under `<session>/turns/`. Configuration lives in the
-config file's `sample` section (pipelines.build); override fields with --config.sample.x=y.
-Compiled programs are cached in ~/.cache/mv2v_jax (MV2V_CACHE_DIR=/elsewhere moves it, =off disables
-it), so the next turn in a new process starts sampling in seconds.
+`--turns` is a UTF-8 JSON list of turns run in order, e.g.
+`[{"camera": "pan_left", "prompt": "...", "seed": 3}, {"camera": "cams.json", "camera_index": 2}]`;
+keys: camera (required), prompt, seed (0..2**32-1), camera_index, camera_convention, camera_axes
+(pipelines.turns); any other key is an error. Everything a command asks for (config values, the video,
+every turn's cameras, the session) is checked before anything is loaded or created, and a new session
+appears with its first complete turn. Each turn writes an mp4, a contact sheet and a JSON record under
+`<session>/turns/`, together with its memory entry. Configuration lives in the config file's `sample`
+section (pipelines.build); override fields with --config.sample.x=y. Compiled programs are cached in
+~/.cache/mv2v_jax (MV2V_CACHE_DIR=/elsewhere moves it, =off disables it), and the last turn also
+prepares the program the next turn runs, so the next turn in a new process starts sampling in seconds.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -30,27 +34,32 @@ from absl import flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from mv2v_jax.cache import enable_compilation_cache
+from mv2v_jax.cache import cache_root, enable_compilation_cache
 from mv2v_jax.config import run_app
-from mv2v_jax.io.video import VideoError, read_all_frames, read_video
-from mv2v_jax.retrieval.bank import BankError
 
 # What imports JAX (the pipelines, sessions, camera files) is imported where it is used, so that
 # `--help` answers at once.
-# The tasks this CLI runs, and what only that task reads from the `sample` section.
+# What every task reads from the `sample` section, and what only one task reads.
+SAMPLE_KEYS = ("weights", "codec", "text", "video", "sampling", "retrieval")
 TASK_KEYS = {"nvs": ("retrieval.hfov_degrees", "retrieval.fov_radius"), "long_edit": ("long_edit", "embedder")}
+NVS_FLAGS = ("camera", "turns", "camera_index", "camera_convention", "camera_axes")  # not for long_edit
 
 config_flags.DEFINE_config_file("config", None, "experiment config file with a `sample` section", lock_config=True)
 flags.DEFINE_enum("task", "nvs", sorted(TASK_KEYS), "nvs (novel view synthesis) or long_edit")
-flags.DEFINE_string("session", None, "session folder, created or resumed")
-flags.DEFINE_string("video", None, "source video (NVS: first turn of a session; long_edit: the long video)")
+flags.DEFINE_string("session", None, "session folder, created (with its first turn) or resumed")
+flags.DEFINE_string("video", None, "source video (NVS: required for a session's first turn; long_edit: the long video)")
 flags.DEFINE_string("camera", None, "NVS: a preset trajectory name or a camera file")
 flags.DEFINE_string("camera_index", None, "which camera of a ReCamMaster camera_extrinsics.json (e.g. 3)")
 flags.DEFINE_enum("camera_convention", None, ["w2c", "c2w"], "matrices in a plain .npy/.json camera file")
-flags.DEFINE_enum("camera_axes", "opencv", ["opencv", "opengl"], "camera axes of a plain .npy/.json camera file")
-flags.DEFINE_string("prompt", "", "text prompt")
-flags.DEFINE_string("turns", None, "JSON list of turns: [{camera, prompt, seed}]")
-flags.DEFINE_integer("seed", 0, "noise seed (turn i of --turns without its own seed: seed + i)")
+flags.DEFINE_enum("camera_axes", None, ["opencv", "opengl"], "camera axes of a plain .npy/.json file (default opencv)")
+flags.DEFINE_string("prompt", "", "text prompt (the default of --turns entries without their own)")
+flags.DEFINE_string(
+    "turns", None, 'NVS: a JSON list of turns, [{"camera": ..., "prompt": ..., "seed": ...}, ...] (see above)'
+)
+flags.DEFINE_integer("seed", 0, "noise seed, 0..2**32-1 (turn i of --turns without its own seed: seed + i)")
+flags.DEFINE_bool(
+    "prepare_next_turn", True, "NVS: after the last turn, compile the program the next turn will run (cached)"
+)
 flags.DEFINE_string(
     "compile_topology",
     None,
@@ -66,113 +75,120 @@ flags.DEFINE_string(
 FLAGS = flags.FLAGS
 
 
-def load_camera(spec: str, frames: int):
-    """A preset name or a camera file -> w2c `[frames, 3, 4]`."""
-    from mv2v_jax.io.cameras import CameraError, read_cameras
-    from mv2v_jax.pipelines.presets import AMOUNTS, preset_trajectory
+def note(message: str | None) -> None:
+    if message:
+        print(f"note: {message}", file=sys.stderr)
 
-    if spec in AMOUNTS:
-        return preset_trajectory(spec, frames)
-    if not Path(spec).exists():
-        raise CameraError(f"{spec}: neither a camera preset ({', '.join(sorted(AMOUNTS))}) nor an existing file")
-    convention = FLAGS.camera_convention if spec.endswith((".npy", ".json")) and FLAGS.camera_convention else None
-    index = FLAGS.camera_index
-    trajectory = read_cameras(
-        spec,
-        camera=int(index) if index and index.isdigit() else index,  # `3` means cam03
-        convention=convention,
-        axes=FLAGS.camera_axes if convention else None,
-        num_frames=frames,
+
+def read_source(sample, all_frames: bool):
+    """`--video` as the session's `SourceVideo` (every frame for long editing), saying what reading changed."""
+    from mv2v_jax.io.video import read_all_frames, read_video
+    from mv2v_jax.pipelines.session import SourceVideo
+
+    video = sample["video"]
+    size = (video["height"], video["width"])
+    clip = read_all_frames(FLAGS.video, size) if all_frames else read_video(FLAGS.video, video["frames"], size)
+    note(clip.describe(video["fps"]))
+    return SourceVideo.from_clip(clip, FLAGS.video)
+
+
+def nvs_turns(sample) -> list:
+    """The command's turns, every camera read and checked."""
+    from mv2v_jax.io.cameras import CameraError
+    from mv2v_jax.pipelines.turns import CameraRequest, Turn, TurnError, check_seed, load_cameras, read_turns
+
+    if FLAGS.turns and FLAGS.camera:
+        raise TurnError("--camera and --turns both given: give one camera with --camera, or a list with --turns")
+    if not FLAGS.turns and not FLAGS.camera:
+        raise CameraError("an NVS turn needs a camera: --camera (a preset or a camera file) or --turns")
+    seed = check_seed(FLAGS.seed, "--seed")
+    flag_camera = CameraRequest(
+        camera=FLAGS.camera or "",
+        index=FLAGS.camera_index,
+        convention=FLAGS.camera_convention,
+        axes=FLAGS.camera_axes,
     )
-    return trajectory.w2c
-
-
-def turn_specs() -> list[dict]:
     if FLAGS.turns:
+        requests = read_turns(FLAGS.turns, prompt=FLAGS.prompt, seed=seed, camera=flag_camera)
+    else:
+        requests = [(flag_camera, FLAGS.prompt, seed)]
+    turns = []
+    for i, (request, prompt, turn_seed) in enumerate(requests):
         try:
-            turns = json.loads(Path(FLAGS.turns).read_text())
-        except json.JSONDecodeError as e:
-            message = f"malformed JSON at line {e.lineno}: {e.msg}"
-            raise ValueError(f"{FLAGS.turns}: not a JSON list of turns ({message})") from e
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{FLAGS.turns}: not UTF-8 text ({e.reason} at byte {e.start}): save it as UTF-8") from e
-        if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
-            raise ValueError(f"{FLAGS.turns}: expected a JSON list of objects with camera / prompt / seed")
-        return [{"prompt": FLAGS.prompt, "seed": FLAGS.seed + i} | t for i, t in enumerate(turns)]
-    return [{"camera": FLAGS.camera, "prompt": FLAGS.prompt, "seed": FLAGS.seed}]
+            cameras = load_cameras(request, sample["video"]["frames"])
+        except CameraError as e:
+            raise CameraError(f"{FLAGS.turns}: turn {i + 1}: {e}" if FLAGS.turns else str(e)) from e
+        turns.append(Turn(cameras=cameras, camera=request.camera, prompt=prompt, seed=turn_seed))
+    return turns
 
 
 def run_nvs(sample, session_path: Path) -> None:
-    from mv2v_jax.io.cameras import CameraError
     from mv2v_jax.pipelines.build import build_pipeline, session_config
     from mv2v_jax.pipelines.nvs import describe
-    from mv2v_jax.pipelines.session import Session, SessionError
+    from mv2v_jax.pipelines.session import Session, SessionError, check_session
 
-    video = sample["video"]
-    frames = video["frames"]
-    turns = turn_specs()
-    for turn in turns:  # every camera is checked before anything is loaded or written
-        if not turn.get("camera"):
-            raise CameraError("each NVS turn needs a camera (--camera, or 'camera' in --turns)")
-        turn["w2c"] = load_camera(turn["camera"], frames)
-    source = None
-    if FLAGS.video:
-        source = read_video(FLAGS.video, frames, (video["height"], video["width"])).frames
-    pipeline = build_pipeline(sample, "nvs")
-    session = Session(session_path, "nvs", session_config(sample, "nvs"))
+    turns = nvs_turns(sample)
+    source = read_source(sample, all_frames=False) if FLAGS.video else None
+    config = session_config(sample, "nvs")
+    if check_session(session_path, task="nvs", config=config, source=source) is None and source is None:
+        raise SessionError(f"{session_path} holds no session yet: its first turn needs the source video (--video)")
+    session = Session.open(session_path, task="nvs", config=config, source=source)
     try:
-        if source is not None and session.meta.get("source_video") not in (None, FLAGS.video):
-            raise SessionError(f"session {session_path} edits {session.meta['source_video']}, not {FLAGS.video}")
+        pipeline = build_pipeline(sample, "nvs")
+        if restored := pipeline.restore_files(session):
+            note(f"session {session_path}: wrote the missing files of turn(s) {restored} again from the memory bank")
         for turn in tqdm(turns, desc="turns", unit="turn", disable=len(turns) == 1):
-            record = pipeline.run_turn(
-                session,
-                turn["w2c"],
-                turn["prompt"],
-                turn["seed"],
-                source,
-                FLAGS.video or "",
-                video["fps"],
-                str(turn["camera"]),
-            )
-            print(describe(record))
+            print(describe(pipeline.run_turn(session, turn)))
+        if FLAGS.prepare_next_turn and cache_root() is not None:  # a program that outlives this process
+            pipeline.prepare_next_turn(session)
     finally:
         session.close()
 
 
 def run_long_edit(sample, session_path: Path) -> None:
+    from mv2v_jax.io.video import VideoError
     from mv2v_jax.pipelines.build import build_pipeline, session_config
-    from mv2v_jax.pipelines.long_edit import segment_starts
+    from mv2v_jax.pipelines.long_edit import EDITED, segment_starts
     from mv2v_jax.pipelines.session import Session
+    from mv2v_jax.pipelines.turns import check_seed
 
+    if given := [f"--{name}" for name in NVS_FLAGS if FLAGS[name].present]:
+        raise ValueError(f"{', '.join(given)}: for --task nvs; long_edit edits the whole --video with --prompt")
     if not FLAGS.video:
         raise VideoError("long_edit needs --video, the long video to edit")
-    video = sample["video"]
-    clip = read_all_frames(FLAGS.video, (video["height"], video["width"]))
-    try:  # before anything is loaded or written
-        segment_starts(len(clip.frames), sample["long_edit"]["segment_frames"], sample["long_edit"]["overlap"])
+    check_seed(FLAGS.seed, "--seed")
+    source = read_source(sample, all_frames=True)
+    try:
+        edit = sample["long_edit"]
+        starts = segment_starts(len(source.frames), edit["segment_frames"], edit["overlap"])
     except ValueError as e:
         raise VideoError(f"{FLAGS.video}: {e}") from e
-    pipeline = build_pipeline(sample, "long_edit")
-    session = Session(session_path, "long_edit", session_config(sample, "long_edit"))
+    check_seed(FLAGS.seed + len(starts) - 1, f"--seed {FLAGS.seed} + the last segment's index {len(starts) - 1}")
+    config, meta = session_config(sample, "long_edit"), {"segments": starts}
+    session = Session.open(session_path, task="long_edit", config=config, source=source, meta=meta)
     try:
-        for record in pipeline.run(session, clip.frames, FLAGS.prompt, FLAGS.seed, video["fps"], FLAGS.video):
+        pipeline = build_pipeline(sample, "long_edit")
+        if restored := pipeline.restore_files(session):
+            note(f"session {session_path}: wrote the missing files of turn(s) {restored} again from the memory bank")
+        for record in pipeline.run(session, prompt=FLAGS.prompt, seed=FLAGS.seed):
             print(
                 f"segment {record['segment']}: memory {[p['segment'] for p in record['retrieved']]} -> "
                 f"{record['files']['video']}"
             )
-        if (session.path / "edited.mp4").exists():
-            print(f"wrote {session.path / 'edited.mp4'}")
+        if (session.path / EDITED).exists():
+            print(f"wrote {session.path / EDITED}")
     finally:
         session.close()
 
 
 def _has(section, dotted: str) -> bool:
     head, _, rest = dotted.partition(".")
-    return head in section and (not rest or _has(section[head], rest))
+    return hasattr(section, "keys") and head in section and (not rest or _has(section[head], rest))
 
 
 def main(argv: list[str]) -> int:
-    from mv2v_jax.pipelines.build import check_sample_config
+    from mv2v_jax.pipelines.build import check_sample_config, check_weights_exist
+    from mv2v_jax.retrieval.bank import BankError
 
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
@@ -185,7 +201,7 @@ def main(argv: list[str]) -> int:
 
         return compile_sampling_step(FLAGS.config, FLAGS.task, FLAGS.compile_topology, FLAGS.compile_mesh)
     sample = FLAGS.config.sample
-    if missing := [key for key in TASK_KEYS[FLAGS.task] if not _has(sample, key)]:
+    if missing := [key for key in (*SAMPLE_KEYS, *TASK_KEYS[FLAGS.task]) if not _has(sample, key)]:
         task = FLAGS.config.get("step", {}).get("task", "?")
         print(
             f"error: --task {FLAGS.task} needs sample.{' and sample.'.join(missing)}, which this config (a "
@@ -197,8 +213,9 @@ def main(argv: list[str]) -> int:
         print("error: --session is required", file=sys.stderr)
         return 1
     try:
-        check_sample_config(FLAGS.config.sample)
-        (run_nvs if FLAGS.task == "nvs" else run_long_edit)(FLAGS.config.sample, Path(FLAGS.session))
+        check_sample_config(sample, FLAGS.task)
+        check_weights_exist(sample, FLAGS.task)
+        (run_nvs if FLAGS.task == "nvs" else run_long_edit)(sample, Path(FLAGS.session))
     except (ValueError, OSError, BankError) as e:  # VideoError, CameraError, SessionError, a full disk, ...
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ validation PNGs, and weights/ (what sample.py loads) at the end.
 
 from __future__ import annotations
 
+import math
 import sys
 
 from absl import flags, logging
@@ -31,6 +32,59 @@ flags.DEFINE_string(
     "print its memory per chip and collectives; exit 1 if it does not fit",
 )
 FLAGS = flags.FLAGS
+
+# Training settings checked before any data is read or anything compiles: what each must be, and the test.
+MAX_SEED = 2**32 - 1  # JAX's PRNG keys take 32 bits of a seed
+SETTINGS = {
+    "seed": (f"an integer in 0..{MAX_SEED}", lambda v: _int(v) and 0 <= v <= MAX_SEED),
+    "steps": ("an integer >= 1", lambda v: _int(v) and v >= 1),
+    "batch_size": ("an integer >= 1", lambda v: _int(v) and v >= 1),
+    "log_every": ("an integer >= 1", lambda v: _int(v) and v >= 1),
+    "eval_every": ("an integer >= 1", lambda v: _int(v) and v >= 1),
+    "checkpoint_every": ("an integer >= 1", lambda v: _int(v) and v >= 1),
+    "keep_checkpoints": ("an integer >= 1", lambda v: _int(v) and v >= 1),
+    "eval_sampling_steps": ("sampler steps, 1 to 1000", lambda v: _int(v) and 1 <= v <= 1000),
+    "mesh_devices": ("a device count >= 0 (0: every device)", lambda v: _int(v) and v >= 0),
+    "optimizer.lr": ("a learning rate > 0", lambda v: _real(v) and 0 < v < math.inf),
+    "optimizer.steps": ("an integer >= 1", lambda v: _int(v) and v >= 1),
+    "optimizer.warmup_steps": ("an integer >= 0", lambda v: _int(v) and v >= 0),
+    "optimizer.final_ratio": ("a share in [0, 1]", lambda v: _real(v) and 0 <= v <= 1),
+    "optimizer.b1": ("Adam's decay in [0, 1)", lambda v: _real(v) and 0 <= v < 1),
+    "optimizer.b2": ("Adam's decay in [0, 1)", lambda v: _real(v) and 0 <= v < 1),
+    "optimizer.weight_decay": ("a number >= 0", lambda v: _real(v) and 0 <= v < math.inf),
+    "optimizer.clip_norm": ("a gradient norm > 0", lambda v: _real(v) and 0 < v < math.inf),
+    "optimizer.accumulate": ("an integer >= 1 (steps a gradient is accumulated over)", lambda v: _int(v) and v >= 1),
+    "step.shift": ("a timestep shift > 0", lambda v: _real(v) and 0 < v < math.inf),
+    "step.memory_noise": ("a noise level >= 0", lambda v: _real(v) and 0 <= v < math.inf),
+    "step.rope_dropout": ("a probability in [0, 1]", lambda v: _real(v) and 0 <= v <= 1),
+    "step.ema_decay": ("a decay in [0, 1) (0: no EMA)", lambda v: _real(v) and 0 <= v < 1),
+}
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def check_settings(config) -> None:
+    """Refuses a training setting that makes no sense (`steps=0`, `batch_size=0`, a NaN learning rate,
+    ...), named as a user writes it, and a batch the devices cannot share."""
+    import jax
+
+    from mv2v_jax.config import require
+
+    for key, (what, ok) in SETTINGS.items():
+        section, _, name = key.rpartition(".")
+        holder = config.get(section, {}) if section else config
+        if name in holder:
+            require(ok(holder[name]), key, holder[name], f"must be {what}")
+    available, wanted = len(jax.devices()), config.get("mesh_devices", 0)
+    require(wanted <= available, "mesh_devices", wanted, f"this machine has {available} device(s)")
+    batch, hosts = config.get("batch_size", 1), jax.process_count()
+    require(batch % hosts == 0, "batch_size", batch, f"must divide among the {hosts} hosts")
 
 
 def main(argv: list[str]) -> int:
@@ -61,6 +115,7 @@ def main(argv: list[str]) -> int:
         if FLAGS.export:
             print(f"wrote {export_checkpoint(config, FLAGS.workdir, ema=FLAGS.export_ema)}")
             return 0
+        check_settings(config)
         if not config.get("init_weights"):  # a model config typo is reported before any data is read
             MemoryConfig.from_config(config.model)
         dataclass_from_config(MemorySampling, config.memory_sampling, "memory_sampling")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,7 +26,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from convert_weights.sources import TensorSource
-from mv2v_jax.config import INTERRUPTED
+from mv2v_jax.config import INTERRUPTED, TRACEBACK_VAR, unexpected_error
 from mv2v_jax.models.weights import WeightsWriter, flatten_paths
 
 Path_ = tuple[str, ...]
@@ -257,5 +258,10 @@ def run_cli(
     except KeyboardInterrupt:
         print("error: interrupted (Ctrl-C)", file=sys.stderr)
         return INTERRUPTED
+    except Exception as e:  # not foreseen by the checks above: one line, the traceback on request
+        if os.environ.get(TRACEBACK_VAR):
+            raise
+        print(unexpected_error(e), file=sys.stderr)
+        return 1
     print(f"wrote {out}")
     return 0

@@ -200,13 +200,43 @@ def _usage_error(message: str) -> NoReturn:
     sys.exit(1)
 
 
+TRACEBACK_VAR = "MV2V_TRACEBACK"  # set to 1 to see the traceback of an unexpected error
+
+
+def unexpected_error(error: Exception) -> str:
+    """The one line a CLI prints for an exception its own checks did not foresee (a bug, or an input no
+    check covers yet): the error itself, and how to see where it came from."""
+    return (
+        f"error: {type(error).__name__}: {error} (unexpected: please report it; {TRACEBACK_VAR}=1 shows the traceback)"
+    )
+
+
+def close_progress_bars() -> None:
+    """Closes the tqdm bars an exception left open (a Ctrl-C during denoising), so that the error line that
+    follows starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
 def run_app(main: Callable[[list[str]], int | None]) -> None:
     """`absl.app.run(main)` with `parse_flags`, and Ctrl-C answered with one line and exit 130 instead of
-    a traceback (`main`'s `finally` blocks, closing sessions and files, run on the way out)."""
+    a traceback (`main`'s `finally` blocks, closing sessions and files, run on the way out). An exception
+    `main` does not answer itself is one `unexpected_error` line and exit 1 (`MV2V_TRACEBACK=1`: the
+    traceback)."""
+    import os
+
     from absl import app
 
     try:
         app.run(main, flags_parser=parse_flags)
     except KeyboardInterrupt:
+        close_progress_bars()
         print("error: interrupted (Ctrl-C)", file=sys.stderr)
         sys.exit(INTERRUPTED)
+    except Exception as error:
+        close_progress_bars()
+        if os.environ.get(TRACEBACK_VAR):
+            raise
+        print(unexpected_error(error), file=sys.stderr)
+        sys.exit(1)

@@ -1,4 +1,5 @@
-"""SIGKILL during every write path: the memory bank's `add`, training checkpoints (orbax), latent
+"""SIGKILL during every write path: a whole sample.py turn (its files and bank entry, and a new session
+with its first turn), the memory bank's `add`, training checkpoints (orbax), latent
 pre-encoding (encode_latents) and dataset building (TFDS `prepare`). After each kill the previous
 state loads intact (bank entries with valid checksums, the latest complete checkpoint step), no
 partial dataset is visible, and the tool resumes or a re-run completes with the same result.
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mv2v_jax.pipelines.session import Session, SourceVideo, TurnFiles
 from mv2v_jax.retrieval.bank import MemoryBank, MemoryEntry
 
 REPO = Path(__file__).parents[1]
@@ -89,6 +91,7 @@ def seeded_kills(run_once, duration: float):
 BANK_WRITER = """
 import io, os, signal, sys
 import numpy as np
+from mv2v_jax.pipelines.session import Session, SourceVideo, TurnFiles
 from mv2v_jax.retrieval.bank import MemoryBank, MemoryEntry
 
 IO_CALLS = {"open", "write", "flush", "fsync", "close", "mkdir", "rename", "replace", "unlink", "rmdir"}
@@ -166,6 +169,155 @@ def test_killed_bank_writes_leave_the_previous_entries_intact(tmp_path):
         assert_entries(path, [*turns, 3])
     assert 0 < published < calls  # kills from the manifest's replace on see the new entry, earlier ones do not
     print(f"\nmemory bank: {calls} kill points (every I/O call of add), {published} after the publish")
+
+
+# -- a whole turn: its files, its bank entry and, for a new session, the session itself -----------------
+
+# One process stores turn `turn` of the session at argv[1] once per kill point k = 1..N (N: argv[3]), each in a
+# copy (argv[1] + f".kill{k}", made from argv[1] if it exists) and in a forked child that SIGKILLs itself just
+# before its k-th I/O call of Session.open, commit_turn and close; N = 0 counts the calls once, unkilled.
+TURN_WRITER = """
+import io, os, shutil, signal, sys
+from pathlib import Path
+import numpy as np
+from mv2v_jax.pipelines.session import Session, SourceVideo, TurnFiles
+from mv2v_jax.retrieval.bank import MemoryEntry
+
+IO_CALLS = {"open", "write", "flush", "fsync", "close", "mkdir", "rename", "replace", "unlink", "rmdir"}
+template, turn, kills = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+if turn == 1:
+    import mv2v_jax.tasks  # before the forks: a new session asks its task for the retrieval key
+CONFIG = {"task": "nvs", "video": {"frames": 9}}
+
+def store(path, kill_at):
+    calls = 0
+
+    def profile(frame, event, function):
+        nonlocal calls
+        if event == "c_call" and getattr(function, "__name__", "") in IO_CALLS:
+            owner = getattr(function, "__self__", None)
+            if getattr(function, "__module__", None) in ("posix", "io") or isinstance(owner, io.IOBase):
+                calls += 1
+                if calls == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+    rng = np.random.default_rng(turn)
+    frames = rng.integers(0, 256, (9, 32, 48, 3), dtype=np.uint8)
+    entry = MemoryEntry(
+        latents=rng.standard_normal((3, 8, 12, 48)).astype(np.float32),
+        turn=turn,
+        cameras=np.tile(np.eye(3, 4), (3, 1, 1)),
+        fov=rng.integers(0, 2**32, 64, dtype=np.uint32),
+    )
+    files = TurnFiles(video=frames, fps=8, sheet=[frames, frames], labels=["source", f"turn {turn}"])
+    source = SourceVideo.from_frames(frames, "source.mp4") if turn == 1 else None
+    sys.setprofile(profile)
+    session = Session.open(path, task="nvs", config=CONFIG, source=source)
+    if turn == 1:
+        session.save_source(entry.latents)
+    session.commit_turn(entry, files, {"turn": turn, "seed": turn})
+    session.close()
+    sys.setprofile(None)
+    return calls
+
+def copy(name):
+    path = template.with_name(f"{template.name}.{name}")
+    if template.exists():
+        shutil.copytree(template, path)
+    return path
+
+if kills == 0:
+    print(store(copy("count"), 0))
+for k in range(1, kills + 1):
+    path = copy(f"kill{k}")
+    child = os.fork()
+    if child == 0:
+        store(path, k)
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (k, status)
+"""
+TURN_CONFIG = {"task": "nvs", "video": {"frames": 9}}
+
+
+def turn_writer(template: Path, turn: int, kills: int) -> str:
+    writer = python(TURN_WRITER, template, turn, kills)
+    out, err = writer.communicate(timeout=900)
+    assert writer.returncode == 0, err[-3000:]
+    return out
+
+
+def assert_whole_turns(path: Path, turns: list[int]) -> None:
+    """The session at `path` holds exactly `turns`, each with its three files and record, and nothing hidden."""
+    with Session.open(path, task="nvs", config=TURN_CONFIG) as session:  # the next writer repairs
+        assert [e.turn for e in session.bank.entries()] == turns
+        assert session.next_turn == turns[-1] + 1
+        assert session.missing_files() == []
+        for turn in turns:
+            record = json.loads(session.turn_files(turn)["record"].read_text())
+            assert record["turn"] == record["seed"] == turn
+        made = sorted(p.name for p in (path / "turns").iterdir())
+        assert made == sorted(f"turn_{t:03d}{s}" for t in turns for s in (".json", ".mp4", ".png")), made
+    hidden = [*path.rglob(".tmp-*"), *path.parent.glob(f".tmp-{path.name}-*")]
+    assert not hidden, hidden
+
+
+def store_turn(path: Path) -> int:
+    """Stores the session's next turn, as a writer after the killed one does; returns its number."""
+    frames = np.random.default_rng(3).integers(0, 256, (9, 32, 48, 3), dtype=np.uint8)
+    with Session.open(path, task="nvs", config=TURN_CONFIG) as session:
+        turn = session.next_turn
+        entry = MemoryEntry(latents=np.zeros((3, 8, 12, 48), np.float32), turn=turn, cameras=np.zeros((3, 3, 4)))
+        files = TurnFiles(video=frames, fps=8, sheet=[frames], labels=["turn"])
+        session.commit_turn(entry, files, {"turn": turn, "seed": turn})
+    return turn
+
+
+def test_killed_turns_leave_the_previous_session_or_the_whole_turn(tmp_path):
+    """A turn stored into an existing session (files staged, bank entry, files placed), killed before each
+    of its I/O calls: the session then has turn 1 alone, or turns 1 and 2 with all their files, once the
+    next writer has opened it; and the turn after that is stored whole."""
+    template = tmp_path / "session"
+    turn_writer(template, 1, 0)
+    shutil.move(tmp_path / "session.count", template)  # a session with turn 1
+    shutil.rmtree(tmp_path / "session.count", ignore_errors=True)
+    calls = int(turn_writer(template, 2, 0))
+    assert calls >= 40  # three staged files, the bank entry, the renames
+    turn_writer(template, 2, calls)
+    committed_at = []
+    for k in range(1, calls + 1):
+        path = tmp_path / f"session.kill{k}"
+        with MemoryBank.open(path / "bank", readonly=True) as bank:
+            committed = [e.turn for e in bank.entries()]
+        assert committed in ([1], [1, 2]), (k, committed)
+        if committed == [1, 2]:
+            committed_at.append(k)
+        assert_whole_turns(path, committed)
+        assert store_turn(path) == committed[-1] + 1  # the next turn number moved on only for a whole turn
+        assert_whole_turns(path, [*committed, committed[-1] + 1])
+    assert committed_at[0] > 1 and committed_at == list(range(committed_at[0], calls + 1))
+    print(f"\nwhole turn: {calls} kill points, the turn committed from the {committed_at[0]}th on")
+
+
+def test_killed_first_turns_leave_no_session_or_the_whole_session(tmp_path):
+    """A new session's first turn (the hidden folder, its bank, source and files, the commit, the rename
+    into place), killed before each of its I/O calls: there is no session afterwards (a hidden leftover
+    the next open removes), or the whole session with turn 1."""
+    template = tmp_path / "session"
+    calls = int(turn_writer(template, 1, 0))
+    turn_writer(template, 1, calls)
+    published = []
+    frames = np.zeros((9, 32, 48, 3), np.uint8)
+    for k in range(1, calls + 1):
+        path = tmp_path / f"session.kill{k}"
+        if path.exists():
+            published.append(k)
+            assert_whole_turns(path, [1])
+        else:
+            Session.open(path, task="nvs", config=TURN_CONFIG, source=SourceVideo.from_frames(frames, "v")).close()
+            assert not path.exists() and not list(tmp_path.glob(f".tmp-{path.name}-*")), k  # leftovers removed
+    assert published and published == list(range(published[0], calls + 1))
+    print(f"\nfirst turn: {calls} kill points, the session appeared from the {published[0]}th on")
 
 
 # -- checkpoints: orbax saves killed at random moments ------------------------------------------

@@ -39,15 +39,15 @@ def assets(tmp_path_factory):
     return tmp
 
 
-def sample(assets, *args, task="nvs", cache: Path | None = None):
-    """sample.py in a new process; `cache` is the user cache folder (mv2v_jax.cache), every program kept."""
-    env = dict(os.environ)
-    if cache is not None:
-        env |= {
-            "MV2V_CACHE_DIR": str(cache),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-        }
+def sample(assets, *args, task="nvs", cache: Path | None = None, cwd: Path = ROOT):
+    """sample.py in a new process; `cache` is the user cache folder (mv2v_jax.cache; by default one the
+    module's tests share), every program kept."""
+    env = dict(os.environ) | {
+        "MV2V_CACHE_DIR": str(cache or assets / "cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        "PYTHONPATH": str(ROOT),
+    }
     overrides = [
         f"--config.sample.weights={assets / f'{task}_weights'}",
         "--config.sample.video.frames=9",
@@ -56,9 +56,10 @@ def sample(assets, *args, task="nvs", cache: Path | None = None):
         "--config.sample.sampling.steps=2",
         "--config.sample.long_edit.segment_frames=9",
     ]
+    command = [sys.executable, str(ROOT / "sample.py"), "--config", str(ROOT / "configs/tiny_nvs.py"), *overrides]
     return subprocess.run(
-        [sys.executable, "sample.py", "--config", "configs/tiny_nvs.py", *overrides, "--task", task, *args],
-        cwd=ROOT,
+        [*command, "--task", task, *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -147,8 +148,14 @@ def test_long_edit_session(assets, tmp_path):
     assert made[2]["retrieved"][0]["segment"] == 1 and {p["segment"] for p in made[2]["retrieved"]} == {0, 1}
     edited = read_video(session / "edited.mp4", 25, None)  # 27 frames in all
     assert edited.source_frames == 27
+    record = (session / "turns" / "turn_002.json").read_text()
+    for lost in ("turns/turn_002.json", "turns/turn_002.png", "edited.mp4"):  # derived from the bank: made again
+        (session / lost).unlink()
     again = sample(assets, "--session", str(session), "--video", str(assets / "long.mp4"), task="long_edit")
-    assert again.returncode == 0 and len(records(session)) == 3  # nothing left to do
+    assert again.returncode == 0 and len(records(session)) == 3  # nothing left to do but the lost files
+    assert "wrote the missing files of turn(s) [2] again from the memory bank" in again.stderr
+    assert (session / "turns" / "turn_002.json").read_text() == record
+    assert (session / "turns" / "turn_002.png").exists() and (session / "edited.mp4").exists()
 
 
 def snapshot(folder: Path) -> dict:
@@ -191,6 +198,106 @@ def test_errors_are_clear_and_leave_the_session_untouched(assets, tmp_path):
     )
     assert missing.returncode == 1 and "model weights not found at '/nonexistent/weights'" in missing.stderr
     assert snapshot(session) == before
+
+
+def test_a_session_knows_its_video_by_content_and_says_what_reading_changed(assets, tmp_path):
+    """The source video is identified by its frames: a copy given by a relative path on turn 2 is the same
+    video, another video is refused by name. Reading a 27-frame video for 9 frames says so, once, in one
+    line and in the turn's record."""
+    session = tmp_path / "session"
+    first = sample(assets, "--session", str(session), "--video", str(assets / "long.mp4"), "--camera", "pan_left")
+    assert first.returncode == 0, first.stderr[-3000:]
+    notes = [line for line in first.stderr.splitlines() if line.startswith("note: ")]
+    assert notes == [f"note: {assets / 'long.mp4'}: 27 frames, frames 0-8 used (18 dropped)"], first.stderr[-3000:]
+    (record,) = records(session)
+    assert record["source"]["video"] == str(assets / "long.mp4")
+    assert record["source"] | {"sha256": None} == {
+        "video": str(assets / "long.mp4"),
+        "sha256": None,
+        "frames": 9,
+        "source_frames": 27,
+        "frames_used": 9,
+        "frames_dropped": 18,
+        "first_frame": 0,
+        "stride": 1,
+        "source_fps": 8.0,
+        "source_size": [32, 48],
+        "resized_to": None,
+        "cropped_to": None,
+        "crop_offset": None,
+    }
+    copy = tmp_path / "videos" / "copy.mp4"
+    copy.parent.mkdir()
+    copy.write_bytes((assets / "long.mp4").read_bytes())
+    second = sample(assets, "--session", "session", "--video", "videos/copy.mp4", "--camera", "pan_right", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert [r["turn"] for r in records(session)] == [1, 2]
+    before = snapshot(session)
+    backwards = tmp_path / "videos" / "backwards.mp4"  # the same frames in another order
+    write_video(backwards, read_video(assets / "long.mp4", 9, None).frames[::-1], 8, lossless=True)
+    other = sample(assets, "--session", str(session), "--video", str(backwards), "--camera", "tilt_up")
+    assert other.returncode == 1
+    assert f"session {session} edits the video {assets / 'long.mp4'} (sha256 " in other.stderr
+    assert f"not {backwards} (sha256 " in other.stderr
+    assert snapshot(session) == before
+
+
+def test_reading_a_video_says_what_it_changed(tmp_path):
+    """A 12-frame 4:3 video read as 9 frames at 32 x 48: frames dropped, the resize and the centre crop,
+    in one line and as record fields."""
+    frames = np.random.default_rng(0).integers(0, 256, (12, 48, 64, 3), dtype=np.uint8)
+    write_video(tmp_path / "four_three.mp4", frames, 30, lossless=True)
+    clip = read_video(tmp_path / "four_three.mp4", 9, (32, 48))
+    assert clip.describe(8) == (
+        f"{tmp_path / 'four_three.mp4'}: 12 frames, frames 0-8 used (3 dropped); 64x48 resized to 48x36; "
+        "centre-cropped to 48x32 (from top 2, left 0); 30 fps, written at 8 fps"
+    )
+    assert clip.changes() == {
+        "source_frames": 12,
+        "frames_used": 9,
+        "frames_dropped": 3,
+        "first_frame": 0,
+        "stride": 1,
+        "source_fps": 30.0,
+        "source_size": [48, 64],
+        "resized_to": [36, 48],
+        "cropped_to": [32, 48],
+        "crop_offset": [2, 0],
+    }
+    assert read_video(tmp_path / "four_three.mp4", 9, None).describe() == (
+        f"{tmp_path / 'four_three.mp4'}: 12 frames, frames 0-8 used (3 dropped)"
+    )
+
+
+def test_a_failed_first_turn_creates_nothing(assets, tmp_path):
+    """A first turn that fails after the model loaded (a video width the DiT's patches do not divide is
+    only known then) leaves no session, no hidden folder and no parent folder behind; the corrected
+    command then just works."""
+    session = tmp_path / "new" / "session"
+    args = ("--session", str(session), "--video", str(assets / "source.mp4"), "--camera", "pan_left")
+    failed = sample(assets, *args, "--config.sample.video.width=44")
+    assert failed.returncode == 1
+    assert "sample.video.width=44: must be a multiple of 8" in failed.stderr, failed.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == []
+    fixed = sample(assets, *args)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert [r["turn"] for r in records(session)] == [1]
+
+
+def test_lost_turn_files_are_written_again_from_the_bank(assets, tmp_path):
+    """A turn's files are derived from its bank entry: deleted ones are written again on the next open."""
+    session = tmp_path / "session"
+    first = sample(assets, "--session", str(session), "--video", str(assets / "source.mp4"), "--camera", "pan_left")
+    assert first.returncode == 0, first.stderr[-3000:]
+    record = (session / "turns" / "turn_001.json").read_text()
+    for suffix in (".json", ".png", ".mp4"):
+        (session / "turns" / f"turn_001{suffix}").unlink()
+    second = sample(assets, "--session", str(session), "--camera", "pan_right")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "wrote the missing files of turn(s) [1] again from the memory bank" in second.stderr
+    assert (session / "turns" / "turn_001.json").read_text() == record
+    assert read_video(session / "turns" / "turn_001.mp4", 9, None).frames.shape == (9, 32, 48, 3)
+    assert (session / "turns" / "turn_001.png").stat().st_size > 0
 
 
 def test_merge_schedule_and_budget_are_checked_before_anything_loads():

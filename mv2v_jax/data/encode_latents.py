@@ -44,7 +44,7 @@ import tensorflow_datasets as tfds
 from absl import flags, logging
 from ml_collections import config_flags
 
-from mv2v_jax.config import run_app
+from mv2v_jax.config import require, run_app
 from mv2v_jax.models.codec import TEMPORAL
 from mv2v_jax.pipelines.build import build_codec, build_embedder, build_text
 from mv2v_jax.retrieval.similarity import segment_embedding
@@ -276,11 +276,28 @@ def open_latents(config: Mapping[str, Any], build: bool = False) -> tfds.core.Ge
     return builder
 
 
+def check_data_config(data: Mapping[str, Any]) -> None:
+    """Refuses, before anything is generated or written, dataset sizes that make no sense
+    (`data.source.num_train=0`) and output folders that cannot be created."""
+    from mv2v_jax.io.atomic import check_can_create
+
+    source = data["source"]
+    for key, least in (("num_train", 1), ("num_validation", 0), ("base_seed", 0)):
+        if key in source:
+            value = source[key]
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= least
+            require(ok, f"data.source.{key}", value, f"must be an integer >= {least}")
+    check_can_create(data["latents_dir"])
+    if "data_dir" in source:
+        check_can_create(source["data_dir"])
+
+
 def main(argv: list[str]) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)
     config = flags.FLAGS.config
     try:
+        check_data_config(config["data"])
         builder = open_latents(config, build=True)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -37,7 +37,8 @@ from mv2v_jax.eval.metrics import psnr, ssim, warp_error
 from mv2v_jax.geometry import relative_to
 from mv2v_jax.io.images import write_contact_sheet
 from mv2v_jax.pipelines.build import build_pipeline, session_config
-from mv2v_jax.pipelines.session import Session
+from mv2v_jax.pipelines.session import Session, SourceVideo
+from mv2v_jax.pipelines.turns import Turn
 
 SETTINGS = ("memory", "independent", "autoregressive")
 HELD_OUT_SEED = 1_000_000  # training scenes use numpy SeedSequence-derived 63-bit seeds; these are plain ints
@@ -68,21 +69,19 @@ def session_frame(w2c: np.ndarray, source_w2c: np.ndarray) -> np.ndarray:
 def run_setting(pipeline, sample, setting: str, scene: Mapping[str, Any], cams: Sequence[int], folder: Path):
     """The turn outputs (uint8 videos) of one setting on one scene."""
     outputs = []
-    session = Session(folder / setting, "nvs", session_config(sample, "nvs"))
+    config = session_config(sample, "nvs")
+    source, source_w2c = SourceVideo.from_frames(scene["video"][0], "camera 0"), scene["w2c"][0]
+    session = Session.open(folder / setting, task="nvs", config=config, source=source)
     try:
-        source, source_w2c = scene["video"][0], scene["w2c"][0]
         for turn, cam in enumerate(cams):
             if setting == "autoregressive" and outputs:
                 session.close()
-                session = Session(folder / f"{setting}_{turn}", "nvs", session_config(sample, "nvs"))
-                source, source_w2c = outputs[-1], scene["w2c"][cams[turn - 1]]
+                source = SourceVideo.from_frames(outputs[-1], f"turn {turn} (camera {cams[turn - 1]})")
+                session = Session.open(folder / f"{setting}_{turn}", task="nvs", config=config, source=source)
+                source_w2c = scene["w2c"][cams[turn - 1]]
+            cameras = session_frame(scene["w2c"][cam], source_w2c)
             record = pipeline.run_turn(
-                session,
-                session_frame(scene["w2c"][cam], source_w2c),
-                seed=turn,
-                source_frames=source,
-                camera_name=f"camera {cam}",
-                use_memory=setting == "memory",
+                session, Turn(cameras=cameras, camera=f"camera {cam}", seed=turn), use_memory=setting == "memory"
             )
             # The decoded latents themselves, not the mp4 (whose compression would blur the comparison).
             outputs.append(pipeline.codec.decode(session.bank.load(record["entry"]).latents))

@@ -52,6 +52,9 @@ Axes = Literal["opencv", "opengl"]
 
 ROTATION_TOLERANCE = 1e-3  # on max |R^T R - I|
 HOMOGENEOUS_TOLERANCE = 1e-6  # on the last row of a 4x4 against [0 0 0 1]
+# Cameras further than this from the world origin (100 km in metres) are a unit mistake, and their
+# poses lose the float32 precision the model and VideoFOV compute in (NaN or inf past ~1e19).
+MAX_TRANSLATION = 1e5
 RECAMMASTER_TRANSLATION_SCALE = 0.01  # ReCamMaster's `c2w[:3, 3] /= 100`: UE centimetres -> metres
 TRAJECTORY_FORMAT = "mv2v_jax.trajectory"
 TRAJECTORY_VERSION = 1
@@ -142,7 +145,8 @@ def check_extrinsics(matrices: Any, name: str, shapes: Sequence[tuple[int, int]]
 
     Refuses, naming `name` and the worst frame: another shape, NaN/inf, a last row that is not
     [0 0 0 1] (within HOMOGENEOUS_TOLERANCE), a rotation part with max |R^T R - I| >=
-    ROTATION_TOLERANCE, or det R <= 0 (a reflection: left-handed axes).
+    ROTATION_TOLERANCE, det R <= 0 (a reflection: left-handed axes), or a translation longer than
+    MAX_TRANSLATION in any axis (the camera's distance from the origin, in either convention).
     """
     try:
         if np.iscomplexobj(matrices):
@@ -177,6 +181,14 @@ def check_extrinsics(matrices: Any, name: str, shapes: Sequence[tuple[int, int]]
         first = int(np.flatnonzero(det <= 0)[0])
         raise CameraError(
             f"{name}: frame {first} has det R = {det[first]:.3g}: a reflection, not a rotation (left-handed axes?)"
+        )
+    distance = np.abs(matrices[:, :3, 3]).max(axis=1)  # not the norm, whose squares overflow
+    if (far := distance > MAX_TRANSLATION).any():
+        worst = int(distance.argmax())
+        raise CameraError(
+            f"{name}: frame {worst} has a translation of {distance[worst]:.3g}, beyond {MAX_TRANSLATION:g}"
+            f" ({int(far.sum())} frame(s)); translations are in the scene's units (metres): are the file's units"
+            " right?"
         )
     return matrices[:, :3, :].copy()
 

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import av
 import numpy as np
@@ -67,13 +67,58 @@ class VideoError(ValueError):
 class VideoClip:
     """Frames read from a video: `frames` uint8 RGB `[F, H, W, 3]`; `indices[i]` is the source index
     of `frames[i]`; `source_frames` counts the source's frames; `fps` is the source frame rate
-    (None for a folder of frames)."""
+    (None for a folder of frames); `source_size` is `(h, w)` of the source's frames as displayed,
+    before any resize and crop (None: not recorded)."""
 
     frames: np.ndarray
     fps: float | None
     source_frames: int
     indices: tuple[int, ...]
     path: Path
+    source_size: tuple[int, int] | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """What reading did to the source, for records: frames used and dropped, resize and crop."""
+        used = len(self.indices)
+        changes: dict[str, Any] = {
+            "source_frames": self.source_frames,
+            "frames_used": used,
+            "frames_dropped": self.source_frames - used,
+            "first_frame": self.indices[0],
+            "stride": self.indices[1] - self.indices[0] if used > 1 else 1,
+            "source_fps": self.fps,
+        }
+        size = tuple(self.frames.shape[1:3])
+        if self.source_size is not None:
+            resized, (top, left) = cover_crop_geometry(self.source_size, size)
+            changes |= {
+                "source_size": list(self.source_size),
+                "resized_to": list(resized) if resized != self.source_size else None,
+                "cropped_to": list(size) if resized != size else None,
+                "crop_offset": [top, left] if resized != size else None,
+            }
+        return changes
+
+    def describe(self, output_fps: float | None = None) -> str | None:
+        """One line saying what reading changed (frames dropped, a resize, a crop, the frame rate), or
+        None when the frames are the source's as they are."""
+        c, parts = self.changes(), []
+        if c["frames_dropped"]:
+            kept = f"frames {self.indices[0]}-{self.indices[-1]}" if c["stride"] == 1 else f"{c['frames_used']} frames"
+            parts.append(f"{c['source_frames']} frames, {kept} used ({c['frames_dropped']} dropped)")
+        if c.get("resized_to"):
+            parts.append(f"{_hw(c['source_size'])} resized to {_hw(c['resized_to'])}")
+        if c.get("cropped_to"):
+            top, left = c["crop_offset"]
+            parts.append(f"centre-cropped to {_hw(c['cropped_to'])} (from top {top}, left {left})")
+        if output_fps is not None and self.fps is not None and abs(self.fps - output_fps) > 1e-3:
+            parts.append(f"{self.fps:g} fps, written at {output_fps:g} fps")
+        return f"{self.path}: {'; '.join(parts)}" if parts else None
+
+
+def _hw(size: Sequence[int]) -> str:
+    """`(h, w)` as people write it: width x height."""
+    return f"{size[1]}x{size[0]}"
 
 
 def _frame_count_problem(num_frames: int) -> str | None:
@@ -177,8 +222,7 @@ def read_video(
             f"{path}: the video is too short: it has {total} frame{'s' * (total != 1)}, but {num_frames} frames"
             f" sampled {sampling!r} (start {start}, stride {stride}) need {needed}"
         )
-    frames = [frame if size is None else resize_center_crop(frame, size) for frame in source.frames(indices)]
-    return VideoClip(np.stack(frames), source.fps, total, tuple(indices), path)
+    return _clip(source, indices, size, path)
 
 
 def read_all_frames(path: str | os.PathLike, size: tuple[int, int] | None = (480, 832)) -> VideoClip:
@@ -188,9 +232,16 @@ def read_all_frames(path: str | os.PathLike, size: tuple[int, int] | None = (480
     source = _open(path)
     if source.total == 0:
         raise VideoError(f"{path}: the video has no frames")
-    indices = list(range(source.total))
-    frames = [frame if size is None else resize_center_crop(frame, size) for frame in source.frames(indices)]
-    return VideoClip(np.stack(frames), source.fps, source.total, tuple(indices), path)
+    return _clip(source, list(range(source.total)), size, path)
+
+
+def _clip(source: _Source, indices: list[int], size: tuple[int, int] | None, path: Path) -> VideoClip:
+    """The frames of `source` at `indices`, resized and centre-cropped to `size` (None: as they are)."""
+    frames, source_size = [], None
+    for frame in source.frames(indices):
+        source_size = source_size or frame.shape[:2]
+        frames.append(frame if size is None else resize_center_crop(frame, size))
+    return VideoClip(np.stack(frames), source.fps, source.total, tuple(indices), path, tuple(source_size))
 
 
 def _open(path: Path) -> _Source:

@@ -22,7 +22,7 @@ from typing import Any
 
 from flax import nnx
 
-from mv2v_jax.config import dataclass_from_config
+from mv2v_jax.config import dataclass_from_config, positive, require
 from mv2v_jax.geometry import Intrinsics
 from mv2v_jax.io.video import VideoConfig
 from mv2v_jax.memory.merging import MERGE_SCHEDULES
@@ -37,11 +37,12 @@ from mv2v_jax.tasks import get_task
 
 def session_config(sample: Mapping[str, Any], task: str) -> dict[str, Any]:
     """What a session's stored outputs depend on (its hash guards the session): weights, codec,
-    retrieval geometry and video size. Sampler settings and the memory budget (how many memories a turn
-    feeds) may change between turns."""
+    retrieval geometry and the video's frames and size. Sampler settings, the memory budget (how many
+    memories a turn feeds) and the frame rate the mp4s are written at may change between turns."""
     config = {"task": task} | {k: _plain(sample[k]) for k in ("weights", "codec", "retrieval", "video")}
     budget = {f.name for f in dataclasses.fields(MemoryBudget)}
     config["retrieval"] = {k: v for k, v in config["retrieval"].items() if k not in budget}
+    config["video"] = {k: v for k, v in config["video"].items() if k != "fps"}
     return config
 
 
@@ -90,34 +91,112 @@ def build_embedder(config: Mapping[str, Any]):
     return lambda frames: embed_frames(model, frames)
 
 
+def check_weights_exist(sample: Mapping[str, Any], task: str) -> None:
+    """Refuses, naming it, a weights folder the `sample` section points at that does not exist (before
+    anything is loaded or created; loading checks what is in them)."""
+    _existing(sample["weights"], "model weights")
+    if sample["codec"]["kind"] == "wan_vae":
+        _existing(sample["codec"]["weights"], "VAE weights")
+    if sample["text"]["kind"] == "umt5":
+        _existing(sample["text"]["weights"], "umT5 weights")
+    if task == "long_edit" and sample["embedder"]["kind"] == "dinov2":
+        _existing(sample["embedder"]["weights"], "DINOv2 weights")
+
+
 def _existing(path: str, what: str) -> Path:
     if not path or not Path(path).exists():
         raise FileNotFoundError(f"{what} not found at {path!r}; convert them first (see README, Weights)")
     return Path(path)
 
 
-def check_sample_config(sample: Mapping[str, Any]) -> None:
+CODECS, TEXT_ENCODERS, EMBEDDERS = ("space_to_depth", "wan_vae"), ("none", "umt5"), ("dinov2", "dinov2_random")
+
+
+def check_sample_config(sample: Mapping[str, Any], task: str | None = None) -> None:
     """Refuses values that make no sense in the `sample` section (steps 0, keep_ratio 2, fps 0, a NaN
-    shift, ...), naming the key, before anything is loaded or created."""
+    shift, an unknown codec, a field of view of 180 degrees, ...), naming the key, before anything is
+    loaded or created; with `task`, that task's keys too."""
     dataclass_from_config(SamplingConfig, sample["sampling"], "sample.sampling").make_sampler()
     dataclass_from_config(VideoConfig, sample["video"], "sample.video")
     memory_budget(sample["retrieval"])
     schedule = sample.get("merge_schedule", "")
     if schedule and schedule not in MERGE_SCHEDULES:
         raise ValueError(f"unknown sample.merge_schedule {schedule!r}; choose one of {sorted(MERGE_SCHEDULES)}")
+    kinds_of = {"codec": CODECS, "text": TEXT_ENCODERS} | ({"embedder": EMBEDDERS} if task == "long_edit" else {})
+    for section, kinds in kinds_of.items():
+        kind = sample[section].get("kind") if hasattr(sample[section], "get") else None
+        require(kind in kinds, f"sample.{section}.kind", kind, f"choose one of {list(kinds)}")
+    if task == "nvs":
+        retrieval = sample["retrieval"]
+        hfov, radius = retrieval["hfov_degrees"], retrieval["fov_radius"]
+        require(
+            _real(hfov) and 0 < hfov < 180, "sample.retrieval.hfov_degrees", hfov, "a field of view in (0, 180) degrees"
+        )
+        require(
+            _real(radius) and positive(radius),
+            "sample.retrieval.fov_radius",
+            radius,
+            "VideoFOV's sphere radius must be positive",
+        )
+    if task == "long_edit":
+        edit = sample["long_edit"]
+        frames, overlap = edit["segment_frames"], edit["overlap"]
+        require(
+            _count(frames) and (frames - 1) % 4 == 0,
+            "sample.long_edit.segment_frames",
+            frames,
+            "segments have 4k + 1 frames (the VAE keeps frame 0 and compresses the rest 4x)",
+        )
+        require(
+            isinstance(overlap, int) and not isinstance(overlap, bool) and 0 <= overlap < frames,
+            "sample.long_edit.overlap",
+            overlap,
+            f"segments overlap by 0 to segment_frames - 1 = {frames - 1} frames",
+        )
 
 
-def _nvs(sample: Mapping[str, Any], model, codec, sampling, text) -> NVSPipeline:
+def check_video_size(video: Mapping[str, Any], multiples: tuple[int, int]) -> None:
+    """Refuses a `sample.video` size the codec and the DiT's patches do not divide (`multiples` pixels,
+    height and width)."""
+    for key, multiple in zip(("height", "width"), multiples, strict=True):
+        require(
+            video[key] % multiple == 0,
+            f"sample.video.{key}",
+            video[key],
+            f"must be a multiple of {multiple} (the codec's downsampling x the DiT's patch)",
+        )
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _count(value: Any) -> bool:
+    """An int >= 1."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _nvs(sample: Mapping[str, Any], **parts: Any) -> NVSPipeline:
     video, retrieval = sample["video"], sample["retrieval"]
-    intrinsics = Intrinsics.from_hfov(retrieval["hfov_degrees"], video["height"], video["width"])
-    return NVSPipeline(model, codec, sampling, intrinsics, memory_budget(retrieval), retrieval["fov_radius"], text)
+    return NVSPipeline(
+        **parts,
+        intrinsics=Intrinsics.from_hfov(retrieval["hfov_degrees"], video["height"], video["width"]),
+        budget=memory_budget(retrieval),
+        fov_radius=retrieval["fov_radius"],
+        fps=video["fps"],
+    )
 
 
-def _long_edit(sample: Mapping[str, Any], model, codec, sampling, text) -> LongEditPipeline:
+def _long_edit(sample: Mapping[str, Any], **parts: Any) -> LongEditPipeline:
     edit = sample["long_edit"]
-    embedder = build_embedder(sample["embedder"])
-    budget = memory_budget(sample["retrieval"])
-    return LongEditPipeline(model, codec, sampling, embedder, budget, edit["segment_frames"], edit["overlap"], text)
+    return LongEditPipeline(
+        **parts,
+        embed_frames=build_embedder(sample["embedder"]),
+        budget=memory_budget(sample["retrieval"]),
+        segment_frames=edit["segment_frames"],
+        overlap=edit["overlap"],
+        fps=sample["video"]["fps"],
+    )
 
 
 def memory_budget(retrieval: Mapping[str, Any]) -> MemoryBudget:
@@ -133,7 +212,7 @@ PIPELINES = {"nvs": _nvs, "long_edit": _long_edit}
 
 def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEditPipeline:
     get_task(task)  # an unknown task is named before anything loads
-    check_sample_config(sample)
+    check_sample_config(sample, task)
     sampling = dataclass_from_config(SamplingConfig, sample["sampling"], "sample.sampling")
     schedule = sample.get("merge_schedule", "")
     model = load_memory_dit(_existing(sample["weights"], "model weights"), **_plain(sample.get("runtime", {})))
@@ -141,5 +220,7 @@ def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEd
         model = model.with_merge(MERGE_SCHEDULES[schedule])
         sampling = dataclasses.replace(sampling, keep_ratio=MERGE_SCHEDULES[schedule].keep_ratio)
     codec = build_codec(sample["codec"])
+    _, patch_h, patch_w = model.config.dit.patch_size
+    check_video_size(sample["video"], (codec.spatial * patch_h, codec.spatial * patch_w))
     text = build_text(sample["text"], model.config.dit.text_dim)
-    return PIPELINES[task](sample, model, codec, sampling, text)
+    return PIPELINES[task](sample, model=model, codec=codec, sampling=sampling, text=text)

@@ -99,17 +99,30 @@ class Denoiser:
         """Programs compiled by this process (one per input signature)."""
         return len(self._compiled)
 
-    def _call(self, *args) -> jax.Array:
+    def _program(self, *args, what: str = "the denoiser"):
+        """The compiled velocity for `args`' signature: compiled (or loaded from the persistent cache) once."""
         leaves, treedef = jax.tree.flatten(args)
         signature = (treedef, tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves))
         if signature not in self._compiled:
             start = time.perf_counter()
-            print("compiling the denoiser (or loading it from the cache)...", end=" ", file=sys.stderr, flush=True)
+            print(f"compiling {what} (or loading it from the cache)...", end=" ", file=sys.stderr, flush=True)
             self._compiled[signature] = jax.jit(self._velocity).lower(self.state, *args).compile()
             seconds = time.perf_counter() - start
             print(f"{seconds:.1f} s", file=sys.stderr, flush=True)
             self._pending_compile += seconds
-        return self._compiled[signature](self.state, *args)
+        return self._compiled[signature]
+
+    def _call(self, *args) -> jax.Array:
+        return self._program(*args)(self.state, *args)
+
+    def prepare(self, conditions: Conditions, prompt: str, shape: tuple[int, ...]) -> float:
+        """Compiles the program `sample` runs for these conditions without sampling (a later process then
+        loads it from the persistent compilation cache); the seconds it took."""
+        self._program(
+            jnp.zeros((1, *shape), jnp.float32), jnp.zeros((1,), jnp.float32), conditions, self.context(prompt)
+        )
+        compiled, self._pending_compile = self._pending_compile, 0.0
+        return compiled
 
     def context(self, prompt: str) -> jax.Array:
         context = self.text(prompt)

@@ -10,8 +10,8 @@ segment is aligned with the end of the video so no frame is dropped. Each segmen
 3. build the task's streams (tasks.long_edit): `cat([noisy, condition])`, the previous segment at
    RoPE frames T..2T-1, older ones on the band from 2T with the newest nearest (the order training
    uses too); memory latents are `cat([edited, source])` so they fill the same input channels;
-4. sample (with guidance when there is a text encoder), decode, store the segment in the bank, and
-   write its mp4, contact sheet and record.
+4. sample (with guidance when there is a text encoder), decode, and store the segment as one unit
+   (Session.commit_turn): its bank entry with its mp4, contact sheet and record.
 The edited segments are stitched into one video, cross-fading overlaps linearly. Segments are numbered
 from 0 in records and messages; segment i is the session's turn i + 1.
 """
@@ -29,11 +29,13 @@ from mv2v_jax.memory.builders import Conditions, MemoryBatch
 from mv2v_jax.memory.model import MemoryDiT
 from mv2v_jax.models.codec import LatentCodec
 from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
-from mv2v_jax.pipelines.session import Session, Stages
+from mv2v_jax.pipelines.session import Session, SessionError, Stages, TurnFiles
 from mv2v_jax.pipelines.slots import MemoryBudget, load_slots
 from mv2v_jax.retrieval.bank import MemoryEntry
 from mv2v_jax.retrieval.similarity import segment_embedding, select_segments
 from mv2v_jax.tasks import get_task
+
+EDITED = "edited.mp4"  # the whole edited video, in the session folder
 
 
 def segment_starts(num_frames: int, segment_frames: int, overlap: int = 0) -> list[int]:
@@ -69,6 +71,7 @@ class LongEditPipeline:
 
     def __init__(
         self,
+        *,
         model: MemoryDiT,
         codec: LatentCodec,
         sampling: SamplingConfig,
@@ -77,10 +80,11 @@ class LongEditPipeline:
         segment_frames: int,
         overlap: int = 0,
         text: TextConditioning | None = None,
+        fps: float = 16.0,
     ):
         self.task = get_task("long_edit")
         self.task.check_model(model.config, codec.channels)
-        self.model, self.codec, self.embed_frames = model, codec, embed_frames
+        self.model, self.codec, self.embed_frames, self.fps = model, codec, embed_frames, fps
         self.budget, self.segment_frames, self.overlap = budget, segment_frames, overlap
         self.denoiser = Denoiser(
             model, self.task, sampling, text or TextConditioning(text_dim=model.config.dit.text_dim)
@@ -116,30 +120,29 @@ class LongEditPipeline:
         ]
         return memory, picked, skipped
 
-    def run(
-        self, session: Session, video: np.ndarray, prompt: str, seed: int = 0, fps: float = 16.0, video_name: str = ""
-    ) -> list[dict[str, Any]]:
-        """Edits every segment the session has not done yet; returns their records and writes
-        `<session>/edited.mp4` once all are done."""
+    def run(self, session: Session, *, prompt: str = "", seed: int = 0) -> list[dict[str, Any]]:
+        """Edits every segment of the session's source video (`Session.open(..., source=...)`) that it
+        has not done yet, each stored as one unit; returns their records. Segment i has seed `seed + i`.
+        Writes `<session>/edited.mp4` once all are done (again if it went missing)."""
+        if session.source is None:
+            raise SessionError(f"session {session.path}: long video editing needs the video (--video)")
+        video = session.source.frames
         starts = segment_starts(video.shape[0], self.segment_frames, self.overlap)
-        if "segments" in session.meta and session.meta["segments"] != starts:
-            raise ValueError(
-                f"session {session.path} was cut into segments {session.meta['segments']}; this video "
-                f"gives {starts}: use the same video, segment length and overlap"
-            )
-        session.update(segments=starts, video=video_name, prompt=prompt)
         records = []
         for index in range(session.next_turn - 1, len(starts)):
-            records.append(self._segment(session, video, starts, index, prompt, seed + index, fps))
-        if session.next_turn - 1 == len(starts):
-            edited = [
+            records.append(
+                self._segment(session, video=video, starts=starts, index=index, prompt=prompt, seed=seed + index)
+            )
+        edited = session.path / EDITED
+        if session.next_turn - 1 == len(starts) and (records or not edited.exists()):
+            segments = [
                 self.codec.decode(session.bank.load(e.entry_id).latents[..., : self.codec.channels])
                 for e in sorted(session.bank.entries(), key=lambda e: e.turn)
             ]
-            write_video(session.path / "edited.mp4", stitch(edited, starts, video.shape[0]), fps)
+            write_video(edited, stitch(segments, starts, video.shape[0]), self.fps)
         return records
 
-    def _segment(self, session, video, starts, index, prompt, seed, fps) -> dict[str, Any]:
+    def _segment(self, session: Session, *, video, starts, index, prompt, seed) -> dict[str, Any]:
         stages = Stages()
         turn = index + 1
         frames = video[starts[index] : starts[index] + self.segment_frames]
@@ -150,30 +153,44 @@ class LongEditPipeline:
             memory, picked, skipped = self.retrieve(session, query, source.shape)
         conditions = Conditions(jnp.asarray(source)[None], memory)
         latents, output = self.denoiser.generate(stages, self.codec, conditions, prompt, seed, source.shape)
-        with stages("store"):
-            entry_id = session.bank.add(
-                MemoryEntry(
-                    latents=np.concatenate([latents, source], -1),
-                    turn=turn,
-                    prompt=prompt,
-                    embedding=query,
-                    metadata={"start": starts[index]},
-                )
-            )
         cost = self.denoiser.cost(conditions, source.shape)
         record = {
             "task": "long_edit",
             "turn": turn,
             "segment": index,
             "start_frame": starts[index],
-            "entry": entry_id,
             "prompt": prompt,
             "seed": seed,
+            "source": session.meta.get("source", {}),
             "retrieved": picked,
             "skipped": skipped,
             **self.denoiser.record(cost, stages.seconds["compile"]),
             "seconds": {k: round(v, 3) for k, v in stages.seconds.items()},
         }
-        return session.write_turn(
-            turn, output, fps, [frames, output], [f"source frames {starts[index]}+", f"edited segment {index}"], record
+        entry = MemoryEntry(
+            latents=np.concatenate([latents, source], -1),
+            turn=turn,
+            prompt=prompt,
+            embedding=query,
+            metadata={"start": starts[index]},
         )
+        return session.commit_turn(entry, self.files(frames, output, start=starts[index], index=index), record)
+
+    def files(
+        self, frames: np.ndarray, output: np.ndarray, *, start: int, index: int, decoded: bool = False
+    ) -> TurnFiles:
+        """A segment's files: its edited mp4, and a contact sheet of the source frames over the edit."""
+        label = f"source frames {start}+" + (" (decoded)" if decoded else "")
+        return TurnFiles(video=output, fps=self.fps, sheet=[frames, output], labels=[label, f"edited segment {index}"])
+
+    def restore_files(self, session: Session) -> list[int]:
+        """Derives again, from their bank entries, the files of committed segments that went missing (the
+        sheet's source row from the stored source latents); returns those turns."""
+        missing = session.missing_files()
+        for info, suffixes in missing:
+            latents = session.bank.load(info.entry_id, arrays=("latents",)).latents
+            channels = self.codec.channels
+            output, frames = self.codec.decode(latents[..., :channels]), self.codec.decode(latents[..., channels:])
+            files = self.files(frames, output, start=info.metadata.get("start", 0), index=info.turn - 1, decoded=True)
+            session.restore_files(info, files, suffixes)
+        return [info.turn for info, _ in missing]

@@ -13,8 +13,8 @@ A turn (`NVSPipeline.run_turn`):
    camera (ReCamMaster's pose input; translations in the scene's units, metres for ReCamMaster,
    whose Unreal centimetres io.cameras divides by 100);
 4. sample (guidance when there is a text encoder) and decode;
-5. store the output's latents, cameras and FOV bitmask in the bank; write the mp4, contact sheet and
-   JSON record of the turn.
+5. store the turn as one unit (Session.commit_turn): the output's latents, cameras and FOV bitmask in
+   the bank, with the mp4, contact sheet and JSON record of the turn.
 
 A session's camera trajectories share one world frame, in which the source video's first camera is
 the identity (`SOURCE_CAMERA`): named presets (pipelines.presets) start there, and camera files are
@@ -34,8 +34,9 @@ from mv2v_jax.memory.builders import Conditions, MemoryBatch
 from mv2v_jax.memory.model import MemoryDiT
 from mv2v_jax.models.codec import TEMPORAL, LatentCodec
 from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
-from mv2v_jax.pipelines.session import Session, Stages
+from mv2v_jax.pipelines.session import Session, SessionError, Stages, TurnFiles
 from mv2v_jax.pipelines.slots import MemoryBudget, load_slots
+from mv2v_jax.pipelines.turns import Turn
 from mv2v_jax.retrieval.bank import MemoryEntry
 from mv2v_jax.retrieval.fov import fov_bitmask, retrieve_by_fov
 from mv2v_jax.tasks import get_task
@@ -48,6 +49,7 @@ class NVSPipeline:
 
     def __init__(
         self,
+        *,
         model: MemoryDiT,
         codec: LatentCodec,
         sampling: SamplingConfig,
@@ -55,10 +57,11 @@ class NVSPipeline:
         budget: MemoryBudget,
         fov_radius: float = 1.0,
         text: TextConditioning | None = None,
+        fps: float = 16.0,
     ):
         task = get_task("nvs")
         task.check_model(model.config, codec.channels)
-        self.model, self.codec = model, codec
+        self.model, self.codec, self.fps = model, codec, fps
         self.intrinsics, self.budget, self.fov_radius = intrinsics, budget, fov_radius
         self.denoiser = Denoiser(model, task, sampling, text or TextConditioning(text_dim=model.config.dit.text_dim))
 
@@ -108,71 +111,99 @@ class NVSPipeline:
         ]
         return memory, picked, skipped
 
-    def run_turn(
-        self,
-        session: Session,
-        target_w2c: np.ndarray,
-        prompt: str = "",
-        seed: int = 0,
-        source_frames: np.ndarray | None = None,
-        source_name: str = "",
-        fps: float = 16.0,
-        camera_name: str = "",
-        use_memory: bool = True,
-    ) -> dict[str, Any]:
-        """One turn: `target_w2c` `[F, 3, 4]` per video frame; the source video is needed on the first turn.
+    def run_turn(self, session: Session, turn: Turn, *, use_memory: bool = True) -> dict[str, Any]:
+        """One turn of `session`, stored as one unit (Session.commit_turn); returns its record. The
+        session's source video is encoded on its first turn (`Session.open(..., source=...)`).
 
         `use_memory=False` ignores the session's memory (the evaluation's independent-turns baseline)
         with the same compiled program: every slot is empty.
         """
         stages = Stages()
-        turn = session.next_turn
+        number = session.next_turn
         with stages("encode"):
-            if source_frames is not None and session.load_source() is None:
-                session.save_source(np.asarray(self.codec.encode(source_frames)), source_name)
             source = session.load_source()
+            if source is None and session.source is not None:
+                source = np.asarray(self.codec.encode(session.source.frames))
+                session.save_source(source)
         if source is None:
-            raise ValueError(f"session {session.path} has no source video yet: give one (--video) for its first turn")
+            raise SessionError(f"session {session.path} has no source video yet: give one (--video) for its first turn")
         frames = 1 + TEMPORAL * (source.shape[0] - 1)
-        if target_w2c.shape[0] != frames:
+        if turn.cameras.shape[0] != frames:
             raise ValueError(
-                f"camera trajectory {camera_name} has {target_w2c.shape[0]} poses but the source video "
+                f"camera trajectory {turn.camera} has {turn.cameras.shape[0]} poses but the source video "
                 f"has {frames} frames"
             )
-        target_cameras = np.asarray(target_w2c[::TEMPORAL], np.float64)
+        target_cameras = np.asarray(turn.cameras[::TEMPORAL], np.float64)
         with stages("retrieve"):
             memory, picked, skipped = self.retrieve(session if use_memory else None, target_cameras, source.shape)
         camera = jnp.asarray(relative_poses(target_cameras, SOURCE_CAMERA))[None]
         conditions = Conditions(jnp.asarray(source)[None], memory, {"camera": camera})
-        latents, output = self.denoiser.generate(stages, self.codec, conditions, prompt, seed, source.shape)
+        latents, output = self.denoiser.generate(stages, self.codec, conditions, turn.prompt, turn.seed, source.shape)
         with stages("store"):
             fov = np.asarray(fov_bitmask(target_cameras, self.intrinsics, radius=self.fov_radius))
-            entry_id = session.bank.add(
-                MemoryEntry(
-                    latents=latents,
-                    turn=turn,
-                    prompt=prompt,
-                    cameras=target_cameras,
-                    fov=fov,
-                    metadata={"camera": camera_name},
-                )
-            )
+        with stages("decode"):
+            files = self.files(session, output, source=source, turn=number, camera=turn.camera)
         cost = self.denoiser.cost(conditions, source.shape)
         record = {
             "task": "nvs",
-            "turn": turn,
-            "entry": entry_id,
-            "prompt": prompt,
-            "seed": seed,
-            "camera": camera_name,
+            "turn": number,
+            "prompt": turn.prompt,
+            "seed": turn.seed,
+            "camera": turn.camera,
+            "source": session.meta.get("source", {}),
             "retrieved": picked,
             "skipped": skipped,
             **self.denoiser.record(cost, stages.seconds["compile"]),
             "seconds": {k: round(v, 3) for k, v in stages.seconds.items()},
         }
-        sheet = [self.codec.decode(source), output]
-        labels = [f"source {session.meta.get('source_video', '')}".strip(), f"turn {turn} {camera_name}".strip()]
-        return session.write_turn(turn, output, fps, sheet, labels, record)
+        entry = MemoryEntry(
+            latents=latents,
+            turn=number,
+            prompt=turn.prompt,
+            cameras=target_cameras,
+            fov=fov,
+            metadata={"camera": turn.camera},
+        )
+        return session.commit_turn(entry, files, record)
+
+    def prepare_next_turn(self, session: Session, prompt: str = "") -> float:
+        """Compiles (or loads) the program the session's next turn runs if every earlier output overlaps
+        it, so that a new process starts sampling in seconds; the seconds it took."""
+        source = session.load_source()
+        filled = min(len(session.bank), self.budget.slots)
+        if source is None:
+            return 0.0
+        slots, frames = self.budget.slots_for(filled), source.shape[0]
+        # Empty slots made on the host and moved, as a turn's are (pipelines.slots): no program runs for them.
+        zeros = lambda shape, dtype=np.float32: jnp.asarray(np.zeros(shape, dtype))
+        memory = MemoryBatch(
+            zeros((1, slots, *source.shape)),
+            zeros((1, slots), bool),
+            zeros((1, slots), np.int32),
+            zeros((1, slots, frames, 12)),
+        )
+        camera = zeros((1, frames, 12))
+        conditions = Conditions(jnp.asarray(source)[None], memory, {"camera": camera})
+        return self.denoiser.prepare(conditions, prompt, source.shape)
+
+    def files(self, session: Session, output: np.ndarray, *, source: np.ndarray, turn: int, camera: str) -> TurnFiles:
+        """A turn's files from its output frames: the mp4, and a contact sheet of the source over the output."""
+        name = session.meta.get("source", {}).get("video") or session.meta.get("source_video", "")
+        labels = [f"source {name}".strip(), f"turn {turn} {camera}".strip()]
+        return TurnFiles(video=output, fps=self.fps, sheet=[self.codec.decode(source), output], labels=labels)
+
+    def restore_files(self, session: Session) -> list[int]:
+        """Derives again, from their bank entries, the files of committed turns that went missing; returns
+        those turns."""
+        missing = session.missing_files()
+        source = session.load_source() if missing else None
+        for info, suffixes in missing:
+            output = self.codec.decode(session.bank.load(info.entry_id, arrays=("latents",)).latents)
+            camera = info.metadata.get("camera", "")
+            session.restore_files(
+                info, self.files(session, output, source=source, turn=info.turn, camera=camera), suffixes
+            )
+        return [info.turn for info, _ in missing]
 
 
 def describe(record: Mapping[str, Any]) -> str:

@@ -30,6 +30,7 @@ from mv2v_jax.data.loader import TrainBatch, to_train_batch, training_dataset
 from mv2v_jax.data.memory_sampling import MemorySampling, step_variant
 from mv2v_jax.io.images import contact_sheet, to_uint8, write_png
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
+from mv2v_jax.memory.tokenizers import TokenizerConfig
 from mv2v_jax.models.weights import WeightsWriter, flatten_paths
 from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, to_host, use_mesh
 from mv2v_jax.tasks import Task, get_task
@@ -204,11 +205,22 @@ def train(
         )
         tick = time.perf_counter()
         tokens_seen = 0
+        postfix: dict[str, str] = {}
+        most = variant_count(sampling, paper_tokenizers)
         for step in progress:
             rng = np.random.default_rng([config["seed"], step])
             variant = StepVariant(*step_variant(rng, sampling, paper_tokenizers))
             batch = to_train_batch(next(iterator), lambda a: shard(a.ndim))
+            new_variant, began = variant not in steps_fns, time.perf_counter()
             state, step_metrics = step_fn(variant)(state, batch, jax.random.fold_in(key, step))
+            if new_variant:  # its first step compiles it (or loads it from the persistent compilation cache)
+                jax.block_until_ready(step_metrics)
+                postfix["compiled"] = f"{len(steps_fns)}/{most}"
+                progress.set_postfix(postfix)
+                progress.write(
+                    f"step {step + 1}: compiled train step variant {len(steps_fns)} of at most {most} "
+                    f"({describe_variant(variant)}) in {time.perf_counter() - began:.1f} s; later steps reuse it"
+                )
             tokens_seen += int(np.prod(batch.target.shape[:-1])) // 4  # target tokens of the global batch
             done = step + 1
             if on_step is not None:
@@ -219,7 +231,8 @@ def train(
                 metrics |= {"steps_per_s": config["log_every"] / elapsed, "target_tokens_per_s": tokens_seen / elapsed}
                 tick, tokens_seen = time.perf_counter(), 0
                 log.write(done, metrics)
-                progress.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['target_tokens_per_s']:.0f}")
+                postfix |= {"loss": f"{metrics['loss']:.4f}", "tok_s": f"{metrics['target_tokens_per_s']:.0f}"}
+                progress.set_postfix(postfix)
             val_loss = None
             if validation is not None and (done % config["eval_every"] == 0 or done == total):
                 val_loss = float(validation_loss(state.params, validation))
@@ -248,6 +261,26 @@ def train(
         checkpointer.close()
         log.close()
     return metrics
+
+
+def variant_count(sampling: MemorySampling, paper: TokenizerConfig) -> int:
+    """How many train step variants `step_variant` can draw (each compiles once): tokenizer schedules
+    times merge ratios."""
+    uniform = sampling.uniform_tokenizer_prob
+    tokenizers = (uniform < 1) + (len(paper.patches) if uniform > 0 else 0)
+    merges = (sampling.merge_prob < 1) + (len(sampling.merge_ratios) if sampling.merge_prob > 0 else 0)
+    return tokenizers * merges
+
+
+def describe_variant(variant: StepVariant) -> str:
+    """`tokenizers 1x4x4,1x4x4,1x4x4 then 1x8x8, merge r=0.5` (what a train step variant fixes)."""
+    patch = lambda p: "x".join(map(str, p))
+    ranked = ",".join(map(patch, variant.tokenizers.ranked))
+    tokenizers = (
+        f"{ranked} then {patch(variant.tokenizers.rest)}" if ranked else f"all {patch(variant.tokenizers.rest)}"
+    )
+    merge = "no merging" if variant.keep_ratio is None else f"merge r={variant.keep_ratio:g}"
+    return f"tokenizers {tokenizers}, {merge}"
 
 
 def sample_validation(graphdef, params, batch: TrainBatch, task: Task, shift: float, steps: int) -> np.ndarray:

@@ -78,6 +78,11 @@ def with_camera(camera: str, *flags: str) -> tuple[str, ...]:
     return new_session("--video", "{root}/videos/good.mp4", "--camera", f"{{root}}/{camera}", *flags)
 
 
+def with_turns(name: str, *flags: str) -> tuple[str, ...]:
+    """A new session's turns from the turns file `turns/{name}`."""
+    return new_session("--video", "{root}/videos/good.mp4", "--turns", f"{{root}}/turns/{name}", *flags)
+
+
 def turn(session: str) -> tuple[str, ...]:
     """The next NVS turn of an existing session."""
     return sample("--session", f"{{root}}/sessions/{session}", "--camera", "pan_right")
@@ -269,6 +274,292 @@ CASES: tuple[Case, ...] = (
         new_session("--video", "{root}/videos/good.mp4", "--turns", "{root}/cameras/turns_latin1.json"),
         r"turns_latin1\.json: not UTF-8 text \(invalid (start|continuation) byte at byte \d+\): save it as UTF-8",
     ),
+    # Turn requests: every turn of a command is checked before anything is loaded or created.
+    Case(
+        "turns/misspelt_prompt.json",
+        "sample.py --turns",
+        '"promt" for "prompt"',
+        with_turns("misspelt_prompt.json"),
+        r"misspelt_prompt\.json: turn 1 has unknown key\(s\) 'promt' \(did you mean 'prompt'\?\); a turn's keys are "
+        r"camera, prompt, seed",
+    ),
+    Case(
+        "turns/misspelt_seed.json",
+        "sample.py --turns",
+        '"sed" for "seed" in the second turn',
+        with_turns("misspelt_seed.json"),
+        r"misspelt_seed\.json: turn 2 has unknown key\(s\) 'sed' \(did you mean 'seed'\?\)",
+    ),
+    Case(
+        "turns/camera_number.json",
+        "sample.py --turns",
+        '"camera": 5',
+        with_turns("camera_number.json"),
+        r"camera_number\.json: turn 1 'camera' must be a preset name or a camera file, got 5",
+    ),
+    Case(
+        "turns/seed_string.json",
+        "sample.py --turns",
+        '"seed": "7"',
+        with_turns("seed_string.json"),
+        r"seed_string\.json: turn 1 'seed': '7' is not a seed; seeds are integers in 0\.\.4294967295",
+    ),
+    Case(
+        "turns/seed_huge.json",
+        "sample.py --turns",
+        '"seed": 2**80, which JAX would silently cut to 32 bits',
+        with_turns("seed_huge.json"),
+        r"seed_huge\.json: turn 1 'seed': 1208925819614629174706176 is not a seed",
+    ),
+    Case(
+        "turns/seed_negative.json",
+        "sample.py --turns",
+        '"seed": -3',
+        with_turns("seed_negative.json"),
+        r"seed_negative\.json: turn 1 'seed': -3 is not a seed",
+    ),
+    Case(
+        "turns/seed_float.json",
+        "sample.py --turns",
+        '"seed": 1.5',
+        with_turns("seed_float.json"),
+        r"seed_float\.json: turn 1 'seed': 1\.5 is not a seed",
+    ),
+    Case(
+        "turns/empty.json",
+        "sample.py --turns",
+        "an empty list, which would make an empty session",
+        with_turns("empty.json"),
+        r"empty\.json: the list of turns is empty: nothing to do",
+    ),
+    Case(
+        "turns/object.json",
+        "sample.py --turns",
+        "one object, not a list",
+        with_turns("object.json"),
+        r"object\.json: expected a JSON list of objects with camera, prompt, seed",
+    ),
+    Case(
+        "turns/no_camera.json",
+        "sample.py --turns",
+        "a turn without a camera",
+        with_turns("no_camera.json"),
+        r"no_camera\.json: turn 1 has no 'camera'",
+    ),
+    Case(
+        "turns/prompt_list.json",
+        "sample.py --turns",
+        "a prompt that is a list",
+        with_turns("prompt_list.json"),
+        r"prompt_list\.json: turn 1 'prompt' must be a string, got \['a', 'room'\]",
+    ),
+    Case(
+        "turns/bad_convention.json",
+        "sample.py --turns",
+        '"camera_convention": "world"',
+        with_turns("bad_convention.json"),
+        r"bad_convention\.json: turn 1 'camera_convention' must be one of \['w2c', 'c2w'\], got 'world'",
+    ),
+    Case(
+        "turns/missing_camera_file.json",
+        "sample.py --turns",
+        "turn 2 names a camera file that does not exist",
+        with_turns("missing_camera_file.json"),
+        r"missing_camera_file\.json: turn 2: orbit\.json: neither a camera preset \(.*\) nor an existing file",
+    ),
+    Case(
+        "turns/second_nan.json",
+        "sample.py --turns",
+        "turn 2's camera file (next to the turns file) holds NaN",
+        with_turns("second_nan.json"),
+        r"second_nan\.json: turn 2: \S*turns/nan\.json: NaN or inf in 1 frame\(s\), first \[4\]",
+    ),
+    Case(
+        "--seed=-1",
+        "sample.py",
+        "a negative seed",
+        with_video("videos/good.mp4", "--seed=-1"),
+        r"^error: --seed: -1 is not a seed; seeds are integers in 0\.\.4294967295",
+    ),
+    Case(
+        "--seed=4294967296",
+        "sample.py",
+        "a seed of 2**32, which JAX would take as 0",
+        with_video("videos/good.mp4", "--seed=4294967296"),
+        r"^error: --seed: 4294967296 is not a seed",
+    ),
+    Case(
+        "--camera and --turns",
+        "sample.py",
+        "both given (one would be ignored)",
+        with_video("videos/good.mp4", "--turns", "{root}/turns/good.json"),
+        r"^error: --camera and --turns both given",
+    ),
+    Case(
+        "no --camera",
+        "sample.py",
+        "an NVS turn without a camera",
+        new_session("--video", "{root}/videos/good.mp4"),
+        r"^error: an NVS turn needs a camera: --camera \(a preset or a camera file\) or --turns$",
+    ),
+    Case(
+        "no --video",
+        "sample.py",
+        "the first turn of a new session without its source video",
+        new_session("--camera", "pan_left"),
+        r"^error: \S*out/session holds no session yet: its first turn needs the source video \(--video\)$",
+    ),
+    Case(
+        "--camera_index 3 with a preset",
+        "sample.py",
+        "a camera file option for a preset trajectory",
+        with_video("videos/good.mp4", "--camera_index", "3"),
+        r"^error: pan_left is a preset trajectory: camera_index='3' only apply to camera files$",
+    ),
+    Case(
+        "--camera with --task long_edit",
+        "sample.py --task long_edit",
+        "an NVS flag for long editing",
+        sample(
+            "--session",
+            "{root}/out/session",
+            "--video",
+            "{root}/videos/good.mp4",
+            "--camera",
+            "pan_left",
+            task="long_edit",
+        ),
+        r"^error: --camera: for --task nvs; long_edit edits the whole --video with --prompt$",
+    ),
+    # Camera files with finite but absurd translations, named before the model loads.
+    Case(
+        "cameras/far.json",
+        "sample.py",
+        "a w2c translation of 1e200 (finite)",
+        with_camera("cameras/far.json", "--camera_convention", "w2c"),
+        r"far\.json: frame 3 has a translation of 1e\+200, beyond 100000 \(1 frame\(s\)\)",
+    ),
+    Case(
+        "cameras/far_trajectory.json",
+        "sample.py",
+        "a trajectory file drifting to 1e30",
+        with_camera("cameras/far_trajectory.json"),
+        r"far_trajectory\.json: frame 7 has a translation of 1e\+30, beyond 100000 \(2 frame\(s\)\)",
+    ),
+    Case(
+        "cameras/far_recammaster.json",
+        "sample.py",
+        "a ReCamMaster camera 1e12 cm away",
+        with_camera("cameras/far_recammaster.json", "--camera_index", "1"),
+        r"far_recammaster\.json \(cam01\): frame 0 has a translation of 1e\+12",
+    ),
+    # Config values of the sample section that make no sense.
+    Case(
+        "--config.sample.retrieval.hfov_degrees=180.0",
+        "sample.py",
+        "a field of view of 180 degrees",
+        with_video("videos/good.mp4", "--config.sample.retrieval.hfov_degrees=180.0"),
+        r"sample\.retrieval\.hfov_degrees=180\.0: a field of view in \(0, 180\) degrees",
+    ),
+    Case(
+        "--config.sample.retrieval.fov_radius=0.0",
+        "sample.py",
+        "a VideoFOV sphere of radius 0",
+        with_video("videos/good.mp4", "--config.sample.retrieval.fov_radius=0.0"),
+        r"sample\.retrieval\.fov_radius=0\.0: VideoFOV's sphere radius must be positive",
+    ),
+    Case(
+        "--config.sample.retrieval.slots=-1",
+        "sample.py",
+        "a negative memory budget",
+        with_video("videos/good.mp4", "--config.sample.retrieval.slots=-1"),
+        r"retrieval\.slots=-1 must be >= 0",
+    ),
+    Case(
+        "--config.sample.codec.kind=vae",
+        "sample.py",
+        "an unknown codec",
+        with_video("videos/good.mp4", "--config.sample.codec.kind=vae"),
+        r"sample\.codec\.kind='vae': choose one of \['space_to_depth', 'wan_vae'\]",
+    ),
+    Case(
+        "--config.sample.long_edit.segment_frames=10",
+        "sample.py --task long_edit",
+        "segments of 10 frames, not 4k + 1",
+        sample(
+            "--session",
+            "{root}/out/session",
+            "--video",
+            "{root}/videos/good.mp4",
+            "--config.sample.long_edit.segment_frames=10",
+            task="long_edit",
+        ),
+        r"sample\.long_edit\.segment_frames=10: segments have 4k \+ 1 frames",
+    ),
+    Case(
+        "--config.sample.long_edit.overlap=9",
+        "sample.py --task long_edit",
+        "segments overlapping by a whole segment",
+        sample(
+            "--session",
+            "{root}/out/session",
+            "--video",
+            "{root}/videos/good.mp4",
+            "--config.sample.long_edit.overlap=9",
+            task="long_edit",
+        ),
+        r"sample\.long_edit\.overlap=9: segments overlap by 0 to segment_frames - 1 = 8 frames",
+    ),
+    Case(
+        "--config.sample.video.width=44",
+        "sample.py",
+        "a width the codec and the DiT's patches do not divide (known once the model loaded)",
+        with_video("videos/good.mp4", "--config.sample.video.width=44"),
+        r"sample\.video\.width=44: must be a multiple of 8 \(the codec's downsampling x the DiT's patch\)",
+    ),
+    # Sessions and failures during a new session's first turn.
+    Case(
+        "sessions/other_video/ + videos/other.mp4",
+        "sample.py",
+        "turn 2 of a session with another source video",
+        sample(
+            "--session", "{root}/sessions/other_video", "--video", "{root}/videos/other.mp4", "--camera", "pan_right"
+        ),
+        r"session \S*other_video edits the video \S*good\.mp4 \(sha256 \w+\), not \S*other\.mp4 \(sha256 \w+\): its "
+        r"frames differ",
+    ),
+    Case(
+        "sessions/other_video/ + --config.sample.video.height=16",
+        "sample.py",
+        "turn 2 at another video size",
+        (*turn("other_video"), "--config.sample.video.height=16"),
+        r"session \S*other_video was made with another configuration \(hash \w+, this run \w+\): "
+        r"sample\.video\.height was 32, now 16",
+    ),
+    Case(
+        "--session videos/notes.mp4",
+        "sample.py",
+        "a session path that is a file",
+        sample("--session", "{root}/videos/notes.mp4", "--video", "{root}/videos/good.mp4", "--camera", "pan_left"),
+        r"notes\.mp4 is a file, not a session folder",
+    ),
+    Case(
+        "out/session (Ctrl-C in the first turn)",
+        "sample.py",
+        "Ctrl-C while a new session's first turn is denoised",
+        with_video("videos/good.mp4", "--config.sample.sampling.steps=1000"),
+        r"^error: interrupted \(Ctrl-C\)$",
+        interrupt=r"denoising",
+        exit_code=130,
+    ),
+    Case(
+        "out/session (disk full in the first turn)",
+        "sample.py",
+        "the disk fills up while a new session's first turn is written (RLIMIT_FSIZE 20 KB, under its contact sheet)",
+        with_video("videos/good.mp4"),
+        r"turn_001\.png.*File too large|File too large.*turn_001\.png",
+        file_size_limit=20_000,
+    ),
     # Sessions: made by the real Session class, then edited.
     Case(
         "sessions/version/",
@@ -316,9 +607,9 @@ CASES: tuple[Case, ...] = (
     Case(
         "sessions/disk_full/",
         "sample.py",
-        "the disk fills up while the turn is stored (RLIMIT_FSIZE 8 KiB, under the 13.5 KiB of its latents)",
+        "the disk fills up while the turn is stored (RLIMIT_FSIZE 8 KiB, under its contact sheet)",
         turn("disk_full"),
-        r"memory bank \S*disk_full/bank: writing entry 000000 failed \(.*File too large",
+        r"turn_002\.png.*File too large|File too large.*turn_002\.png",
         file_size_limit=8 << 10,
     ),
     Case(
@@ -351,7 +642,7 @@ CASES: tuple[Case, ...] = (
         "weights_missing/ (no checksums)",
         "sample.py",
         "a parameter's folder deleted in a directory written before weights carried checksums",
-        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_missing"),
+        with_video("videos/good.mp4", "--config.sample.weights={root}/weights_missing"),
         r"weights_missing/params: the parameter index or a parameter's files are missing or damaged "
         r"\(no files for \['dit/head/proj/kernel'\]\)",
     ),
@@ -359,14 +650,14 @@ CASES: tuple[Case, ...] = (
         "weights_deleted/",
         "sample.py",
         "a parameter's folder deleted",
-        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_deleted"),
+        with_video("videos/good.mp4", "--config.sample.weights={root}/weights_deleted"),
         r"weights_deleted: files are missing: parameter dit/head/proj/kernel \(params/dit\.head\.proj\.kernel/",
     ),
     Case(
         "weights_truncated/",
         "sample.py",
         "a parameter file cut short",
-        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_truncated"),
+        with_video("videos/good.mp4", "--config.sample.weights={root}/weights_truncated"),
         r"weights_truncated: parameter dit/head/proj/kernel \(params/dit\.head\.proj\.kernel/0\.0\) fails its "
         r"checksum",
     ),
@@ -374,7 +665,7 @@ CASES: tuple[Case, ...] = (
         "weights_random_floats/",
         "sample.py",
         "a parameter file overwritten with finite random floats of the same size",
-        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_random_floats"),
+        with_video("videos/good.mp4", "--config.sample.weights={root}/weights_random_floats"),
         r"weights_random_floats: parameter dit/blocks/ffn/fc1/kernel \(params/dit\.blocks\.ffn\.fc1\.kernel/0\.0\.0\) "
         r"fails its checksum",
     ),
@@ -382,7 +673,7 @@ CASES: tuple[Case, ...] = (
         "weights_random_bytes/",
         "sample.py",
         "a parameter file overwritten with random bytes of the same size",
-        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_random_bytes"),
+        with_video("videos/good.mp4", "--config.sample.weights={root}/weights_random_bytes"),
         r"weights_random_bytes: parameter dit/patch_embedding/kernel \(params/dit\.patch_embedding\.kernel/\S+\) "
         r"fails its checksum",
     ),
@@ -390,7 +681,7 @@ CASES: tuple[Case, ...] = (
         "weights_bad_checksums/",
         "sample.py",
         "checksums.json cut short",
-        new_session("--camera", "pan_left", "--config.sample.weights={root}/weights_bad_checksums"),
+        with_video("videos/good.mp4", "--config.sample.weights={root}/weights_bad_checksums"),
         r"weights_bad_checksums/checksums\.json is damaged",
     ),
     Case(
@@ -557,6 +848,48 @@ CASES: tuple[Case, ...] = (
         UNWRITABLE,
     ),
     Case(
+        "--config.steps=0",
+        "train.py",
+        "no training steps (it would export untrained weights)",
+        train("--config.steps=0"),
+        r"^error: steps=0: must be an integer >= 1$",
+    ),
+    Case(
+        "--config.batch_size=0",
+        "train.py",
+        "an empty batch",
+        train("--config.batch_size=0"),
+        r"^error: batch_size=0: must be an integer >= 1$",
+    ),
+    Case(
+        "--config.optimizer.lr=nan",
+        "train.py",
+        "a NaN learning rate",
+        train("--config.optimizer.lr=nan"),
+        r"^error: optimizer\.lr=nan: must be a learning rate > 0$",
+    ),
+    Case(
+        "--config.seed=-1",
+        "train.py",
+        "a negative seed",
+        train("--config.seed=-1"),
+        r"^error: seed=-1: must be an integer in 0\.\.4294967295$",
+    ),
+    Case(
+        "--config.mesh_devices=4096",
+        "train.py",
+        "more devices than the machine has",
+        train("--config.mesh_devices=4096"),
+        r"^error: mesh_devices=4096: this machine has \d+ device\(s\)$",
+    ),
+    Case(
+        "--workdir videos/notes.mp4",
+        "train.py",
+        "a workdir that is a file",
+        ("train.py", "--config", "{root}/config.py", "--workdir", "{root}/videos/notes.mp4"),
+        r"Not a directory: '\S*videos/notes\.mp4'",
+    ),
+    Case(
         "config.py:scene_typo",
         "encode_latents",
         "data.source.scene.heigth",
@@ -569,6 +902,20 @@ CASES: tuple[Case, ...] = (
         "an unknown source dataset",
         encode("--config.data.source.builder=nope"),
         r"unknown source dataset 'nope'; choose one of",
+    ),
+    Case(
+        "--config.data.source.num_train=0",
+        "encode_latents",
+        "a dataset without training scenes",
+        encode("--config.data.source.num_train=0"),
+        r"^error: data\.source\.num_train=0: must be an integer >= 1$",
+    ),
+    Case(
+        "--config.data.latents_dir=videos/notes.mp4/latents",
+        "encode_latents",
+        "a latents folder under a file (refused before the source dataset is generated)",
+        encode("--config.data.latents_dir={root}/videos/notes.mp4/latents"),
+        r"Not a directory: '\S*videos/notes\.mp4/latents'",
     ),
     # Converter checkpoints: tiny random models saved, then damaged.
     Case(
@@ -645,6 +992,20 @@ CASES: tuple[Case, ...] = (
         file_size_limit=20_000,
     ),
     Case(
+        "converted/dit (no --overwrite)",
+        "convert_weights.wan_dit",
+        "an output folder that exists",
+        convert("wan_dit", "checkpoints/dit", "{root}/converted/dit"),
+        r"^error: \S*converted/dit exists; pass overwrite=True \(--overwrite\) to replace it$",
+    ),
+    Case(
+        "videos/mixed_sizes/ (as a checkpoint)",
+        "convert_weights.wan_dit",
+        "a folder without any checkpoint file",
+        convert("wan_dit", "videos/mixed_sizes"),
+        r"^error: \S*videos/mixed_sizes: no checkpoint found; looked for \*\.safetensors\.index\.json",
+    ),
+    Case(
         "unwritable/weights",
         "convert_weights.wan_dit",
         "an output folder that cannot be created",
@@ -718,6 +1079,7 @@ def write_videos(root: Path) -> None:
     frames = generate_scene(3, PRESETS["tiny"])["video"][0]  # [9, 32, 48, 3]
     write_video(videos / "good.mp4", frames, 8, lossless=True)
     write_video(videos / "short.mp4", frames[:5], 8, lossless=True)
+    write_video(videos / "other.mp4", frames[::-1], 8, lossless=True)  # the same frames, backwards
     (videos / "empty.mp4").write_bytes(b"")
     data = write_video(videos / "whole.mp4", frames, 8).read_bytes()  # x264, index first
     (videos / "whole.mp4").unlink()
@@ -793,6 +1155,41 @@ def write_cameras(root: Path) -> None:
     (cameras / "camera_extrinsics.json").write_text(json.dumps(recammaster))
     (cameras / "turns_broken.json").write_text('[{"camera": "pan_left"},')
     (cameras / "turns_latin1.json").write_bytes('[{"camera": "pan_left", "prompt": "café"}]'.encode("latin-1"))
+    far = w2c.copy()
+    far[3, 0, 3] = 1e200
+    (cameras / "far.json").write_text(json.dumps(far.tolist()))
+    write_cameras(cameras / "far_trajectory.json", Trajectory(w2c))
+    document = json.loads((cameras / "far_trajectory.json").read_text())
+    document["w2c"][7][2][3] = document["w2c"][8][2][3] = 1e30
+    (cameras / "far_trajectory.json").write_text(json.dumps(document))
+    far_away = {f"frame{i}": {"cam01": rows.format(1e12)} for i in range(FRAMES)}
+    (cameras / "far_recammaster.json").write_text(json.dumps(far_away))
+
+
+def write_turns(root: Path) -> None:
+    """Turns files (sample.py --turns), each with one fault; camera files beside them."""
+    turns = root / "turns"
+    turns.mkdir()
+    shutil.copy(root / "cameras" / "nan.json", turns / "nan.json")
+    documents = {
+        "good.json": [{"camera": "pan_left"}],
+        "misspelt_prompt.json": [{"camera": "pan_left", "promt": "a room"}],
+        "misspelt_seed.json": [{"camera": "pan_left"}, {"camera": "pan_right", "sed": 3}],
+        "camera_number.json": [{"camera": 5}],
+        "seed_string.json": [{"camera": "pan_left", "seed": "7"}],
+        "seed_huge.json": [{"camera": "pan_left", "seed": 2**80}],
+        "seed_negative.json": [{"camera": "pan_left", "seed": -3}],
+        "seed_float.json": [{"camera": "pan_left", "seed": 1.5}],
+        "empty.json": [],
+        "object.json": {"camera": "pan_left"},
+        "no_camera.json": [{"prompt": "a room"}],
+        "prompt_list.json": [{"camera": "pan_left", "prompt": ["a", "room"]}],
+        "bad_convention.json": [{"camera": "nan.json", "camera_convention": "world"}],
+        "missing_camera_file.json": [{"camera": "pan_left"}, {"camera": "orbit.json"}],
+        "second_nan.json": [{"camera": "pan_left"}, {"camera": "nan.json", "camera_convention": "w2c"}],
+    }
+    for name, document in documents.items():
+        (turns / name).write_text(json.dumps(document))
 
 
 def write_weights(root: Path) -> None:
@@ -833,31 +1230,36 @@ def write_sessions(root: Path) -> None:
     from mv2v_jax.io.video import read_video
     from mv2v_jax.pipelines.build import build_codec, session_config
     from mv2v_jax.pipelines.presets import preset_trajectory
-    from mv2v_jax.pipelines.session import Session
+    from mv2v_jax.pipelines.session import Session, SourceVideo, TurnFiles
     from mv2v_jax.retrieval.bank import MemoryEntry
     from mv2v_jax.retrieval.fov import fov_bitmask
 
     sessions = root / "sessions"
     sample = load_config(f"{root}/config.py").sample
     codec = build_codec(sample.codec)
-    source = np.asarray(codec.encode(read_video(root / "videos" / "good.mp4", FRAMES, (HEIGHT, WIDTH)).frames))
-
-    def session(name: str, task: str = "nvs", config=sample) -> Session:
-        made = Session(sessions / name, task, session_config(config, task))
-        if task == "nvs":
-            made.save_source(source, str(root / "videos" / "good.mp4"))
-        return made
-
-    for name in ("version", "broken_json", "busy", "disk_full", "interrupted"):
-        session(name).close()
-    session("long_edit", "long_edit").close()
-    session("other_config", config=load_config(f"{root}/config.py:other_fov").sample).close()
-    made = session("flipped_bit")
+    video = SourceVideo.from_clip(read_video(root / "videos" / "good.mp4", FRAMES, (HEIGHT, WIDTH)), "good.mp4")
+    source = np.asarray(codec.encode(video.frames))
     cameras = preset_trajectory("pan_left", FRAMES)[::4]
     intrinsics = Intrinsics.from_hfov(sample.retrieval.hfov_degrees, HEIGHT, WIDTH)
     fov = np.asarray(fov_bitmask(cameras, intrinsics, radius=sample.retrieval.fov_radius))
-    made.bank.add(MemoryEntry(latents=source + 0.5, turn=1, cameras=cameras, fov=fov))
-    made.close()
+
+    def session(name: str, task: str = "nvs", config=sample) -> Session:
+        """A session with one turn (the session appears with its first turn), stored as sample.py does."""
+        made = Session.open(sessions / name, task=task, config=session_config(config, task), source=video)
+        if task == "nvs":
+            made.save_source(source)
+            entry = MemoryEntry(latents=source + 0.5, turn=1, cameras=cameras, fov=fov)
+        else:
+            entry = MemoryEntry(latents=np.concatenate([source, source], -1), turn=1, embedding=np.ones(4))
+        files = TurnFiles(video=video.frames, fps=8, sheet=[video.frames], labels=["turn 1"])
+        made.commit_turn(entry, files, {"turn": 1})
+        return made
+
+    for name in ("version", "broken_json", "busy", "disk_full", "interrupted", "other_video"):
+        session(name).close()
+    session("long_edit", "long_edit").close()
+    session("other_config", config=load_config(f"{root}/config.py:other_fov").sample).close()
+    session("flipped_bit").close()
     latents = sessions / "flipped_bit" / "bank" / "entries" / "000000" / "latents.npy"
     data = bytearray(latents.read_bytes())
     data[-5] ^= 0x10
@@ -990,6 +1392,7 @@ def make_corpus(root: str | os.PathLike) -> tuple[Case, ...]:
     write_config(root)
     write_videos(root)
     write_cameras(root)
+    write_turns(root)
     write_weights(root)
     write_sessions(root)
     write_checkpoints(root)
