@@ -22,6 +22,7 @@ from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.models.wan.attention import AttentionConfig
 from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig, load_dit
+from mv2v_jax.models.weights import flatten_paths
 
 RUNTIME = dict(attention=dict(impl="chunked", block_q=64, block_kv=128))
 DIT = WanDiTConfig(
@@ -213,6 +214,18 @@ def test_recammaster_checkpoint_converts_and_matches(tmp_path, rng):
     np.testing.assert_allclose(coarse, np.tile(base, (1, 2, 2, 1, 1)) / 4, rtol=1e-6)
     meta = json.loads((tmp_path / "jax" / "config.json").read_text())
     assert meta["model"] == "MemoryDiT" and meta["memory"]["adapters"] == ["camera"]
+    # In memory, the same state dict gives the same parameters, derived modules included.
+    assert_same_params(
+        recammaster.convert_state_dict({k: v.numpy() for k, v in state.items()}, model.config.dit), model
+    )
+
+
+def assert_same_params(params: dict, model) -> None:
+    written = flatten_paths(nnx.to_pure_dict(nnx.state(model)))
+    params = flatten_paths(params)
+    assert params.keys() == written.keys()
+    for path, value in written.items():
+        np.testing.assert_array_equal(params[path], value, err_msg="/".join(path))
 
 
 def test_lucy_edit_folder_converts_with_the_dit_converter(tmp_path, rng):
@@ -250,6 +263,8 @@ def test_lucy_edit_folder_converts_with_the_dit_converter(tmp_path, rng):
         jnp.asarray(noisy.transpose(0, 2, 3, 4, 1)), jnp.asarray(condition.transpose(0, 2, 3, 4, 1))
     )
     assert relative_error(jitted(model)(streams, jnp.array([640.0]), jnp.asarray(context)), want) <= 1e-4
+    state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+    assert_same_params(lucy_edit.convert_state_dict(state, model.config.dit), model)
 
 
 def test_relative_poses_match_recammaster(rng):

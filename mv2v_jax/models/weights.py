@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 
@@ -450,4 +451,12 @@ def load_module(
         cause = e.__cause__ or e.__context__ or e  # tensorstore's message, which names the file
         raise WeightsError(f"{path}: reading the parameters failed, a file is damaged or truncated: {cause}") from e
     nnx.replace_by_pure_dict(abstract, restored)
+    return nnx.merge(graphdef, abstract)
+
+
+def module_from_params(build: Callable[[], M], params: Mapping[str, Any]) -> M:
+    """The module `build()` would create, carrying `params` (nested, as `nnx.to_pure_dict` gives them:
+    e.g. a converter's `convert_state_dict`); it is never initialised for real."""
+    graphdef, abstract = nnx.split(nnx.eval_shape(build))
+    nnx.replace_by_pure_dict(abstract, jax.tree.map(jnp.asarray, dict(params)))
     return nnx.merge(graphdef, abstract)
