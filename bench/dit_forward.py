@@ -19,7 +19,6 @@ from common import summary, timed, write_section  # bench/ is on sys.path when r
 from flax import nnx
 
 from convert_weights.wan_dit import config_from_json, convert_state_dict
-from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig
 from mv2v_jax.models.weights import module_from_params
 
@@ -63,7 +62,7 @@ def measure(reference, ours: WanDiT, latent_shape, dtype, device, repeats: int) 
     @jax.jit
     def forward(state, latents, t, context):
         model = nnx.merge(graphdef, state)
-        return model(pack_streams([Stream(latents)], {(1, 2, 2): model.patch_embedding}), t, context)
+        return model.forward_video(latents, t, context)
 
     def run_torch():
         out = reference(tx, tt.to(device), tc, return_dict=False)[0]

@@ -13,7 +13,6 @@ from flax import nnx
 from torch_reference import TINY_DIT_CONFIGS, tiny_wan_dit, to_channels_last
 
 from convert_weights.wan_dit import config_from_json, convert_state_dict, diffusers_to_native, main, native_to_diffusers
-from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig, load_dit
 from mv2v_jax.models.weights import module_from_params
 
@@ -39,8 +38,7 @@ def assert_parity(torch_model, weights_dir_or_model, per_token):
     model = weights_dir_or_model
     if not isinstance(model, WanDiT):
         model = load_dit(model, **RUNTIME)
-    seq = pack_streams([Stream(jnp.asarray(to_channels_last(x)))], {(1, 2, 2): model.patch_embedding})
-    got = model(seq, jnp.asarray(t.numpy()), jnp.asarray(context.numpy()))
+    got = model.forward_video(jnp.asarray(to_channels_last(x)), jnp.asarray(t.numpy()), jnp.asarray(context.numpy()))
     assert got.shape == want.shape
     assert relative_error(got, want) <= 1e-4
 

@@ -250,11 +250,8 @@ def test_lucy_edit_folder_converts_with_the_dit_converter(tmp_path, rng):
         )
     assert wan_dit.main([str(tmp_path / "transformer"), str(tmp_path / "dit")]) == 0
     dit = load_dit(tmp_path / "dit", **RUNTIME)
-    seq = pack_streams(
-        [Stream(jnp.asarray(np.concatenate([noisy, condition], 1).transpose(0, 2, 3, 4, 1)))],
-        {(1, 2, 2): dit.patch_embedding},
-    )
-    assert relative_error(dit(seq, jnp.asarray(timestep.numpy()), jnp.asarray(context)), want) <= 1e-4
+    latents = jnp.asarray(np.concatenate([noisy, condition], 1).transpose(0, 2, 3, 4, 1))
+    assert relative_error(dit.forward_video(latents, jnp.asarray(timestep.numpy()), jnp.asarray(context)), want) <= 1e-4
 
     assert lucy_edit.main([str(tmp_path / "transformer"), str(tmp_path / "memory")]) == 0
     model = load_memory_dit(tmp_path / "memory", **RUNTIME)
