@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from mv2v_jax.io.atomic import atomic_output
+from mv2v_jax.io.atomic import atomic_output, write_json
 from mv2v_jax.io.images import write_contact_sheet
 from mv2v_jax.io.video import write_video
 from mv2v_jax.retrieval.bank import MemoryBank, config_hash
@@ -47,11 +47,6 @@ class Stages:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable))
 
 
 def _jsonable(value: Any) -> Any:
@@ -91,11 +86,11 @@ class Session:
             key = get_task(task).retrieval_key
             self.bank = MemoryBank.create(self.path / "bank", task, self.config_hash, key=key)
             self.meta = {"task": task, "config_hash": self.config_hash}
-            _write_json(meta_file, self.meta)
+            write_json(meta_file, self.meta, default=_jsonable)
 
     def update(self, **fields: Any) -> None:
         self.meta |= fields
-        _write_json(self.path / SESSION_FILE, self.meta)
+        write_json(self.path / SESSION_FILE, self.meta, default=_jsonable)
 
     @property
     def next_turn(self) -> int:
@@ -122,7 +117,7 @@ class Session:
         }
         write_video(stem.with_suffix(".mp4"), frames, fps)
         write_contact_sheet(stem.with_suffix(".png"), sheet_rows, labels=labels)
-        _write_json(stem.with_suffix(".json"), record)
+        write_json(stem.with_suffix(".json"), record, default=_jsonable)
         return record
 
     def close(self) -> None:

@@ -52,14 +52,13 @@ from typing import Any
 import filelock
 import numpy as np
 
-from mv2v_jax.io.atomic import TEMPORARY_PREFIX, atomic_output, fsync_path
+from mv2v_jax.io.atomic import TEMPORARY_PREFIX, fsync_path, write_json
 from mv2v_jax.retrieval.manifest import (
     ARRAYS,
     MANIFEST,
     BankError,
     BankFormatError,
     EntryInfo,
-    encode,
     entry_array,
     manifest_key,
     new_manifest,
@@ -166,12 +165,6 @@ def _write_array(path: Path, array: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
-    """Replaces `path` with `data` so that readers see the old or the new file, never a mix."""
-    with atomic_output(path) as temporary:
-        temporary.write_bytes(data)
-
-
 class MemoryBank:
     """A session directory of memory entries. Use `create` or `open`; close (or use `with`) to unlock."""
 
@@ -202,7 +195,7 @@ class MemoryBank:
             for temporary in path.glob(f"{TMP}*"):
                 temporary.unlink()
             (path / ENTRIES).mkdir(exist_ok=True)
-            _replace_atomically(path / MANIFEST, encode(manifest))
+            write_json(path / MANIFEST, manifest)
         except BaseException:
             _unlock(lock)
             raise
@@ -303,7 +296,7 @@ class MemoryBank:
         try:
             records = {name: _write_array(staging / f"{name}.npy", array) for name, array in arrays.items()}
             record = {"id": entry_id, **fields, "created": now(), "arrays": records}
-            _write_durably(staging / ENTRY_RECORD, lambda file: file.write(encode(record)))
+            write_json(staging / ENTRY_RECORD, record)
             fsync_path(staging)
             if final.exists():  # an unpublished leftover (ids are only taken by publishing)
                 shutil.rmtree(final)
@@ -337,7 +330,7 @@ class MemoryBank:
 
     def _publish(self, manifest: dict[str, Any]) -> None:
         """The commit point of every write: atomically replaces manifest.json."""
-        _replace_atomically(self.path / MANIFEST, encode(manifest))
+        write_json(self.path / MANIFEST, manifest)
         self._manifest = manifest
 
     def _current(self) -> dict[str, Any]:

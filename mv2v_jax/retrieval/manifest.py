@@ -187,8 +187,3 @@ def manifest_problem(manifest: dict[str, Any]) -> str | None:
             if not all(count(n) for n in array["shape"]):
                 return f"entry {entry_id}: array {name!r} has shape {array['shape']}"
     return None
-
-
-def encode(manifest: dict[str, Any]) -> bytes:
-    """A manifest or entry record as the bank writes it: sorted keys, one per line."""
-    return (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
