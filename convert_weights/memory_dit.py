@@ -30,7 +30,7 @@ from convert_weights.common import (
 )
 from convert_weights.sources import StateDict, Tensors, TensorSource
 from convert_weights.wan_dit import BLOCK, RULES, add_dit_arguments, is_native, read_architecture, source_names
-from mv2v_jax.memory.merging import TokenMerger
+from mv2v_jax.memory.merging import TokenMergers
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
 from mv2v_jax.memory.tokenizers import DynamicTokenizers
 from mv2v_jax.models.wan.dit import PatchEmbed, WanDiTConfig
@@ -51,10 +51,9 @@ def initial_memory_modules(source: Tensors, config: MemoryConfig) -> dict[tuple[
     names = {source_names(source)(n): n for n in source.names()}
     base.kernel[...] = CONV3D.apply(source.read(names["patch_embedding.weight"])).astype(np.float32)
     base.bias[...] = source.read(names["patch_embedding.bias"]).astype(np.float32)
-    modules = {"tokenizers": DynamicTokenizers(base, config.dit, config.tokenizers, rngs)}
-    modules |= {
-        f"mergers/block{i}": TokenMerger(config.dit, config.merge, rngs)
-        for i in config.merge.block_indices(config.dit.num_layers)
+    modules = {
+        "tokenizers": DynamicTokenizers(base, config.dit, config.tokenizers, rngs),
+        "mergers": TokenMergers(config.merge.block_indices(config.dit.num_layers), config.dit, config.merge, rngs),
     }
     params = {}
     for prefix, module in modules.items():

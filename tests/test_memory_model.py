@@ -288,13 +288,16 @@ def test_another_merge_schedule_keeps_trained_mergers_and_pools_at_new_blocks(rn
     """`with_merge`: a schedule with an extra merge block adds an untrained merger there (area pooling),
     keeps the trained ones, and merges at exactly the new schedule's blocks."""
     model = random_head(MemoryDiT(MemoryConfig(dit=DIT), rngs=nnx.Rngs(0)))
-    before = set(model.mergers)
-    trained = model.mergers[sorted(before)[0]]
+    before = set(model.mergers.blocks)
+    trained = model.mergers[min(before)]
     trained.pointwise.kernel[...] = jnp.ones_like(trained.pointwise.kernel[...])
     early = MergeConfig(blocks=(1, 10, 20), fraction=0.5, keep_ratio=0.3)
     model.with_merge(early)
-    assert set(model.mergers) == before | {f"block{i}" for i in early.block_indices(DIT.num_layers)}
-    assert model.mergers[sorted(before)[0]] is trained
+    assert set(model.mergers.blocks) == before | set(early.block_indices(DIT.num_layers))
+    assert model.mergers[min(before)] is trained
+    # The parameters stay where every weights directory has them: mergers/block{i}/...
+    paths = {"/".join(path[:2]) for path in flatten_paths(nnx.to_pure_dict(nnx.state(model.mergers)))}
+    assert paths == {f"block{i}/{p}" for i in model.mergers.blocks for p in ("depthwise", "pointwise")}
     noisy, source, camera, memory = inputs(rng, b=1)
     seen = []
     original = WanDiT.__call__
