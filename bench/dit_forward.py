@@ -18,11 +18,9 @@ import torch
 from common import summary, timed, write_section  # bench/ is on sys.path when run as a script
 from flax import nnx
 
-from convert_weights.common import build_params, expected_params, plan
-from convert_weights.wan_dit import RULES, config_from_json
-from mv2v_jax.memory.streams import Stream, pack_streams
+from convert_weights.wan_dit import config_from_json, convert_state_dict
 from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig
-from mv2v_jax.models.weights import nest_paths
+from mv2v_jax.models.weights import module_from_params
 
 WIDTHS_1_3B = dict(
     num_attention_heads=12,
@@ -45,14 +43,9 @@ def reference_model(num_layers: int, dtype: torch.dtype):
 
 def jax_model(torch_model, **runtime) -> WanDiT:
     """Our DiT carrying the reference's weights (converted in memory, as the converter does on disk)."""
-    state_dict = {k: v.float().numpy() for k, v in torch_model.state_dict().items()}
     config = WanDiTConfig.from_config(config_from_json(dict(torch_model.config), "reference") | runtime)
-    expected = expected_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
-    pieces = plan(state_dict, lambda n: state_dict[n].shape, RULES, expected)
-    params = build_params(state_dict.__getitem__, pieces, expected)
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0))))
-    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, nest_paths(params)))
-    return nnx.merge(graphdef, state)
+    params = convert_state_dict({k: v.float().numpy() for k, v in torch_model.state_dict().items()}, config)
+    return module_from_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)), params)
 
 
 def measure(reference, ours: WanDiT, latent_shape, dtype, device, repeats: int) -> str:
@@ -69,7 +62,7 @@ def measure(reference, ours: WanDiT, latent_shape, dtype, device, repeats: int) 
     @jax.jit
     def forward(state, latents, t, context):
         model = nnx.merge(graphdef, state)
-        return model(pack_streams([Stream(latents)], {(1, 2, 2): model.patch_embedding}), t, context)
+        return model.forward_video(latents, t, context)
 
     def run_torch():
         out = reference(tx, tt.to(device), tc, return_dict=False)[0]

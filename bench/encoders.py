@@ -19,8 +19,7 @@ Calls alternate (reference, ours, ...) after a warm-up call each (JAX compilatio
 from __future__ import annotations
 
 import argparse
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 
 import jax
@@ -31,24 +30,13 @@ from common import summary, timed, write_section  # bench/ is on sys.path when r
 from flax import nnx
 from PIL import Image
 
+from convert_weights import dinov2 as dinov2_converter
 from convert_weights import umt5 as umt5_converter
-from convert_weights.common import Rule, build_params, expected_params, plan
-from convert_weights.dinov2 import convert_dinov2
 from mv2v_jax.models.text.umt5 import UMT5Config, UMT5Encoder, encode_tokens
-from mv2v_jax.models.vision.dinov2 import IMAGENET_MEAN, IMAGENET_STD, load_dinov2, preprocess
-from mv2v_jax.models.weights import nest_paths
+from mv2v_jax.models.vision.dinov2 import IMAGENET_MEAN, IMAGENET_STD, Dinov2, Dinov2Config, preprocess
+from mv2v_jax.models.weights import module_from_params
 
 TEXT_LEN, PROMPT_TOKENS, FRAMES = 512, 120, 8
-
-
-def in_memory(build: Callable[[], nnx.Module], state_dict: Mapping[str, np.ndarray], rules: list[Rule]) -> nnx.Module:
-    """Our module carrying the reference's weights (converted in memory, as the converters do on disk)."""
-    expected = expected_params(build)
-    pieces = plan(state_dict, lambda n: state_dict[n].shape, rules, expected)
-    params = build_params(state_dict.__getitem__, pieces, expected)
-    graphdef, state = nnx.split(nnx.eval_shape(build))
-    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, nest_paths(params)))
-    return nnx.merge(graphdef, state)
 
 
 def row(name: str, shapes: str, reference: Callable, ours: Callable, repeats: int) -> str:
@@ -67,10 +55,10 @@ def umt5_row(layers: int, repeats: int) -> str:
     reference = UMT5EncoderModel(
         TorchConfig(vocab_size=32000, d_model=4096, d_kv=64, d_ff=10240, num_heads=64, num_layers=layers)
     ).eval()
-    state = {k: v.numpy() for k, v in reference.state_dict().items() if k != "encoder.embed_tokens.weight"}
     arch = umt5_converter.config_from_json(reference.config.to_dict(), "reference")
     config = UMT5Config.from_config(arch | {"dtype": "float32"})
-    ours = in_memory(lambda: UMT5Encoder(config, rngs=nnx.Rngs(0)), state, umt5_converter.RULES)
+    params = umt5_converter.convert_state_dict(reference.state_dict(), config)
+    ours = module_from_params(lambda: UMT5Encoder(config, rngs=nnx.Rngs(0)), params)
     ids = np.random.default_rng(0).integers(3, 32000, (1, TEXT_LEN))
     mask = (np.arange(TEXT_LEN) < PROMPT_TOKENS)[None].astype(np.int64)
     ids *= mask
@@ -95,10 +83,9 @@ def dinov2_row(repeats: int) -> str:
     torch.manual_seed(0)
     reference = Dinov2Model(TorchConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, image_size=518))
     reference.eval()
-    # Through the converter on disk: transformers 5 names the tensors differently in memory than on disk.
-    with tempfile.TemporaryDirectory() as tmp:
-        reference.save_pretrained(f"{tmp}/hf")
-        ours = load_dinov2(convert_dinov2(f"{tmp}/hf", f"{tmp}/jax"), dtype="float32")
+    config = Dinov2Config.from_config(dinov2_converter.config_from_json(reference.config.to_dict(), "reference"))
+    params = dinov2_converter.convert_state_dict(reference.state_dict(), config)
+    ours = module_from_params(lambda: Dinov2(config, rngs=nnx.Rngs(0)), params)
     pixels = np.random.default_rng(0).standard_normal((FRAMES, 224, 224, 3)).astype(np.float32)
     t_pixels, j_pixels = torch.from_numpy(pixels.transpose(0, 3, 1, 2)), jnp.asarray(pixels)
     graphdef, params = nnx.split(ours)

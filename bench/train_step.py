@@ -28,8 +28,8 @@ from mv2v_jax.memory.budget import turn_cost
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
 from mv2v_jax.memory.streams import pack_streams
 from mv2v_jax.memory.tokenizers import TokenizerConfig
+from mv2v_jax.models.build import build_codec
 from mv2v_jax.models.codec import TEMPORAL
-from mv2v_jax.pipelines.build import build_codec
 from mv2v_jax.tasks import get_task
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
 from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step

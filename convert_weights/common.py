@@ -5,7 +5,11 @@ paths of our model, each with a `Layout` (how PyTorch stores the tensor vs how w
 coverage both ways from the checkpoint headers alone, before a byte of data is read: every source
 tensor used, every parameter (and every layer of a stacked parameter) filled exactly once, every
 shape right. `convert` then builds one parameter at a time and hands it to the `WeightsWriter`, so
-peak memory is about the largest (stacked) parameter.
+peak memory is about the largest (stacked) parameter; `read_params` assembles them in memory instead
+(each converter's `convert_state_dict`: a PyTorch state dict -> our parameters, no files). A source
+is anything with `names()`, `shape(name)`, `dtype(name)` and `read(name)`: a checkpoint on disk
+(`sources.TensorSource`) or a state dict in memory (`sources.StateDict`). Progress bars are shown
+only when asked (`progress=True`, as the CLIs do).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from convert_weights.sources import TensorSource
+from convert_weights.sources import Tensors
 from mv2v_jax.config import INTERRUPTED, TRACEBACK_VAR, unexpected_error
 from mv2v_jax.models.weights import WeightsWriter, flatten_paths
 
@@ -150,22 +154,28 @@ def iter_layers(
     read: Callable[[str], np.ndarray],
     pieces: Mapping[Path_, list[Piece]],
     expected: Mapping[Path_, jax.ShapeDtypeStruct],
+    progress: bool = False,
 ) -> Iterator[tuple[Path_, int | None, np.ndarray]]:
     """Yields `(parameter, layer or None, array)` one source tensor at a time, in `expected`'s dtypes."""
-    for path in tqdm(sorted(pieces), desc="converting", unit="param", leave=False):
+    for path in tqdm(sorted(pieces), desc="converting", unit="param", leave=False, disable=not progress):
         dtype = np.dtype(expected[path].dtype)
         for piece in sorted(pieces[path], key=lambda p: -1 if p.layer is None else p.layer):
             yield path, piece.layer, piece.layout.apply(read(piece.source)).astype(dtype)
 
 
-def build_params(
-    read: Callable[[str], np.ndarray],
-    pieces: Mapping[Path_, list[Piece]],
+def read_params(
+    source: Tensors,
+    rules: Sequence[Rule],
     expected: Mapping[Path_, jax.ShapeDtypeStruct],
+    *,
+    rename: Callable[[str], str] = lambda n: n,
+    progress: bool = False,
 ) -> dict[Path_, np.ndarray]:
-    """Every parameter assembled in memory (for tests and benchmarks; `convert` streams instead)."""
+    """Plans (refusing any gap), then assembles every parameter of `expected` in memory; `convert`
+    streams into a weights directory instead."""
+    pieces = plan(source.names(), source.shape, rules, expected, rename, source.dtype)
     params: dict[Path_, np.ndarray] = {}
-    for path, layer, array in iter_layers(read, pieces, expected):
+    for path, layer, array in iter_layers(source.read, pieces, expected, progress):
         if layer is None:
             params[path] = array
         else:
@@ -174,14 +184,15 @@ def build_params(
 
 
 def convert(
-    source: TensorSource,
+    source: Tensors,
     pieces: Mapping[Path_, list[Piece]],
     expected: Mapping[Path_, jax.ShapeDtypeStruct],
     writer: WeightsWriter,
+    progress: bool = False,
 ) -> None:
     """Streams every parameter into `writer`, a stacked one layer by layer: one source tensor in memory."""
     slots = {}
-    for path, layer, array in iter_layers(source.read, pieces, expected):
+    for path, layer, array in iter_layers(source.read, pieces, expected, progress):
         if layer is None:
             writer.write(path, array)
         else:
@@ -197,7 +208,7 @@ def expected_params(build: Callable[[], nnx.Module]) -> dict[Path_, jax.ShapeDty
 
 
 def write_weights(
-    source: TensorSource,
+    source: Tensors,
     rules: Sequence[Rule],
     expected: Mapping[Path_, jax.ShapeDtypeStruct],
     out: str | Path,
@@ -206,6 +217,7 @@ def write_weights(
     rename: Callable[[str], str] = lambda n: n,
     overwrite: bool = False,
     derived: Callable[[], Mapping[Path_, np.ndarray]] | None = None,
+    progress: bool = False,
 ) -> Path:
     """Plans (refusing any gap before writing), then streams `source` into the weights directory `out`.
 
@@ -215,7 +227,7 @@ def write_weights(
     """
     pieces = plan(source.names(), source.shape, rules, expected, rename, source.dtype)
     with WeightsWriter(out, overwrite=overwrite) as writer:
-        convert(source, pieces, expected, writer)
+        convert(source, pieces, expected, writer, progress)
         for path, array in (derived() if derived else {}).items():
             writer.write(path, np.asarray(array))
         return writer.commit(record)

@@ -7,18 +7,23 @@ SRC is a transformers `Dinov2Model` folder (facebook/dinov2-{small,base,large,gi
 `model*.safetensors` (sharded with an index or not) or `pytorch_model*.bin`.
 
 Tensor names are those the hub files and `save_pretrained` use (`attention.attention.query`, ...,
-`mlp.weights_in` for SwiGLU; transformers 5 renames them only in memory). The SwiGLU `weights_in`
-`[2F, D]` holds the gate rows, then the up rows; we keep it as one `[D, 2, F]` kernel.
+`mlp.weights_in` for SwiGLU). The SwiGLU `weights_in` `[2F, D]` holds the gate rows, then the up rows;
+we keep it as one `[D, 2, F]` kernel.
+
+In memory, `convert_state_dict(state_dict, config)` gives the same parameters from a state dict. It
+takes the hub's names, or transformers 5's in-memory ones (`attention.q_proj`, ..., SwiGLU split into
+`mlp.gate_proj` and `mlp.up_proj`), which `hub_state_dict` maps back as `save_pretrained` does.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flax import nnx
 
 from convert_weights.common import (
@@ -28,11 +33,13 @@ from convert_weights.common import (
     Layout,
     Rule,
     expected_params,
+    read_params,
     run_cli,
     write_weights,
 )
-from convert_weights.sources import TensorSource
+from convert_weights.sources import StateDict, TensorSource
 from mv2v_jax.models.vision.dinov2 import ARCH_FIELDS, Dinov2, Dinov2Config
+from mv2v_jax.models.weights import nest_paths
 
 # torch [2F, D] (gate rows, then up rows) -> [D, 2, F]; bias [2F] -> [2, F]
 SWIGLU_IN = Layout(
@@ -65,6 +72,33 @@ RULES: tuple[Rule, ...] = (
 )
 
 MODEL_TYPES = ("dinov2", "dinov2_with_registers")
+# transformers 5's module names in memory -> the hub's (save_pretrained writes the hub's).
+IN_MEMORY_TO_HUB = {
+    "attention.q_proj": "attention.attention.query",
+    "attention.k_proj": "attention.attention.key",
+    "attention.v_proj": "attention.attention.value",
+    "attention.o_proj": "attention.output.dense",
+    "mlp.down_proj": "mlp.weights_out",
+}
+
+
+def hub_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A state dict in the hub's names: transformers 5's in-memory names renamed (`IN_MEMORY_TO_HUB`),
+    SwiGLU's separate `mlp.gate_proj` and `mlp.up_proj` rows stacked into `mlp.weights_in` (gate
+    first); hub names pass through."""
+    out = {}
+    for name, value in state_dict.items():
+        prefix, _, tail = name.rpartition(".")  # tail: weight or bias
+        module = next((m for m in IN_MEMORY_TO_HUB if prefix.endswith("." + m)), None)
+        if module is not None:
+            out[f"{prefix.removesuffix(module)}{IN_MEMORY_TO_HUB[module]}.{tail}"] = np.asarray(value)
+        elif prefix.endswith(".mlp.gate_proj"):
+            mlp = prefix.removesuffix("gate_proj")
+            gate, up = np.asarray(value), np.asarray(state_dict[f"{mlp}up_proj.{tail}"])
+            out[f"{mlp}weights_in.{tail}"] = np.concatenate([gate, up])
+        elif not prefix.endswith(".mlp.up_proj"):
+            out[name] = np.asarray(value)
+    return out
 
 
 def config_from_json(config: dict[str, Any], where: Path) -> dict[str, Any]:
@@ -106,6 +140,7 @@ def convert_dinov2(
     *,
     param_dtype: str = "float32",
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Converts the transformers folder `src` into the weights directory `out`; returns `out`."""
     src = Path(src)
@@ -124,14 +159,20 @@ def convert_dinov2(
         "source": {"path": str(src.resolve()), "format": "transformers"},
     }
     expected = expected_params(lambda: Dinov2(config, rngs=nnx.Rngs(0)))
-    return write_weights(source, RULES, expected, out, record, overwrite=overwrite)
+    return write_weights(source, RULES, expected, out, record, overwrite=overwrite, progress=progress)
+
+
+def convert_state_dict(state_dict: Mapping[str, Any], config: Dinov2Config, *, progress: bool = False) -> dict:
+    """A transformers DINOv2 state dict (hub or in-memory names) -> our nested parameters for `config`."""
+    expected = expected_params(lambda: Dinov2(config, rngs=nnx.Rngs(0)))
+    return nest_paths(read_params(StateDict(hub_state_dict(state_dict)), RULES, expected, progress=progress))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(
         "python -m convert_weights.dinov2",
         __doc__,
-        lambda a: convert_dinov2(a.src, a.out, param_dtype=a.param_dtype, overwrite=a.overwrite),
+        lambda a: convert_dinov2(a.src, a.out, param_dtype=a.param_dtype, overwrite=a.overwrite, progress=True),
         argv,
     )
 

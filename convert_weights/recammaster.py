@@ -11,10 +11,23 @@ The dynamic tokenizers and mergers are derived (convert_weights.memory_dit).
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from convert_weights import memory_dit
 from convert_weights.memory_dit import run_memory_cli
+from mv2v_jax.models.wan.dit import WanDiTConfig
 from mv2v_jax.tasks import get_task
+
+
+def convert_state_dict(
+    state_dict: Mapping[str, Any], dit: WanDiTConfig, memory: Mapping[str, Any] | None = None, *, progress: bool = False
+) -> dict:
+    """ReCamMaster's state dict (DiffSynth's native Wan names plus the camera layers) -> the nested
+    parameters of the novel view synthesis MemoryDiT on `dit`; `memory` overrides the tokenizer / merge
+    config. The memory modules are derived as the CLI derives them."""
+    config = memory_dit.memory_config(dit, get_task("nvs").adapters, memory)
+    return memory_dit.convert_state_dict(state_dict, config, progress=progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

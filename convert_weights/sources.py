@@ -1,9 +1,17 @@
-"""Read PyTorch checkpoints tensor by tensor, without torch.
+"""Read PyTorch checkpoints tensor by tensor, without torch; or a state dict already in memory.
 
 Why this exists: the weight converters run in the JAX environment, which has neither torch nor the
 safetensors package, and Wan checkpoints are tens of GB. Loading a whole state dict would need that much
 RAM, so these readers parse the two on-disk formats themselves with numpy, memory-map the file, and hand
 out one tensor at a time: a converter's peak memory stays near its largest tensor.
+
+Why not the libraries: torch (a 2 GB install, and `torch.load` builds every tensor) is a test
+reference only, never a dependency of the library. `safetensors.safe_open` cannot stand in for the
+safetensors reader either: its NumPy backend refuses bfloat16 and float8 tensors ("data type 'bfloat16'
+not understood"; Wan's releases are bfloat16), its Flax backend copies every tensor through a JAX
+device and refuses float8 too, and it exposes no data offsets through which a shim could read the raw
+bytes, so a shim would have to parse the header itself, which is all this reader does.
+tests/test_sources.py checks both readers against torch and safetensors.
 
 Formats:
 
@@ -37,8 +45,9 @@ import pickle
 import struct
 import sys
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import ml_dtypes
 import numpy as np
@@ -129,6 +138,39 @@ def _map_file(path: Path, kind: str) -> mmap.mmap:
 def _contiguous(arr: np.ndarray) -> np.ndarray:
     # Copies only when the view is strided or misaligned; otherwise stays a zero-copy view of the mapping.
     return np.require(arr, requirements=("C", "A"))
+
+
+class Tensors(Protocol):
+    """What a converter reads: named tensors with their shapes and dtypes, read one at a time."""
+
+    def names(self) -> list[str]: ...
+
+    def shape(self, name: str) -> tuple[int, ...]: ...
+
+    def dtype(self, name: str) -> np.dtype: ...
+
+    def read(self, name: str) -> np.ndarray: ...
+
+
+class StateDict:
+    """A state dict in memory as a tensor source: `{name: array}`, NumPy arrays or anything `np.asarray`
+    turns into one without copying (CPU torch tensors in float32 / float16: `{k: v.float().numpy()}`
+    for bfloat16 ones, which NumPy has no dtype for)."""
+
+    def __init__(self, state_dict: Mapping[str, Any]) -> None:
+        self._arrays = {name: np.asarray(value) for name, value in state_dict.items()}
+
+    def names(self) -> list[str]:
+        return list(self._arrays)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._arrays[name].shape
+
+    def dtype(self, name: str) -> np.dtype:
+        return self._arrays[name].dtype
+
+    def read(self, name: str) -> np.ndarray:
+        return np.ascontiguousarray(self._arrays[name])
 
 
 class TensorFile(abc.ABC):

@@ -11,7 +11,8 @@ SRC is any of:
   `T5Encoder`), the architecture read off the tensor shapes.
 
 Native names are mapped to transformers names (`NATIVE_TO_HF`), then to our parameters by `RULES`.
-`--param-dtype auto` keeps the checkpoint's dtype (bfloat16 for Wan's file).
+`--param-dtype auto` keeps the checkpoint's dtype (bfloat16 for Wan's file). In memory,
+`convert_state_dict(state_dict, config)` gives the same parameters from a state dict.
 
 The weights directory's config.json records a fingerprint of the source tensors (names, shapes,
 dtypes and the first bytes of each), which `mv2v_jax.models.text.umt5.encoder_identity` puts into the
@@ -24,16 +25,25 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flax import nnx
 
-from convert_weights.common import LINEAR, ConversionError, Rule, expected_params, run_cli, write_weights
-from convert_weights.sources import TensorSource
+from convert_weights.common import (
+    LINEAR,
+    ConversionError,
+    Rule,
+    expected_params,
+    read_params,
+    run_cli,
+    write_weights,
+)
+from convert_weights.sources import StateDict, Tensors, TensorSource
 from mv2v_jax.models.text.umt5 import ARCH_FIELDS, UMT5Config, UMT5Encoder
+from mv2v_jax.models.weights import nest_paths
 
 # Wan's native T5Encoder module names <-> transformers module names; `{i}` is the layer index.
 NATIVE_TO_HF: tuple[tuple[str, str], ...] = (
@@ -87,7 +97,7 @@ class EncoderTensors:
     """The encoder's tensors of a checkpoint: a full model's `decoder.*` and `lm_head.*` are hidden, and so is
     `encoder.embed_tokens.weight` where `shared.weight` is present (transformers ties the two)."""
 
-    def __init__(self, source: TensorSource):
+    def __init__(self, source: Tensors):
         self.source = source
         names = source.names()
         tied = "shared.weight" in names
@@ -159,7 +169,8 @@ def config_from_shapes(source: EncoderTensors) -> dict[str, Any]:
             relative_attention_num_buckets=num_buckets,
         )
     except KeyError as e:
-        raise ConversionError(f"{source.source.path}: cannot infer the umT5 architecture, no tensor {e}") from e
+        where = getattr(source.source, "path", "the state dict")
+        raise ConversionError(f"{where}: cannot infer the umT5 architecture, no tensor {e}") from e
 
 
 def read_architecture(src: Path, source: EncoderTensors) -> dict[str, Any]:
@@ -195,6 +206,7 @@ def convert_umt5(
     *,
     param_dtype: str = "auto",
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Converts `src` into the weights directory `out`; returns `out`. Refuses incomplete checkpoints."""
     src = Path(src)
@@ -214,14 +226,23 @@ def convert_umt5(
     }
     expected = expected_params(lambda: UMT5Encoder(config, rngs=nnx.Rngs(0)))
     rename = native_to_hf if native else (lambda n: n)
-    return write_weights(source, RULES, expected, out, record, rename=rename, overwrite=overwrite)
+    return write_weights(source, RULES, expected, out, record, rename=rename, overwrite=overwrite, progress=progress)
+
+
+def convert_state_dict(state_dict: Mapping[str, Any], config: UMT5Config, *, progress: bool = False) -> dict:
+    """A transformers `UMT5EncoderModel` / `UMT5Model` or Wan native umT5 state dict -> our nested encoder
+    parameters for `config` (a full model's decoder and the tied embedding copy are skipped)."""
+    source = EncoderTensors(StateDict(state_dict))
+    rename = native_to_hf if is_native(source.names()) else (lambda n: n)
+    expected = expected_params(lambda: UMT5Encoder(config, rngs=nnx.Rngs(0)))
+    return nest_paths(read_params(source, RULES, expected, rename=rename, progress=progress))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(
         "python -m convert_weights.umt5",
         __doc__,
-        lambda a: convert_umt5(a.src, a.out, param_dtype=a.param_dtype, overwrite=a.overwrite),
+        lambda a: convert_umt5(a.src, a.out, param_dtype=a.param_dtype, overwrite=a.overwrite, progress=True),
         argv,
         param_dtypes=("auto", "float32", "bfloat16"),
     )

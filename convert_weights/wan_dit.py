@@ -2,6 +2,13 @@
 
     python -m convert_weights.wan_dit SRC OUT [--param-dtype bfloat16] [--overwrite]
 
+In memory, `convert_state_dict(state_dict, config)` gives the same parameters from a state dict
+(diffusers' or native names), for `models.weights.module_from_params`:
+
+    config = WanDiTConfig.from_config(config_from_json(dict(torch_model.config), "reference"))
+    params = convert_state_dict({k: v.float().numpy() for k, v in torch_model.state_dict().items()}, config)
+    model = module_from_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)), params)
+
 SRC is any of:
 - a diffusers `WanTransformer3DModel` folder (`config.json` + `diffusion_pytorch_model*.safetensors`,
   sharded with an index or not), e.g. `Wan2.1-T2V-1.3B-Diffusers/transformer`;
@@ -20,15 +27,25 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from flax import nnx
 
-from convert_weights.common import CONV3D, LINEAR, ConversionError, Rule, expected_params, run_cli, write_weights
-from convert_weights.sources import TensorSource
+from convert_weights.common import (
+    CONV3D,
+    LINEAR,
+    ConversionError,
+    Rule,
+    expected_params,
+    read_params,
+    run_cli,
+    write_weights,
+)
+from convert_weights.sources import StateDict, Tensors, TensorSource
 from mv2v_jax.models.wan.dit import ARCH_FIELDS, WanDiT, WanDiTConfig
+from mv2v_jax.models.weights import nest_paths
 
 # Native -> diffusers, applied in order with str.replace (so the norm2/norm3 swap goes through a
 # placeholder). Image-conditioning (I2V) and VACE keys are not mapped: those models are not ported.
@@ -120,7 +137,7 @@ def is_native(names: Sequence[str]) -> bool:
     return not any(n.startswith("condition_embedder.") for n in names)
 
 
-def source_names(source: TensorSource) -> Callable[[str], str]:
+def source_names(source: Tensors) -> Callable[[str], str]:
     """The renaming that brings `source`'s tensor names to diffusers names (identity if they are)."""
     return native_to_diffusers if is_native(source.names()) else (lambda n: n)
 
@@ -172,7 +189,7 @@ def config_from_json(config: dict[str, Any], where: Path) -> dict[str, Any]:
     return arch
 
 
-def config_from_shapes(source: TensorSource, head_dim: int = 128) -> dict[str, Any]:
+def config_from_shapes(source: Tensors, head_dim: int = 128) -> dict[str, Any]:
     """Architecture read off tensor shapes, for bare checkpoint files without a config."""
     native = is_native(source.names())
     name = native_to_diffusers if native else (lambda n: n)
@@ -193,7 +210,8 @@ def config_from_shapes(source: TensorSource, head_dim: int = 128) -> dict[str, A
             cross_attn_norm="blocks.0.norm2.weight" in shapes,
         )
     except KeyError as e:
-        raise ConversionError(f"{source.files[0].path}: cannot infer the architecture, no tensor {e}") from e
+        where = getattr(source, "path", "the state dict")
+        raise ConversionError(f"{where}: cannot infer the architecture, no tensor {e}") from e
 
 
 def read_architecture(src: Path, source: TensorSource, head_dim: int = 128) -> dict[str, Any]:
@@ -214,6 +232,7 @@ def convert_dit(
     param_dtype: str = "float32",
     head_dim: int = 128,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """Converts `src` into the weights directory `out`; returns `out`. Refuses incomplete checkpoints."""
     src = Path(src)
@@ -226,7 +245,16 @@ def convert_dit(
         "source": {"path": str(src.resolve()), "format": "native" if native else "diffusers"},
     }
     expected = expected_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
-    return write_weights(source, RULES, expected, out, record, rename=source_names(source), overwrite=overwrite)
+    rename = source_names(source)
+    return write_weights(source, RULES, expected, out, record, rename=rename, overwrite=overwrite, progress=progress)
+
+
+def convert_state_dict(state_dict: Mapping[str, Any], config: WanDiTConfig, *, progress: bool = False) -> dict:
+    """A diffusers or native Wan DiT state dict (`{name: array}`) -> our nested parameters for `config`,
+    in its param_dtype; refuses an incomplete or mismatched state dict like the CLI."""
+    source = StateDict(state_dict)
+    expected = expected_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
+    return nest_paths(read_params(source, RULES, expected, rename=source_names(source), progress=progress))
 
 
 def add_dit_arguments(parser) -> None:
@@ -242,7 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(
         "python -m convert_weights.wan_dit",
         __doc__,
-        lambda a: convert_dit(a.src, a.out, param_dtype=a.param_dtype, head_dim=a.head_dim, overwrite=a.overwrite),
+        lambda a: convert_dit(
+            a.src, a.out, param_dtype=a.param_dtype, head_dim=a.head_dim, overwrite=a.overwrite, progress=True
+        ),
         argv,
         add_dit_arguments,
     )

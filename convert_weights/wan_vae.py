@@ -11,6 +11,9 @@ SRC is any of:
   `encoder.downsamples.{i}.downsamples.{j}`), and the latent statistics are the published ones for
   z_dim 16 (Wan2.1) or 48 (Wan2.2).
 
+In memory, `convert_state_dict(state_dict, config)` gives the same parameters from a state dict in
+either naming (for `models.weights.module_from_params`).
+
 Names go native -> diffusers -> our parameter paths.
 
 Native -> diffusers (`native_to_diffusers`) is the mapping of diffusers' `convert_vae` / `convert_vae_22`
@@ -42,7 +45,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +58,11 @@ from convert_weights.common import (
     Layout,
     Rule,
     expected_params,
+    read_params,
     run_cli,
     write_weights,
 )
-from convert_weights.sources import TensorSource
+from convert_weights.sources import StateDict, TensorSource
 from mv2v_jax.models.wan.vae import (
     ARCH_FIELDS,
     WAN21_LATENTS_MEAN,
@@ -68,6 +72,7 @@ from mv2v_jax.models.wan.vae import (
     WanVAE,
     WanVAEConfig,
 )
+from mv2v_jax.models.weights import nest_paths
 
 # torch RMS-norm gamma `[C, 1, 1, 1]` (3D) or `[C, 1, 1]` (attention) -> `[C]`.
 GAMMA = Layout("gamma", lambda a: a.reshape(-1), lambda s: (math.prod(s),))
@@ -271,18 +276,20 @@ def _vae_config(arch: dict[str, Any], where) -> WanVAEConfig:
         raise ConversionError(f"{where}: {e}") from e
 
 
+def source_names(names: Sequence[str], num_res_blocks: int, is_residual: bool) -> Callable[[str], str]:
+    """The renaming that brings tensor `names` (native or diffusers) to the names `RULES` match."""
+    if is_native(names):
+        return lambda name: diffusers_to_ours(native_to_diffusers(name, num_res_blocks), num_res_blocks, is_residual)
+    return lambda name: diffusers_to_ours(name, num_res_blocks, is_residual)
+
+
 def read_architecture(src: Path, source: TensorSource) -> tuple[dict[str, Any], Callable[[str], str], str]:
     """(architecture, source name -> our path, format) for a diffusers folder or a native file."""
     names = source.names()
     if is_native(names):
         n = _native_num_res_blocks(names)
-        shapes = {native_to_diffusers(name, n): source.shape(name) for name in names}
-        arch = config_from_shapes(shapes)
-        return (
-            arch,
-            lambda name: diffusers_to_ours(native_to_diffusers(name, n), n, arch["is_residual"]),
-            "native",
-        )
+        arch = config_from_shapes({native_to_diffusers(name, n): source.shape(name) for name in names})
+        return arch, source_names(names, n, arch["is_residual"]), "native"
     config_file = (src if src.is_dir() else src.parent) / "config.json"
     if config_file.is_file():
         try:
@@ -291,10 +298,12 @@ def read_architecture(src: Path, source: TensorSource) -> tuple[dict[str, Any], 
             raise ConversionError(f"{config_file} is not valid JSON: {e}") from e
     else:
         arch = config_from_shapes({name: source.shape(name) for name in names})
-    return arch, lambda name: diffusers_to_ours(name, arch["num_res_blocks"], arch["is_residual"]), "diffusers"
+    return arch, source_names(names, arch["num_res_blocks"], arch["is_residual"]), "diffusers"
 
 
-def convert_vae(src: str | Path, out: str | Path, *, param_dtype: str = "float32", overwrite: bool = False) -> Path:
+def convert_vae(
+    src: str | Path, out: str | Path, *, param_dtype: str = "float32", overwrite: bool = False, progress: bool = False
+) -> Path:
     """Converts `src` into the weights directory `out`; returns `out`. Refuses incomplete checkpoints."""
     src = Path(src)
     source = TensorSource(src)
@@ -310,14 +319,22 @@ def convert_vae(src: str | Path, out: str | Path, *, param_dtype: str = "float32
         },
     }
     expected = expected_params(lambda: WanVAE(config, rngs=nnx.Rngs(0)))
-    return write_weights(source, RULES, expected, out, record, rename=rename, overwrite=overwrite)
+    return write_weights(source, RULES, expected, out, record, rename=rename, overwrite=overwrite, progress=progress)
+
+
+def convert_state_dict(state_dict: Mapping[str, Any], config: WanVAEConfig, *, progress: bool = False) -> dict:
+    """A diffusers `AutoencoderKLWan` or native Wan VAE state dict -> our nested parameters for `config`."""
+    source = StateDict(state_dict)
+    rename = source_names(source.names(), config.num_res_blocks, config.is_residual)
+    expected = expected_params(lambda: WanVAE(config, rngs=nnx.Rngs(0)))
+    return nest_paths(read_params(source, RULES, expected, rename=rename, progress=progress))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(
         "python -m convert_weights.wan_vae",
         __doc__,
-        lambda a: convert_vae(a.src, a.out, param_dtype=a.param_dtype, overwrite=a.overwrite),
+        lambda a: convert_vae(a.src, a.out, param_dtype=a.param_dtype, overwrite=a.overwrite, progress=True),
         argv,
     )
 

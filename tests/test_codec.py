@@ -6,8 +6,8 @@ import pytest
 
 from mv2v_jax.config import load_config
 from mv2v_jax.data.synthetic import SceneConfig, generate_scene
+from mv2v_jax.models.build import build_codec
 from mv2v_jax.models.codec import TEMPORAL, SpaceToDepthCodec
-from mv2v_jax.pipelines.build import build_codec
 
 CONFIG = load_config("tiny_nvs.py")
 FRAMES = np.random.default_rng(0).integers(0, 256, (9, 8, 12, 3), np.uint8)

@@ -111,3 +111,14 @@ def test_loading_a_mismatched_weights_directory_names_the_problem(tmp_path, chec
         load_dit(out)
     with pytest.raises(WeightsError, match="is not a weights directory"):
         load_dit(tmp_path / "src")
+
+
+def test_progress_bars_only_when_asked(tmp_path, checkpoint, capfd):
+    """The CLI shows a progress bar; the same conversion called as a library function prints nothing."""
+    state, config = checkpoint
+    src = write_checkpoint(tmp_path / "src", state, config)
+    convert_dit(src, tmp_path / "quiet")
+    assert capfd.readouterr() == ("", "")
+    assert main([str(src), str(tmp_path / "cli")]) == 0
+    out, err = capfd.readouterr()
+    assert "converting" in err and out.startswith("wrote ")

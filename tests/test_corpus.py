@@ -4,6 +4,8 @@ before byte for byte as it was, and leave no new file behind.
 
 The cases run two at a time (one per core of the 2-core machine the suite is sized for); the corpus
 is snapshotted before and after each pair, so a file a pair changed or left behind fails both cases.
+The default suite runs a representative case of each tool and kind of input (`REPRESENTATIVE`); the
+others are marked slow (`make test-slow`). Only the selected cases run.
 """
 
 import concurrent.futures
@@ -33,6 +35,26 @@ time.sleep(600)
 """
 # Runs a command with a file size limit: RLIMIT_FSIZE set, then exec (no fork of this JAX process).
 FILE_SIZE_LIMIT = "import os, resource, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); os.execv(sys.argv[2], sys.argv[2:])"  # noqa: E501
+
+
+# One case per tool and kind of bad input: a video, a camera file, a session (damaged, locked by another
+# writer, interrupted), weights, flags and configs of sample.py and train.py, training data, latent
+# encoding, a converter, a dataset build.
+REPRESENTATIVE = {
+    "videos/empty.mp4",
+    "cameras/nan.json",
+    "sessions/busy/",
+    "sessions/flipped_bit/",
+    "sessions/interrupted/ (Ctrl-C)",
+    "weights_truncated/",
+    "--config nope.py",
+    "--config.sample.sampling.steps=0",
+    "failing_config.py",
+    "data/latents (missing)",
+    "config.py:scene_typo",
+    "checkpoints/dit_typo/",
+    "datasets/multicam/",
+}
 
 
 @dataclasses.dataclass
@@ -90,15 +112,21 @@ def run_interrupted(command: list[str], trigger: str) -> subprocess.CompletedPro
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[str, Outcome]:
-    """Every case of the corpus run against a freshly generated corpus, two at a time."""
+def outcomes(request, tmp_path_factory) -> dict[str, Outcome]:
+    """The cases this session selected, run against a freshly generated corpus, two at a time."""
+    selected = {
+        item.callspec.params["case"].input
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_bad_input_is_named_and_nothing_is_lost"
+    }
+    cases = [case for case in CASES if case.input in selected]
     root = tmp_path_factory.mktemp("corpus") / "corpus"
     make_corpus(root)
     ready = tmp_path_factory.mktemp("locks")
     results = {}
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-        for start in range(0, len(CASES), WORKERS):
-            batch = CASES[start : start + WORKERS]
+        for start in range(0, len(cases), WORKERS):
+            batch = cases[start : start + WORKERS]
             holders = [hold_lock(root / case.lock, ready / f"{start}-{i}") for i, case in enumerate(batch) if case.lock]
             try:
                 before = snapshot(root)  # with the holders' pids in their lock files
@@ -121,9 +149,14 @@ def test_the_corpus_has_at_least_30_cases():
     print(f"\n{len(CASES)} bad-input cases\n{table()}")
     assert len(CASES) >= 30
     assert len({case.input for case in CASES}) == len(CASES)
+    assert REPRESENTATIVE.issubset(case.input for case in CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.input for case in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(case, marks=() if case.input in REPRESENTATIVE else pytest.mark.slow) for case in CASES],
+    ids=[case.input for case in CASES],
+)
 def test_bad_input_is_named_and_nothing_is_lost(outcomes, case):
     outcome = outcomes[case.input]
     error = outcome.stderr

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import relative_error
+from flax import nnx
 from PIL import Image
 from torch_reference import randomize
 from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
@@ -19,11 +20,12 @@ from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPi
 from transformers.models.dinov2.modeling_dinov2 import Dinov2SwiGLUFFN
 
 from convert_weights.common import ConversionError
-from convert_weights.dinov2 import convert_dinov2, main
+from convert_weights.dinov2 import config_from_json, convert_dinov2, convert_state_dict, main
 from mv2v_jax.config import load_config
 from mv2v_jax.models.vision.dinov2 import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    Dinov2,
     antialiased_bicubic_matrix,
     bicubic_matrix,
     embed_frames,
@@ -33,6 +35,7 @@ from mv2v_jax.models.vision.dinov2 import (
 from mv2v_jax.models.vision.dinov2 import (
     Dinov2Config as OurConfig,
 )
+from mv2v_jax.models.weights import module_from_params
 
 TINY = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=70, patch_size=14)
 VARIANTS = {
@@ -71,7 +74,20 @@ def test_transformers_folder_converts_and_matches(tmp_path, variant):
     torch_model = tiny_dinov2(variant)
     torch_model.save_pretrained(tmp_path / "hf")
     assert main([str(tmp_path / "hf"), str(tmp_path / "jax")]) == 0
-    model = load_dinov2(tmp_path / "jax")
+    assert_parity(torch_model, load_dinov2(tmp_path / "jax"), variant)
+
+
+@pytest.mark.parametrize("variant", ["gelu", "registers-swiglu"])
+def test_state_dict_in_memory_names_converts_and_matches(variant):
+    """transformers 5's in-memory names (q_proj, ..., SwiGLU's gate_proj / up_proj), not the hub's."""
+    torch_model = tiny_dinov2(variant, seed=3)
+    assert any(".attention.q_proj." in name for name in torch_model.state_dict())
+    config = OurConfig.from_config(config_from_json(torch_model.config.to_dict(), "reference"))
+    params = convert_state_dict({k: v.numpy() for k, v in torch_model.state_dict().items()}, config)
+    assert_parity(torch_model, module_from_params(lambda: Dinov2(config, rngs=nnx.Rngs(0)), params), variant)
+
+
+def assert_parity(torch_model, model, variant: str) -> None:
     g = torch.Generator().manual_seed(1)
     # 5 x 7 patches (and a partial patch row) against a 5 x 5 position grid: resized; once the native grid.
     for height, width in ((75, 98), (70, 70)) if variant == "gelu" else ((75, 98),):

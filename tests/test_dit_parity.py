@@ -1,5 +1,5 @@
 """The JAX DiT is the PyTorch one: tiny random diffusers models, converted by the CLI from the
-diffusers folder and from the native Wan layout, match in float32."""
+diffusers folder and from the native Wan layout, or in memory from a state dict, match in float32."""
 
 import json
 
@@ -9,11 +9,12 @@ import pytest
 import safetensors.torch
 import torch
 from conftest import relative_error
+from flax import nnx
 from torch_reference import TINY_DIT_CONFIGS, tiny_wan_dit, to_channels_last
 
-from convert_weights.wan_dit import diffusers_to_native, main, native_to_diffusers
-from mv2v_jax.memory.streams import Stream, pack_streams
-from mv2v_jax.models.wan.dit import load_dit
+from convert_weights.wan_dit import config_from_json, convert_state_dict, diffusers_to_native, main, native_to_diffusers
+from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig, load_dit
+from mv2v_jax.models.weights import module_from_params
 
 B, F, H, W = 2, 3, 10, 14  # odd token grid (3, 5, 7)
 TEXT_LEN = 9
@@ -30,13 +31,14 @@ def inputs(torch_model, per_token: bool, seed=0):
     return x, t, context
 
 
-def assert_parity(torch_model, weights_dir, per_token):
+def assert_parity(torch_model, weights_dir_or_model, per_token):
     x, t, context = inputs(torch_model, per_token)
     with torch.no_grad():
         want = to_channels_last(torch_model(x, t, context, return_dict=False)[0])
-    model = load_dit(weights_dir, **RUNTIME)
-    seq = pack_streams([Stream(jnp.asarray(to_channels_last(x)))], {(1, 2, 2): model.patch_embedding})
-    got = model(seq, jnp.asarray(t.numpy()), jnp.asarray(context.numpy()))
+    model = weights_dir_or_model
+    if not isinstance(model, WanDiT):
+        model = load_dit(model, **RUNTIME)
+    got = model.forward_video(jnp.asarray(to_channels_last(x)), jnp.asarray(t.numpy()), jnp.asarray(context.numpy()))
     assert got.shape == want.shape
     assert relative_error(got, want) <= 1e-4
 
@@ -92,6 +94,16 @@ def test_native_pth_without_config_is_read_off_the_shapes(tmp_path):
     torch.save(native_state_dict(torch_model), tmp_path / "model.pth")
     assert main([str(tmp_path / "model.pth"), str(tmp_path / "jax"), "--head-dim", "24"]) == 0
     assert_parity(torch_model, tmp_path / "jax", per_token=False)
+
+
+@pytest.mark.parametrize("naming", ["diffusers", "native"])
+def test_state_dict_converts_in_memory_and_matches(naming, capfd):
+    torch_model = tiny_wan_dit("ti2v-5b", seed=3)
+    state_dict = native_state_dict(torch_model) if naming == "native" else torch_model.state_dict()
+    config = WanDiTConfig.from_config(config_from_json(dict(torch_model.config), "reference") | RUNTIME)
+    params = convert_state_dict({k: v.numpy() for k, v in state_dict.items()}, config)
+    assert_parity(torch_model, module_from_params(lambda: WanDiT(config, rngs=nnx.Rngs(0)), params), per_token=True)
+    assert capfd.readouterr().err == ""  # a library call shows no progress bar
 
 
 def test_name_mapping_round_trips():

@@ -20,8 +20,8 @@ from mv2v_jax.data.tfds.common import prepare
 from mv2v_jax.data.tfds.synthetic_long_edit import SyntheticLongEdit, SyntheticLongEditConfig
 from mv2v_jax.data.tfds.synthetic_multicam import scene_seed
 from mv2v_jax.geometry import invert_pose
+from mv2v_jax.models.build import build_codec, build_embedder
 from mv2v_jax.parallel.mesh import DEFAULT_RULES
-from mv2v_jax.pipelines.build import build_codec, build_embedder
 from mv2v_jax.retrieval.similarity import segment_embedding
 
 TINY = LONG_PRESETS["tiny"]

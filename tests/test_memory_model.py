@@ -22,6 +22,7 @@ from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.models.wan.attention import AttentionConfig
 from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig, load_dit
+from mv2v_jax.models.weights import flatten_paths
 
 RUNTIME = dict(attention=dict(impl="chunked", block_q=64, block_kv=128))
 DIT = WanDiTConfig(
@@ -213,6 +214,18 @@ def test_recammaster_checkpoint_converts_and_matches(tmp_path, rng):
     np.testing.assert_allclose(coarse, np.tile(base, (1, 2, 2, 1, 1)) / 4, rtol=1e-6)
     meta = json.loads((tmp_path / "jax" / "config.json").read_text())
     assert meta["model"] == "MemoryDiT" and meta["memory"]["adapters"] == ["camera"]
+    # In memory, the same state dict gives the same parameters, derived modules included.
+    assert_same_params(
+        recammaster.convert_state_dict({k: v.numpy() for k, v in state.items()}, model.config.dit), model
+    )
+
+
+def assert_same_params(params: dict, model) -> None:
+    written = flatten_paths(nnx.to_pure_dict(nnx.state(model)))
+    params = flatten_paths(params)
+    assert params.keys() == written.keys()
+    for path, value in written.items():
+        np.testing.assert_array_equal(params[path], value, err_msg="/".join(path))
 
 
 def test_lucy_edit_folder_converts_with_the_dit_converter(tmp_path, rng):
@@ -237,11 +250,8 @@ def test_lucy_edit_folder_converts_with_the_dit_converter(tmp_path, rng):
         )
     assert wan_dit.main([str(tmp_path / "transformer"), str(tmp_path / "dit")]) == 0
     dit = load_dit(tmp_path / "dit", **RUNTIME)
-    seq = pack_streams(
-        [Stream(jnp.asarray(np.concatenate([noisy, condition], 1).transpose(0, 2, 3, 4, 1)))],
-        {(1, 2, 2): dit.patch_embedding},
-    )
-    assert relative_error(dit(seq, jnp.asarray(timestep.numpy()), jnp.asarray(context)), want) <= 1e-4
+    latents = jnp.asarray(np.concatenate([noisy, condition], 1).transpose(0, 2, 3, 4, 1))
+    assert relative_error(dit.forward_video(latents, jnp.asarray(timestep.numpy()), jnp.asarray(context)), want) <= 1e-4
 
     assert lucy_edit.main([str(tmp_path / "transformer"), str(tmp_path / "memory")]) == 0
     model = load_memory_dit(tmp_path / "memory", **RUNTIME)
@@ -250,6 +260,8 @@ def test_lucy_edit_folder_converts_with_the_dit_converter(tmp_path, rng):
         jnp.asarray(noisy.transpose(0, 2, 3, 4, 1)), jnp.asarray(condition.transpose(0, 2, 3, 4, 1))
     )
     assert relative_error(jitted(model)(streams, jnp.array([640.0]), jnp.asarray(context)), want) <= 1e-4
+    state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+    assert_same_params(lucy_edit.convert_state_dict(state, model.config.dit), model)
 
 
 def test_relative_poses_match_recammaster(rng):
@@ -276,13 +288,16 @@ def test_another_merge_schedule_keeps_trained_mergers_and_pools_at_new_blocks(rn
     """`with_merge`: a schedule with an extra merge block adds an untrained merger there (area pooling),
     keeps the trained ones, and merges at exactly the new schedule's blocks."""
     model = random_head(MemoryDiT(MemoryConfig(dit=DIT), rngs=nnx.Rngs(0)))
-    before = set(model.mergers)
-    trained = model.mergers[sorted(before)[0]]
+    before = set(model.mergers.blocks)
+    trained = model.mergers[min(before)]
     trained.pointwise.kernel[...] = jnp.ones_like(trained.pointwise.kernel[...])
     early = MergeConfig(blocks=(1, 10, 20), fraction=0.5, keep_ratio=0.3)
     model.with_merge(early)
-    assert set(model.mergers) == before | {f"block{i}" for i in early.block_indices(DIT.num_layers)}
-    assert model.mergers[sorted(before)[0]] is trained
+    assert set(model.mergers.blocks) == before | set(early.block_indices(DIT.num_layers))
+    assert model.mergers[min(before)] is trained
+    # The parameters stay where every weights directory has them: mergers/block{i}/...
+    paths = {"/".join(path[:2]) for path in flatten_paths(nnx.to_pure_dict(nnx.state(model.mergers)))}
+    assert paths == {f"block{i}/{p}" for i in model.mergers.blocks for p in ("depthwise", "pointwise")}
     noisy, source, camera, memory = inputs(rng, b=1)
     seen = []
     original = WanDiT.__call__

@@ -291,7 +291,7 @@ def test_turn_cost_follows_the_tokens_the_model_actually_sees(rng):
 
     model = MemoryDiT(MemoryConfig(dit=CONFIG), rngs=nnx.Rngs(0))
 
-    merges = merge_hooks({int(k.removeprefix("block")): m for k, m in model.mergers.items()}, 0.5, model.dit.rope, 0.5)
+    merges = merge_hooks({i: model.mergers[i] for i in model.mergers.blocks}, 0.5, model.dit.rope, 0.5)
     seen = {}
 
     def recorder(inner=None):

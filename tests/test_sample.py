@@ -16,7 +16,7 @@ from mv2v_jax.data.synthetic import PRESETS, generate_scene
 from mv2v_jax.io.cameras import Trajectory, write_cameras
 from mv2v_jax.io.video import read_video, write_video
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
-from mv2v_jax.pipelines.build import build_codec
+from mv2v_jax.models.build import build_codec
 from mv2v_jax.pipelines.presets import preset_trajectory
 from mv2v_jax.train.loop import export_weights
 

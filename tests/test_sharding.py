@@ -9,7 +9,6 @@ from jax.sharding import PartitionSpec as P
 from torch_reference import tiny_wan_dit
 
 from convert_weights.wan_dit import convert_dit
-from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.models.wan.dit import load_dit
 from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, use_mesh
 
@@ -24,8 +23,7 @@ def weights(tmp_path_factory):
 
 
 def forward(model, latents, t, context):
-    seq = pack_streams([Stream(latents)], {(1, 2, 2): model.patch_embedding})
-    return model(seq, t, context)
+    return model.forward_video(latents, t, context)
 
 
 def test_make_mesh_fills_and_validates():

@@ -10,19 +10,16 @@ from PIL import Image
 
 from mv2v_jax.data.synthetic import (
     PRESETS,
-    TRAJECTORY_KINDS,
     MovingObject,
     SceneConfig,
-    camera_trajectory,
-    direction,
     generate_scene,
-    look_w2c,
     render,
     sample_world,
     write_preview,
 )
 from mv2v_jax.geometry import Intrinsics, invert_pose
 from mv2v_jax.io.cameras import check_extrinsics
+from mv2v_jax.trajectories import TRAJECTORY_KINDS, camera_trajectory, direction, look_w2c
 
 TINY = PRESETS["tiny"]
 

@@ -16,7 +16,8 @@ from mv2v_jax.geometry import relative_poses
 from mv2v_jax.memory.builders import Conditions, MemoryBatch, recammaster_streams
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
 from mv2v_jax.memory.streams import Stream, pack_streams
-from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
+from mv2v_jax.models.text.conditioning import TextConditioning
+from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig
 from mv2v_jax.retrieval.bank import MemoryBank, MemoryEntry
 from mv2v_jax.tasks import TASKS, Task, get_task
 from mv2v_jax.tasks.nvs import NovelViewSynthesis

@@ -11,18 +11,25 @@ import numpy as np
 import pytest
 import torch
 from conftest import relative_error
+from flax import nnx
 from jax.sharding import PartitionSpec as P
 from test_tokenizer import tiny_sentencepiece
 from torch_reference import randomize
 from transformers import UMT5Config, UMT5EncoderModel, UMT5Model
 
 from convert_weights.common import ConversionError
-from convert_weights.umt5 import convert_umt5, hf_to_native, main, native_to_hf
+from convert_weights.umt5 import config_from_json, convert_state_dict, convert_umt5, hf_to_native, main, native_to_hf
 from mv2v_jax.config import load_config
 from mv2v_jax.models.text.tokenizer import UMT5Tokenizer
 from mv2v_jax.models.text.umt5 import UMT5Config as OurConfig
-from mv2v_jax.models.text.umt5 import encode_prompts, encode_tokens, load_umt5, relative_position_buckets
-from mv2v_jax.models.weights import read_config
+from mv2v_jax.models.text.umt5 import (
+    UMT5Encoder,
+    encode_prompts,
+    encode_tokens,
+    load_umt5,
+    relative_position_buckets,
+)
+from mv2v_jax.models.weights import module_from_params, read_config
 from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, use_mesh
 
 TINY = dict(vocab_size=180, d_model=48, d_kv=16, d_ff=80, num_heads=4, num_layers=3)
@@ -45,11 +52,13 @@ def padded_batch(vocab_size: int, seed: int = 0):
     return ids * mask, mask
 
 
-def assert_parity(torch_model, weights_dir):
+def assert_parity(torch_model, weights_dir_or_encoder):
     ids, mask = padded_batch(torch_model.config.vocab_size)
     with torch.no_grad():
         want = torch_model(input_ids=ids, attention_mask=mask).last_hidden_state.numpy()
-    encoder = load_umt5(weights_dir)
+    encoder = weights_dir_or_encoder
+    if not isinstance(encoder, UMT5Encoder):
+        encoder = load_umt5(encoder)
     got = encoder(jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy()))
     assert got.shape == want.shape and got.dtype == jnp.float32
     assert relative_error(got, want) <= 1e-4
@@ -95,6 +104,19 @@ def test_native_wan_pth_converts_and_matches(tmp_path):
     # The reference, with the same bfloat16-rounded weights, in float32.
     torch_model.load_state_dict({k: v.to(torch.bfloat16).float() for k, v in torch_model.state_dict().items()})
     assert_parity(torch_model, tmp_path / "jax")
+
+
+def test_full_model_state_dict_converts_in_memory_and_matches():
+    """The encoder of a whole UMT5Model's state dict (decoder and the tied embedding copy skipped)."""
+    torch.manual_seed(3)
+    full = randomize(UMT5Model(UMT5Config(**TINY, dropout_rate=0.0)), 3, scale=0.5)
+    config = OurConfig.from_config(config_from_json(full.config.to_dict(), "reference"))
+    params = convert_state_dict({k: v.numpy() for k, v in full.state_dict().items()}, config)
+    encoder_only = UMT5EncoderModel(full.config).eval()
+    encoder_only.load_state_dict(
+        {k: v for k, v in full.state_dict().items() if not k.startswith("decoder.")}, strict=False
+    )
+    assert_parity(encoder_only, module_from_params(lambda: UMT5Encoder(config, rngs=nnx.Rngs(0)), params))
 
 
 def test_restore_into_mesh_and_sharded_encode_matches(tmp_path):

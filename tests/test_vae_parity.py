@@ -14,10 +14,11 @@ from conftest import relative_error
 from flax import nnx
 from vae_reference import random_video, tiny_wan_vae, to_torch
 
-from convert_weights.wan_vae import main
+from convert_weights.wan_vae import convert_state_dict, diffusers_to_native, main
 from mv2v_jax.config import load_config
 from mv2v_jax.models.wan import vae as vae_module
 from mv2v_jax.models.wan.vae import Conv3d, FeatureCache, WanVAE, WanVAEConfig, load_vae
+from mv2v_jax.models.weights import flatten_paths
 
 BATCH = {"wan2.1": 2, "wan2.2": 1}
 LATENT_GRID = {"wan2.1": (5, 7), "wan2.2": (3, 5)}  # odd rows and columns
@@ -71,6 +72,23 @@ def test_encode_and_decode_match_diffusers(converted, name):
     # Two steps per direction (first chunk, later chunks) for 5 frames; 9 frames compiles nothing new.
     assert compiled[0] == (steps[0] + 2, steps[1] + 2)
     assert compiled[1] == compiled[0]
+
+
+@pytest.mark.parametrize("naming", ["diffusers", "native"])
+def test_state_dict_converts_in_memory_as_the_cli_does(converted, naming):
+    """The in-memory conversion fills every parameter with what the CLI wrote, from either naming."""
+    torch_model, vae = converted("wan2.2")
+    config = vae.config
+    state_dict = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+    if naming == "native":
+        state_dict = {
+            diffusers_to_native(k, config.num_res_blocks, config.is_residual): v for k, v in state_dict.items()
+        }
+    params = flatten_paths(convert_state_dict(state_dict, config))
+    written = flatten_paths(nnx.to_pure_dict(nnx.state(vae)))
+    assert params.keys() == written.keys()
+    for path, value in written.items():
+        np.testing.assert_array_equal(params[path], value, err_msg="/".join(path))
 
 
 def test_chunk_grouping_does_not_change_the_result(converted):

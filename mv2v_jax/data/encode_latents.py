@@ -45,8 +45,8 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from mv2v_jax.config import require, run_app
+from mv2v_jax.models.build import build_codec, build_embedder, build_text
 from mv2v_jax.models.codec import TEMPORAL
-from mv2v_jax.pipelines.build import build_codec, build_embedder, build_text
 from mv2v_jax.retrieval.similarity import segment_embedding
 
 SCENE_SOURCES = ("synthetic_multicam", "multicam_video")

@@ -18,6 +18,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from mv2v_jax.data.memory_sampling import MemorySampling
 from mv2v_jax.memory.builders import Conditions, MemoryBatch
@@ -33,8 +34,7 @@ MEMORY_FIELDS = {
 }
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class TrainBatch:
     """Attributes:
     target: `[B, T, H, W, C]` clean target latents.

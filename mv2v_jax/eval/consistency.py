@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from mv2v_jax.config import load_config
 from mv2v_jax.data.synthetic import SceneConfig, generate_scene
+from mv2v_jax.eval.benchmarks import write_section
 from mv2v_jax.eval.metrics import psnr, ssim, warp_error
 from mv2v_jax.geometry import relative_to
 from mv2v_jax.io.images import write_contact_sheet
@@ -192,7 +193,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--steps", type=int, default=None, help="override the sampler's steps")
     parser.add_argument("--out", default="outputs/consistency")
-    parser.add_argument("--write-benchmarks", action="store_true", help="also write BENCHMARKS.md's section")
+    parser.add_argument("--write-benchmarks", action="store_true", help="also write ./BENCHMARKS.md's section")
     args = parser.parse_args()
     config = load_config(args.config)
     if args.weights:
@@ -200,11 +201,6 @@ def main() -> None:
     report = evaluate(config, args.scenes, args.turns, Path(args.out), args.steps)
     print(table(report))
     if args.write_benchmarks:
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
-        from common import write_section
-
         write_section(
             "Consistency (synthetic novel view synthesis)",
             f"Model: `{config.sample.weights}`; plot `{Path(args.out) / 'consistency.png'}`.\n\n" + table(report),

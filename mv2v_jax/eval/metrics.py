@@ -6,6 +6,10 @@ view i at the same frame (the cameras are synchronised, so moving objects are at
 where view i's ground-truth depth agrees (the point is not occluded there), the colours of the two
 videos at the two pixels are compared. Generated videos of one scene that agree on what is where have
 a low error; the error of the ground-truth videos themselves is the floor set by sampling.
+
+PSNR and SSIM are checked against dm_pix (tests/test_metrics.py: equal to float32 precision) and kept
+here: float64 NumPy on the host, where the evaluation's uint8 videos are, and no JAX library added to
+what the evaluation needs.
 """
 
 from __future__ import annotations

@@ -2,17 +2,20 @@
 
 Every writer in the library (videos, PNGs, camera files, weights configs, the memory bank) goes
 through `atomic_output`: write a temporary file beside the destination, fsync it, rename it over the
-destination, fsync the folder.
+destination, fsync the folder. JSON documents (session records, the bank's manifest, weights configs
+and checksums, camera files) go through `write_json`, one format for all.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 # Every temporary starts with this, so a store can recognise (and remove) leftovers of a killed write.
 TEMPORARY_PREFIX = ".tmp-"
@@ -86,3 +89,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
             raise type(error)(error.errno, error.strerror, str(path)) from error  # a failed write names no file
         raise
     fsync_path(path.parent)
+
+
+def write_json(
+    path: str | os.PathLike, data: Any, *, sort_keys: bool = True, default: Callable[[Any], Any] | None = None
+) -> None:
+    """Writes `data` as JSON to `path` atomically (`atomic_output`): indented by 2, keys sorted unless
+    `sort_keys=False` (a document whose order is meant for reading), `default` for values JSON lacks."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys, default=default) + "\n")

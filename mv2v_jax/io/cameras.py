@@ -45,7 +45,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mv2v_jax.geometry import invert_pose
-from mv2v_jax.io.atomic import atomic_output
+from mv2v_jax.io.atomic import write_json
 
 Convention = Literal["w2c", "c2w"]
 Axes = Literal["opencv", "opengl"]
@@ -273,8 +273,7 @@ def write_cameras(path: str | os.PathLike, trajectory: Trajectory) -> Path:
         "selection": trajectory.selection,
         "source": trajectory.source,
     }
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(document, indent=1))
+    write_json(path, document, sort_keys=False)
     return path
 
 

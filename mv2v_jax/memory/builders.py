@@ -22,10 +22,9 @@ training and at inference alike (hierarchical_rope explains why one order serves
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from mv2v_jax.memory.hierarchical_rope import memory_times, segment_times
 from mv2v_jax.memory.streams import Stream
@@ -34,8 +33,7 @@ from mv2v_jax.memory.tokenizers import TokenizerConfig
 PAPER_TOKENIZERS = TokenizerConfig()
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class MemoryBatch:
     """K memory slots, most relevant first.
 
@@ -66,8 +64,7 @@ class MemoryBatch:
         )
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class Conditions:
     """Everything a turn's target is generated from except the text, batch-major.
 
@@ -81,7 +78,7 @@ class Conditions:
 
     inputs: jax.Array
     memory: MemoryBatch
-    extras: dict[str, jax.Array] = dataclasses.field(default_factory=dict)
+    extras: dict[str, jax.Array] = struct.field(default_factory=dict)
 
 
 def memory_streams(

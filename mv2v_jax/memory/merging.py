@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import einops
 import jax
@@ -31,7 +31,7 @@ from flax import nnx
 
 from mv2v_jax.config import require
 from mv2v_jax.memory.streams import StreamSlice
-from mv2v_jax.models.layers import DTYPES
+from mv2v_jax.models.layers import DTYPES, param
 from mv2v_jax.models.wan.dit import WanBlock, WanDiTConfig, dense
 from mv2v_jax.models.wan.rope import Rope3D
 from mv2v_jax.models.wan.sequence import BlockState
@@ -115,16 +115,19 @@ def responsiveness(queries: jax.Array, frame_keys: jax.Array, valid: jax.Array) 
     return jnp.where(valid, r, -jnp.inf)
 
 
+def centred_delta(key: jax.Array, shape: tuple[int, int, int], dtype) -> jax.Array:
+    """A `[k, k, C]` depthwise kernel that is the identity: 1 at the centre tap, 0 elsewhere (no randomness)."""
+    k = shape[0]
+    return jnp.zeros(shape, dtype).at[k // 2, k // 2].set(1)
+
+
 class TokenMerger(nnx.Module):
     """C_theta: area pooling then a residual depthwise-separable convolution (zero residual at init)."""
 
     def __init__(self, config: WanDiTConfig, merge: MergeConfig, rngs: nnx.Rngs):
         dim, k = config.dim, merge.kernel
-        delta = np.zeros((k, k, dim), np.float32)
-        delta[k // 2, k // 2] = 1.0  # depthwise starts as the identity, so the pointwise layer gets gradients
-        self.depthwise = nnx.Param(
-            jnp.asarray(delta, DTYPES[config.param_dtype]), out_sharding=(None, None, "embed"), eager_sharding=False
-        )
+        # The depthwise kernel starts as the identity, so the pointwise layer gets gradients.
+        self.depthwise = param(rngs, centred_delta, (k, k, dim), (None, None, "embed"), DTYPES[config.param_dtype])
         self.pointwise = dense(dim, dim, ("mlp", "embed"), config, rngs, nnx.initializers.zeros_init())
 
     def __call__(self, frames: jax.Array, out_grid: tuple[int, int]) -> jax.Array:
@@ -138,6 +141,31 @@ class TokenMerger(nnx.Module):
         )
         refined = self.pointwise(spatial.astype(self.pointwise.dtype)).astype(jnp.float32)
         return pooled + einops.rearrange(refined, "(b k) h w d -> b k h w d", b=b, k=k)
+
+
+class TokenMergers(nnx.Module):
+    """One `TokenMerger` per merge block, looked up by block index: `mergers[10]`, `10 in mergers`.
+
+    Each is held under the attribute `block{i}`, so its parameters are `mergers/block{i}/...` in every
+    weights directory; `blocks` lists the indices (static), so nothing is parsed back from a name.
+    """
+
+    def __init__(self, blocks: Iterable[int], config: WanDiTConfig, merge: MergeConfig, rngs: nnx.Rngs):
+        self.blocks: tuple[int, ...] = ()
+        for index in blocks:
+            self[index] = TokenMerger(config, merge, rngs)
+
+    def __getitem__(self, index: int) -> TokenMerger:
+        if index not in self.blocks:
+            raise KeyError(f"no merger before block {index}; mergers are at blocks {self.blocks}")
+        return getattr(self, f"block{index}")
+
+    def __setitem__(self, index: int, merger: TokenMerger) -> None:
+        setattr(self, f"block{index}", merger)
+        self.blocks = tuple(sorted({*self.blocks, int(index)}))
+
+    def __contains__(self, index: int) -> bool:
+        return index in self.blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,15 +239,19 @@ def merge_memory(
     if not groups:
         return state
 
-    # Responsiveness of every memory frame of every group, from mean keys.
-    attn = block.self_attn
+    # Responsiveness of every memory frame of every group, from mean keys: the block's own q and k
+    # (normalised, before RoPE) of the target tokens and of every group's frames.
     h = block.attention_input(state)
-    queries = attn.split_heads(attn.norm_q(attn.q(h[:, : state.num_target])))
-    frame_keys, frame_valid = [], []
-    for g in groups:
-        keys = attn.norm_k(attn.k(_frames(h, g.slices))).mean(axis=(2, 3))  # [B, F, D]
-        frame_keys.append(keys.reshape(*keys.shape[:2], queries.shape[2], -1))
-        frame_valid.append(_frames(state.segment_ids, g.slices)[:, :, 0, 0] != 0)
+    frames = [_frames(h, g.slices) for g in groups]  # [B, F, h, w, D] per group
+    tokens = jnp.concatenate([_flat(f) for f in frames], axis=1)
+    queries, keys = block.self_attn.queries_keys(h[:, : state.num_target], tokens)
+    frame_keys, start = [], 0
+    for f in frames:
+        b, count, rows, cols = f.shape[:4]
+        per_frame = keys[:, start : start + count * rows * cols].reshape(b, count, rows * cols, *keys.shape[2:])
+        frame_keys.append(per_frame.mean(axis=2))  # [B, F, heads, head_dim]
+        start += count * rows * cols
+    frame_valid = [_frames(state.segment_ids, g.slices)[:, :, 0, 0] != 0 for g in groups]
     r_all = responsiveness(queries, jnp.concatenate(frame_keys, 1), jnp.concatenate(frame_valid, 1))
 
     fields = {"x": state.x, "positions": state.positions, "segment_ids": state.segment_ids}

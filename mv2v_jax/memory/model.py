@@ -19,7 +19,7 @@ from flax import nnx
 
 from mv2v_jax.config import dataclass_from_config
 from mv2v_jax.memory.camera import camera_adapter
-from mv2v_jax.memory.merging import MergeConfig, TokenMerger, merge_hooks
+from mv2v_jax.memory.merging import MergeConfig, TokenMerger, TokenMergers, merge_hooks
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.memory.tokenizers import DynamicTokenizers, TokenizerConfig
 from mv2v_jax.models.wan.dit import ARCH_FIELDS, WanDiT, WanDiTConfig
@@ -87,12 +87,7 @@ class MemoryDiT(nnx.Module):
         for name in config.adapters:
             setattr(self, name, ADAPTERS[name](config.dit, rngs))
         self.tokenizers = DynamicTokenizers(self.dit.patch_embedding, config.dit, config.tokenizers, rngs)
-        self.mergers = nnx.Dict(
-            {
-                f"block{i}": TokenMerger(config.dit, config.merge, rngs)
-                for i in config.merge.block_indices(config.dit.num_layers)
-            }
-        )
+        self.mergers = TokenMergers(config.merge.block_indices(config.dit.num_layers), config.dit, config.merge, rngs)
 
     def with_merge(self, merge: MergeConfig) -> MemoryDiT:
         """This model with another merge schedule (an inference-time choice, e.g. `sample.merge`): mergers
@@ -102,8 +97,8 @@ class MemoryDiT(nnx.Module):
             raise ValueError(f"merge.kernel={merge.kernel} is not the trained mergers' {self.config.merge.kernel}")
         rngs = nnx.Rngs(0)
         for i in merge.block_indices(self.config.dit.num_layers):
-            if f"block{i}" not in self.mergers:
-                self.mergers[f"block{i}"] = TokenMerger(self.config.dit, merge, rngs)
+            if i not in self.mergers:
+                self.mergers[i] = TokenMerger(self.config.dit, merge, rngs)
         self.config = dataclasses.replace(self.config, merge=merge)
         return self
 
@@ -127,7 +122,7 @@ class MemoryDiT(nnx.Module):
         hooks = {}
         if keep_ratio is not None:
             blocks = self.config.merge.block_indices(self.config.dit.num_layers)
-            mergers = {i: self.mergers[f"block{i}"] for i in blocks}
+            mergers = {i: self.mergers[i] for i in blocks}
             hooks = merge_hooks(mergers, self.config.merge.fraction, self.dit.rope, keep_ratio)
         adapters = tuple(getattr(self, name) for name in self.config.adapters)
         return self.dit(seq, timestep, context, adapters=adapters, hooks=hooks)

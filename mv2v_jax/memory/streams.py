@@ -10,13 +10,13 @@ the same `TokenSequence` whatever the conditioning scheme.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Mapping, Sequence
 
 import einops
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from mv2v_jax.models.wan.sequence import TokenSequence
 
@@ -24,12 +24,7 @@ ROLES = ("target", "input", "memory")
 BASE_PATCH = (1, 2, 2)
 
 
-@functools.partial(
-    jax.tree_util.register_dataclass,
-    data_fields=["latents", "frame_times", "camera", "valid", "rope_keep"],
-    meta_fields=["role", "patch"],
-)
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class Stream:
     """One latent video on its way into the DiT.
 
@@ -45,8 +40,8 @@ class Stream:
     """
 
     latents: jax.Array
-    role: str = "target"
-    patch: tuple[int, int, int] = BASE_PATCH
+    role: str = struct.field(pytree_node=False, default="target")
+    patch: tuple[int, int, int] = struct.field(pytree_node=False, default=BASE_PATCH)
     frame_times: jax.Array | None = None
     camera: jax.Array | None = None
     valid: jax.Array | None = None

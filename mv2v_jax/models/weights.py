@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from etils import epath
 from flax import nnx, traverse_util
 
 from mv2v_jax.cache import cache_root
-from mv2v_jax.io.atomic import atomic_output, fsync_path, new_temporary
+from mv2v_jax.io.atomic import fsync_path, new_temporary, write_json
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, state_shardings
 
 CONFIG_FILE = "config.json"
@@ -61,11 +62,6 @@ def flatten_paths(tree: dict) -> dict[tuple[str, ...], Any]:
     """Nested dicts -> `{path: leaf}` (flax's `flatten_dict`) with every key as text: list indices in a
     pure dict (`nnx.to_pure_dict` of the VAE's blocks) are ints, names on disk and in converter rules are not."""
     return {tuple(map(str, path)): leaf for path, leaf in traverse_util.flatten_dict(tree).items()}
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 class WeightsWriter:
@@ -137,7 +133,7 @@ class WeightsWriter:
         """Writes orbax's index, config.json and checksums.json, then moves the directory into place."""
         dtypes = {path: array.dtype.numpy_dtype for path, array in self._arrays.items()}
         _write_orbax_index(self._tmp / PARAMS_DIR, dtypes)
-        write_json_atomic(self._tmp / CONFIG_FILE, {"format_version": FORMAT_VERSION, **config})
+        write_json(self._tmp / CONFIG_FILE, {"format_version": FORMAT_VERSION, **config})
         write_checksums(self._tmp)
         for root, _, files in os.walk(self._tmp):
             for name in files:
@@ -239,7 +235,7 @@ def write_checksums(path: str | os.PathLike) -> Path:
     """Writes `checksums.json`: the sha256 of every file `load_module` reads, as the files are now."""
     path = Path(path)
     checksums = {"algorithm": "sha256", "files": _hash_files(path, _checksummed_files(path))}
-    write_json_atomic(path / CHECKSUMS_FILE, checksums)
+    write_json(path / CHECKSUMS_FILE, checksums)
     return path / CHECKSUMS_FILE
 
 
@@ -302,7 +298,7 @@ def _store(cache: Path | None, entry: dict[str, Any]) -> None:
     if cache is not None:
         with contextlib.suppress(OSError):
             cache.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(cache, entry)
+            write_json(cache, entry)
 
 
 def _remember(path: Path) -> None:
@@ -451,4 +447,12 @@ def load_module(
         cause = e.__cause__ or e.__context__ or e  # tensorstore's message, which names the file
         raise WeightsError(f"{path}: reading the parameters failed, a file is damaged or truncated: {cause}") from e
     nnx.replace_by_pure_dict(abstract, restored)
+    return nnx.merge(graphdef, abstract)
+
+
+def module_from_params(build: Callable[[], M], params: Mapping[str, Any]) -> M:
+    """The module `build()` would create, carrying `params` (nested, as `nnx.to_pure_dict` gives them:
+    e.g. a converter's `convert_state_dict`); it is never initialised for real."""
+    graphdef, abstract = nnx.split(nnx.eval_shape(build))
+    nnx.replace_by_pure_dict(abstract, jax.tree.map(jnp.asarray, dict(params)))
     return nnx.merge(graphdef, abstract)

@@ -1,9 +1,7 @@
 """Pipelines from an experiment config's `sample` section (what sample.py and the evaluation call).
 
 sample.weights        MemoryDiT weights directory (convert_weights.recammaster / lucy_edit, or train.py)
-sample.codec          {kind: "space_to_depth", spatial, frequencies, mean, std} | {kind: "wan_vae", weights}
-sample.text           {kind: "none"} | {kind: "umt5", weights, tokenizer, cache}
-sample.embedder       long edit: {kind: "dinov2", weights} | {kind: "dinov2_random", preset, seed}
+sample.codec, sample.text, sample.embedder: the base models (models.build)
 sample.video          frames, height, width, fps (what every turn's video is read and written at)
 sample.sampling       memory.pipelines.denoiser.SamplingConfig fields
 sample.retrieval      slots (the memory budget k), min_score, buckets (pipelines.slots.MemoryBudget); NVS:
@@ -17,18 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
-
-from flax import nnx
 
 from mv2v_jax.config import dataclass_from_config, positive, require
 from mv2v_jax.geometry import Intrinsics
 from mv2v_jax.io.video import VideoConfig
 from mv2v_jax.memory.merging import MERGE_SCHEDULES
 from mv2v_jax.memory.model import load_memory_dit
-from mv2v_jax.models.codec import LatentCodec, SpaceToDepthCodec, WanVAECodec
-from mv2v_jax.pipelines.denoiser import SamplingConfig, TextConditioning
+from mv2v_jax.models.build import build_codec, build_embedder, build_text, existing_weights
+from mv2v_jax.pipelines.denoiser import SamplingConfig
 from mv2v_jax.pipelines.long_edit import LongEditPipeline
 from mv2v_jax.pipelines.nvs import NVSPipeline
 from mv2v_jax.pipelines.slots import MemoryBudget
@@ -50,63 +45,16 @@ def _plain(value: Any) -> Any:
     return value.to_dict() if hasattr(value, "to_dict") else value
 
 
-def build_codec(config: Mapping[str, Any]) -> LatentCodec:
-    kind = config["kind"]
-    if kind == "space_to_depth":
-        options = {k: tuple(config[k]) for k in ("mean", "std") if k in config}
-        return SpaceToDepthCodec(config["spatial"], config.get("frequencies"), **options)
-    if kind == "wan_vae":
-        from mv2v_jax.models.wan.vae import load_vae
-
-        return WanVAECodec(load_vae(_existing(config["weights"], "VAE weights")))
-    raise ValueError(f"unknown codec kind {kind!r}; choose space_to_depth or wan_vae")
-
-
-def build_text(config: Mapping[str, Any], text_dim: int) -> TextConditioning:
-    kind = config["kind"]
-    if kind == "none":
-        return TextConditioning(text_dim=text_dim)
-    if kind == "umt5":
-        from mv2v_jax.models.text.umt5 import TextEncoder
-
-        encoder = TextEncoder(_existing(config["weights"], "umT5 weights"), config["tokenizer"], config.get("cache"))
-        return TextConditioning(encoder, text_dim)
-    raise ValueError(f"unknown text encoder kind {kind!r}; choose none or umt5")
-
-
-def build_embedder(config: Mapping[str, Any]):
-    """DINOv2 `frames -> [N, D]` for long-edit retrieval; "dinov2_random" is a randomly initialised
-    network of a preset (tests and the synthetic demo, where only similar-looking segments matter)."""
-    from mv2v_jax.config import load_config
-    from mv2v_jax.models.vision.dinov2 import Dinov2, Dinov2Config, embed_frames, load_dinov2
-
-    kind = config["kind"]
-    if kind == "dinov2":
-        model = load_dinov2(_existing(config["weights"], "DINOv2 weights"))
-    elif kind == "dinov2_random":
-        preset = load_config(f"configs/dinov2.py:{config['preset']}")
-        model = Dinov2(Dinov2Config.from_config(preset), rngs=nnx.Rngs(config["seed"]))
-    else:
-        raise ValueError(f"unknown embedder kind {kind!r}; choose dinov2 or dinov2_random")
-    return lambda frames: embed_frames(model, frames)
-
-
 def check_weights_exist(sample: Mapping[str, Any], task: str) -> None:
     """Refuses, naming it, a weights folder the `sample` section points at that does not exist (before
     anything is loaded or created; loading checks what is in them)."""
-    _existing(sample["weights"], "model weights")
+    existing_weights(sample["weights"], "model weights")
     if sample["codec"]["kind"] == "wan_vae":
-        _existing(sample["codec"]["weights"], "VAE weights")
+        existing_weights(sample["codec"]["weights"], "VAE weights")
     if sample["text"]["kind"] == "umt5":
-        _existing(sample["text"]["weights"], "umT5 weights")
+        existing_weights(sample["text"]["weights"], "umT5 weights")
     if task == "long_edit" and sample["embedder"]["kind"] == "dinov2":
-        _existing(sample["embedder"]["weights"], "DINOv2 weights")
-
-
-def _existing(path: str, what: str) -> Path:
-    if not path or not Path(path).exists():
-        raise FileNotFoundError(f"{what} not found at {path!r}; convert them first (see README, Weights)")
-    return Path(path)
+        existing_weights(sample["embedder"]["weights"], "DINOv2 weights")
 
 
 CODECS, TEXT_ENCODERS, EMBEDDERS = ("space_to_depth", "wan_vae"), ("none", "umt5"), ("dinov2", "dinov2_random")
@@ -215,7 +163,7 @@ def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEd
     check_sample_config(sample, task)
     sampling = dataclass_from_config(SamplingConfig, sample["sampling"], "sample.sampling")
     schedule = sample.get("merge_schedule", "")
-    model = load_memory_dit(_existing(sample["weights"], "model weights"), **_plain(sample.get("runtime", {})))
+    model = load_memory_dit(existing_weights(sample["weights"], "model weights"), **_plain(sample.get("runtime", {})))
     if schedule:  # not the weights' own (memory.model.MemoryDiT.with_merge)
         model = model.with_merge(MERGE_SCHEDULES[schedule])
         sampling = dataclasses.replace(sampling, keep_ratio=MERGE_SCHEDULES[schedule].keep_ratio)

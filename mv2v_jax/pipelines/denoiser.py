@@ -1,4 +1,4 @@
-"""What both pipelines share: text conditioning, guidance, one compiled velocity, the sampling loop.
+"""What both pipelines share: guidance, one compiled velocity, the sampling loop.
 
 `Denoiser` wraps a `MemoryDiT` and its task (whose stream builder arranges the target, the user input
 and the memory: `Task.streams`). Its velocity, classifier-free guidance included (conditional and
@@ -14,7 +14,6 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -28,6 +27,7 @@ from mv2v_jax.memory.budget import TurnCost, turn_cost
 from mv2v_jax.memory.builders import Conditions
 from mv2v_jax.memory.model import MemoryDiT
 from mv2v_jax.models.codec import LatentCodec
+from mv2v_jax.models.text.conditioning import TextConditioning
 from mv2v_jax.pipelines.session import Stages
 from mv2v_jax.tasks import Task
 
@@ -59,18 +59,6 @@ class SamplingConfig:
 
     def make_sampler(self):
         return make_sampler(self.sampler, self.steps, self.shift, self.grid)
-
-
-class TextConditioning:
-    """Prompt -> `[1, L, text_dim]` context. Without a text encoder every prompt is the zero context
-    (a model trained without text), and guidance has nothing to contrast."""
-
-    def __init__(self, encoder: Callable[[list[str]], np.ndarray] | None = None, text_dim: int = 4096):
-        self.encoder = encoder
-        self.zeros = jnp.zeros((1, 1, text_dim))
-
-    def __call__(self, prompt: str) -> jax.Array:
-        return self.zeros if self.encoder is None else jnp.asarray(self.encoder([prompt]))
 
 
 class Denoiser:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mv2v_jax.data.synthetic import camera_trajectory
 from mv2v_jax.geometry import relative_to
+from mv2v_jax.trajectories import camera_trajectory
 
 AMOUNTS = {
     "pan_left": 30.0,

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from mv2v_jax.io.atomic import TEMPORARY_PREFIX, atomic_output, check_can_create, fsync_path, new_temporary
+from mv2v_jax.io.atomic import TEMPORARY_PREFIX, atomic_output, check_can_create, fsync_path, new_temporary, write_json
 from mv2v_jax.io.images import write_contact_sheet
 from mv2v_jax.io.video import VideoClip, write_video
 from mv2v_jax.retrieval.bank import EntryInfo, MemoryBank, MemoryEntry, config_hash
@@ -113,11 +113,6 @@ class Stages:
 
 def _json_text(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, default=_jsonable)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(_json_text(data))
 
 
 def _jsonable(value: Any) -> Any:
@@ -297,7 +292,7 @@ class Session:
             stored = {"task": task, "config_hash": hash_, "config": _plain(config), **(meta or {})}
             if source is not None:
                 stored["source"] = source.record()
-            _write_json(staging / SESSION_FILE, stored)
+            write_json(staging / SESSION_FILE, stored, default=_jsonable)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             os.close(lock_fd)
@@ -363,7 +358,7 @@ class Session:
         if ".png" in suffixes:
             write_contact_sheet(stem.with_suffix(".png"), list(files.sheet), labels=list(files.labels))
         if ".json" in suffixes:
-            _write_json(stem.with_suffix(".json"), record)
+            write_json(stem.with_suffix(".json"), record, default=_jsonable)
 
     def _place(self, staging: Path, turn: int) -> None:
         """Renames the staged files of a committed turn into turns/ and removes the staging folder."""
@@ -408,7 +403,7 @@ class Session:
         for info in self.bank.entries():  # a record lost otherwise is rewritten from the entry's copy
             json_file = self.turn_files(info.turn)["record"]
             if RECORD_KEY in info.metadata and not json_file.exists():
-                _write_json(json_file, info.metadata[RECORD_KEY])
+                write_json(json_file, info.metadata[RECORD_KEY], default=_jsonable)
 
     def missing_files(self) -> list[tuple[EntryInfo, list[str]]]:
         """Committed turns with files missing (deleted since), which the pipeline derives again from the

@@ -20,63 +20,68 @@ published by atomically replacing manifest.json (temporary file in the same dire
 manifest, hence the previous session, intact; the unpublished files are removed the next time a
 writer opens the session. Deleting unpublishes first, then removes the files.
 
+The manifest's format, its checks and the entry arrays' shapes are `retrieval.manifest`'s.
+
 Checksums: the manifest records the sha256 of every .npy file (header included, so shape and dtype
 are covered too); `load` verifies them and raises `CorruptEntryError` naming the entry and array.
 
-Concurrency: one writer at a time, by an exclusive `fcntl.flock` on session.lock, held from
-`create`/`open` to `close`. A second writer waits up to `lock_timeout` seconds (default 0: it is
-refused at once) and then gets `BankLockedError` naming the holder's pid. Readers
-(`open(readonly=True)`) take no lock: they read the manifest at each call, and published entries
-never change, so a reader sees the session as of its last published write. flock is advisory and
-local: it does not protect sessions on NFS.
+Concurrency: one writer at a time, by an exclusive lock on session.lock (`filelock`, an `flock` on
+Unix), held from `create`/`open` to `close`; the holder writes its pid and host into the file. A
+second writer waits up to `lock_timeout` seconds (default 0: it is refused at once) and then gets
+`BankLockedError` naming the holder's pid. Readers (`open(readonly=True)`) take no lock: they read
+the manifest at each call, and published entries never change, so a reader sees the session as of
+its last published write. flock is advisory and local: it does not protect sessions on NFS (no
+fallback to a lock-by-existence marker file, which a killed writer would leave behind).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import errno
-import fcntl
 import hashlib
 import io
 import json
 import logging
 import os
-import re
 import shutil
 import socket
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 
-from mv2v_jax import __version__
-from mv2v_jax.io.atomic import TEMPORARY_PREFIX, atomic_output, fsync_path
+from mv2v_jax.io.atomic import TEMPORARY_PREFIX, fsync_path, write_json
+from mv2v_jax.retrieval.manifest import (
+    ARRAYS,
+    MANIFEST,
+    BankError,
+    BankFormatError,
+    EntryInfo,
+    entry_array,
+    manifest_key,
+    new_manifest,
+    now,
+    read_manifest,
+)
 
-FORMAT = "mv2v-memory-bank"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 LOCK = "session.lock"
 ENTRIES = "entries"
 ENTRY_RECORD = "entry.json"
 TMP = TEMPORARY_PREFIX  # temporaries (io.atomic) and staged entries share it
-ARRAYS = ("latents", "cameras", "embedding", "fov")
-KEYS = ("cameras", "embedding")  # arrays a session can be indexed by
-# Sessions written before the manifest recorded its key: the two tasks of that version and theirs.
-LEGACY_KEYS = {"nvs": "cameras", "long_edit": "embedding"}
+__all__ = [  # the errors and EntryInfo are the format's (retrieval.manifest), raised and returned here
+    "BankError",
+    "BankFormatError",
+    "BankLockedError",
+    "CorruptEntryError",
+    "EntryInfo",
+    "MemoryBank",
+    "MemoryEntry",
+    "config_hash",
+]
 
 log = logging.getLogger(__name__)
-
-
-class BankError(Exception):
-    """A memory bank cannot do what was asked; the message names the session and the problem."""
-
-
-class BankFormatError(BankError):
-    """The directory is not a memory bank this code can read (format, version or task)."""
 
 
 class BankLockedError(BankError):
@@ -112,19 +117,6 @@ class MemoryEntry:
     config_hash: str | None = None
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     entry_id: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class EntryInfo:
-    """An entry's manifest record without its arrays. `arrays` maps name -> (shape, dtype)."""
-
-    entry_id: str
-    turn: int
-    prompt: str
-    config_hash: str
-    metadata: dict[str, Any]
-    arrays: dict[str, tuple[tuple[int, ...], str]]
-    created: str
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -173,38 +165,13 @@ def _write_array(path: Path, array: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
-    """Replaces `path` with `data` so that readers see the old or the new file, never a mix."""
-    with atomic_output(path) as temporary:
-        temporary.write_bytes(data)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-def _as_array(name: str, value, dtypes: str, shape: tuple[int | None, ...]) -> np.ndarray:
-    """`value` as a C-contiguous array, or a BankError saying what is wrong with entry array `name`."""
-    array = np.asarray(value)
-    if array.dtype.name == "bfloat16":
-        array = array.astype(np.float32)
-    if array.dtype.kind not in dtypes:
-        raise BankError(f"entry array {name!r} has dtype {array.dtype}; expected kind {dtypes!r}")
-    if array.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, array.shape, strict=True)):
-        wanted = "[" + ", ".join("?" if s is None else str(s) for s in shape) + "]"
-        raise BankError(f"entry array {name!r} has shape {array.shape}; expected {wanted}")
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise BankError(f"entry array {name!r} contains NaN or infinity")
-    return np.ascontiguousarray(array)
-
-
 class MemoryBank:
     """A session directory of memory entries. Use `create` or `open`; close (or use `with`) to unlock."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], lock_fd: int | None):
+    def __init__(self, path: Path, manifest: dict[str, Any], lock: filelock.FileLock | None):
         self.path = path
         self._manifest = manifest
-        self._lock_fd = lock_fd
+        self._lock = lock
         self._manifest_stat = None  # a reader re-reads the manifest at its first use
 
     # Opening and closing
@@ -216,37 +183,23 @@ class MemoryBank:
         """A new empty session at `path` (created if missing; must not hold anything else), open for writing.
 
         `task` names the session's task; `key` is the array every entry must carry for retrieval
-        (one of KEYS).
+        (one of `manifest.KEYS`).
         """
-        if not isinstance(task, str) or not task:
-            raise BankError(f"a memory bank task must be a non-empty name, got {task!r}")
-        if key not in KEYS:
-            raise BankError(f"unknown memory bank key {key!r}; choose one of {KEYS}")
+        manifest = new_manifest(task, key, config_hash)  # refuses a bad task or key before anything is made
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         _require_empty(path)  # before the lock file is made, so a refused path is left as it was
-        lock_fd = _lock(path, lock_timeout)
+        lock = _lock(path, lock_timeout)
         try:
             _require_empty(path)  # again under the lock: another process may have created it meanwhile
             for temporary in path.glob(f"{TMP}*"):
                 temporary.unlink()
             (path / ENTRIES).mkdir(exist_ok=True)
-            manifest = {
-                "format": FORMAT,
-                "version": FORMAT_VERSION,
-                "task": task,
-                "key": key,
-                "config_hash": config_hash,
-                "created": _now(),
-                "writer": f"mv2v_jax {__version__}",
-                "next_id": 0,
-                "entries": [],
-            }
-            _replace_atomically(path / MANIFEST, _encode(manifest))
+            write_json(path / MANIFEST, manifest)
         except BaseException:
-            _unlock(lock_fd)
+            _unlock(lock)
             raise
-        return cls(path, manifest, lock_fd)
+        return cls(path, manifest, lock)
 
     @classmethod
     def open(
@@ -255,25 +208,25 @@ class MemoryBank:
         """An existing session. A writer (`readonly=False`) takes the lock and removes leftovers of
         interrupted writes; `task`, when given, must match the session's."""
         path = Path(path)
-        lock_fd = None if readonly else _lock(path, lock_timeout)
+        lock = None if readonly else _lock(path, lock_timeout)
         try:
-            manifest = _read_manifest(path)
+            manifest = read_manifest(path)
             if task is not None and manifest["task"] != task:
                 raise BankFormatError(
                     f"memory bank {path} holds a {manifest['task']!r} session, not the {task!r} session asked for"
                 )
-            bank = cls(path, manifest, lock_fd)
+            bank = cls(path, manifest, lock)
             if not readonly:
                 bank._remove_leftovers()
         except BaseException:
-            _unlock(lock_fd)
+            _unlock(lock)
             raise
         return bank
 
     def close(self) -> None:
         """Releases the writer's lock (a no-op for readers and when already closed)."""
-        _unlock(self._lock_fd)
-        self._lock_fd = None
+        _unlock(self._lock)
+        self._lock = None
 
     def __enter__(self) -> MemoryBank:
         return self
@@ -283,7 +236,7 @@ class MemoryBank:
 
     @property
     def readonly(self) -> bool:
-        return self._lock_fd is None
+        return self._lock is None
 
     @property
     def task(self) -> str:
@@ -292,7 +245,7 @@ class MemoryBank:
     @property
     def key(self) -> str:
         """The array every entry carries for retrieval."""
-        return _key(self._manifest)
+        return manifest_key(self._manifest)
 
     @property
     def config_hash(self) -> str:
@@ -302,7 +255,7 @@ class MemoryBank:
 
     def entries(self) -> list[EntryInfo]:
         """Every published entry, oldest first, metadata only."""
-        return [_info(record) for record in self._current()["entries"]]
+        return [EntryInfo.from_record(record) for record in self._current()["entries"]]
 
     def __len__(self) -> int:
         return len(self._current()["entries"])
@@ -342,8 +295,8 @@ class MemoryBank:
         staging.mkdir()
         try:
             records = {name: _write_array(staging / f"{name}.npy", array) for name, array in arrays.items()}
-            record = {"id": entry_id, **fields, "created": _now(), "arrays": records}
-            _write_durably(staging / ENTRY_RECORD, lambda file: file.write(_encode(record)))
+            record = {"id": entry_id, **fields, "created": now(), "arrays": records}
+            write_json(staging / ENTRY_RECORD, record)
             fsync_path(staging)
             if final.exists():  # an unpublished leftover (ids are only taken by publishing)
                 shutil.rmtree(final)
@@ -354,7 +307,7 @@ class MemoryBank:
             self._publish(manifest)
         except BaseException as error:
             shutil.rmtree(staging, ignore_errors=True)
-            self._manifest = _read_manifest(self.path)  # the publish may have happened before the failure
+            self._manifest = read_manifest(self.path)  # the publish may have happened before the failure
             if entry_id not in {r["id"] for r in self._manifest["entries"]}:
                 shutil.rmtree(final, ignore_errors=True)
                 if isinstance(error, OSError):  # a full disk, a read-only folder
@@ -377,14 +330,14 @@ class MemoryBank:
 
     def _publish(self, manifest: dict[str, Any]) -> None:
         """The commit point of every write: atomically replaces manifest.json."""
-        _replace_atomically(self.path / MANIFEST, _encode(manifest))
+        write_json(self.path / MANIFEST, manifest)
         self._manifest = manifest
 
     def _current(self) -> dict[str, Any]:
         """The manifest: the writer's own copy, or for a reader the one on disk now (re-read when replaced)."""
         if self.readonly and _stat_key(self.path / MANIFEST) != self._manifest_stat:
             self._manifest_stat = _stat_key(self.path / MANIFEST)
-            self._manifest = _read_manifest(self.path)
+            self._manifest = read_manifest(self.path)
         return self._manifest
 
     def _record(self, entry_id: str) -> dict[str, Any]:
@@ -411,20 +364,7 @@ class MemoryBank:
             metadata = json.loads(json.dumps(dict(entry.metadata), allow_nan=False))
         except (TypeError, ValueError) as error:
             raise BankError(f"entry metadata must be JSON-serialisable: {error}") from error
-        shapes = {
-            "latents": ("f", (None, None, None, None)),
-            "cameras": ("f", (None, 3, 4)),
-            "embedding": ("f", (None,)),
-            "fov": ("u", (None,)),
-        }
-        arrays = {}
-        for name in ARRAYS:
-            value = getattr(entry, name)
-            if value is not None:
-                kinds, shape = shapes[name]
-                arrays[name] = _as_array(name, value, kinds, shape)
-        if "fov" in arrays and arrays["fov"].dtype != np.uint32:
-            raise BankError(f"entry array 'fov' must be packed uint32 words, got {arrays['fov'].dtype}")
+        arrays = {name: entry_array(name, getattr(entry, name)) for name in ARRAYS if getattr(entry, name) is not None}
         fields = {
             "turn": int(entry.turn),
             "prompt": entry.prompt,
@@ -463,22 +403,6 @@ class MemoryBank:
             log.warning("memory bank %s: removed leftovers of interrupted writes: %s", self.path, leftovers)
 
 
-def _encode(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
-
-
-def _info(record: dict[str, Any]) -> EntryInfo:
-    return EntryInfo(
-        entry_id=record["id"],
-        turn=record["turn"],
-        prompt=record["prompt"],
-        config_hash=record["config_hash"],
-        metadata=record["metadata"],
-        arrays={name: (tuple(a["shape"]), a["dtype"]) for name, a in record["arrays"].items()},
-        created=record["created"],
-    )
-
-
 def _stat_key(file: Path) -> tuple[int, int, int] | None:
     """Changes whenever the file is replaced (os.replace gives it a new inode)."""
     try:
@@ -486,79 +410,6 @@ def _stat_key(file: Path) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest of the session at `path`, checked to be one this code reads."""
-    file = path / MANIFEST
-    if not file.is_file():
-        raise BankFormatError(f"{path} is not a memory bank (no {MANIFEST})")
-    try:
-        manifest = json.loads(file.read_text())
-    except (ValueError, UnicodeDecodeError, RecursionError) as error:
-        raise BankFormatError(f"{file} is not valid JSON ({error}); the session manifest is damaged") from error
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise BankFormatError(f"{file} is not a memory bank manifest (format {found!r})")
-    if manifest.get("version") != FORMAT_VERSION:
-        raise BankFormatError(
-            f"memory bank {path} has format version {manifest.get('version')!r} (written by "
-            f"{manifest.get('writer', 'an unknown writer')}); "
-            f"this mv2v_jax {__version__} reads version {FORMAT_VERSION}"
-        )
-    if _key(manifest) not in KEYS:
-        task, key = manifest.get("task"), manifest.get("key")
-        raise BankFormatError(f"memory bank {path} ({task!r}) has no known retrieval key: {key!r}, not one of {KEYS}")
-    if problem := _manifest_problem(manifest):
-        raise BankFormatError(f"{file}: {problem}; the session manifest is damaged")
-    return manifest
-
-
-def _key(manifest: dict[str, Any]) -> Any:
-    """The manifest's retrieval key (older manifests: their task's)."""
-    return manifest["key"] if "key" in manifest else LEGACY_KEYS.get(manifest.get("task"))
-
-
-# What `add` writes, field by field: a manifest that differs was damaged or edited by hand.
-RECORD_FIELDS = {"id": str, "turn": int, "prompt": str, "config_hash": str, "metadata": dict, "created": str}
-ARRAY_FIELDS = {"file": str, "sha256": str, "bytes": int, "shape": list, "dtype": str}
-
-
-def _manifest_problem(manifest: dict[str, Any]) -> str | None:
-    """What is wrong with a manifest's fields (None: nothing), checked before any of them is used."""
-
-    def count(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-    def wrong(record: Any, fields: dict[str, type]) -> list[str]:
-        if not isinstance(record, dict):
-            return ["the record"]
-        return [
-            k
-            for k, kind in fields.items()
-            if not (count(record.get(k)) if kind is int else isinstance(record.get(k), kind))
-        ]
-
-    if not isinstance(manifest.get("config_hash"), str) or not count(manifest.get("next_id")):
-        return "config_hash must be a string and next_id an int >= 0"
-    if not isinstance(manifest.get("entries"), list):
-        return "entries must be a list"
-    seen = set()
-    for i, record in enumerate(manifest["entries"]):
-        if bad := wrong(record, RECORD_FIELDS | {"arrays": dict}):
-            return f"entry {i}: {', '.join(bad)} missing or of the wrong type"
-        entry_id = record["id"]
-        if not re.fullmatch(r"\d+", entry_id) or int(entry_id) >= manifest["next_id"] or entry_id in seen:
-            return f"entry {i}: id {entry_id!r} is not a unique number below next_id {manifest['next_id']}"
-        seen.add(entry_id)
-        if missing := sorted({"latents", _key(manifest)} - set(record["arrays"])):
-            return f"entry {entry_id}: no {' or '.join(missing)} array"
-        for name, array in record["arrays"].items():
-            if name not in ARRAYS or wrong(array, ARRAY_FIELDS) or array["file"] != f"{name}.npy":
-                return f"entry {entry_id}: array {name!r} has a malformed record {array!r}"
-            if not all(count(n) for n in array["shape"]):
-                return f"entry {entry_id}: array {name!r} has shape {array['shape']}"
-    return None
 
 
 def _require_empty(path: Path) -> None:
@@ -574,34 +425,38 @@ def _require_empty(path: Path) -> None:
         raise BankError(f"cannot create a memory bank in {path}: the directory is not empty ({others[:5]})")
 
 
-def _lock(path: Path, timeout: float) -> int:
-    """An fd holding the exclusive flock of session `path`, waiting up to `timeout` seconds."""
+def _lock(path: Path, timeout: float) -> filelock.FileLock:
+    """The held exclusive lock of session `path`, waiting up to `timeout` seconds; the lock file then
+    names this process."""
     if not path.is_dir():
         raise BankFormatError(f"{path} is not a memory bank (no such directory)")
-    fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except OSError as error:
-            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() >= deadline:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown pid"
-                os.close(fd)
-                if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-                raise BankLockedError(
-                    f"memory bank {path} is open for writing by another process ({holder}); "
-                    f"waited {timeout:g} s. Close that process's bank, or open this one with readonly=True"
-                ) from None
-            time.sleep(0.05)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-    return fd
 
-
-def _unlock(fd: int | None) -> None:
-    if fd is not None:
+    def name_the_holder(fd: int) -> None:
         os.ftruncate(fd, 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+
+    # The lock file stays (waiters share its inode) and is never replaced by a marker file that a
+    # killed writer would leave locked; one lock object may be released from another thread.
+    lock = filelock.FileLock(
+        path / LOCK,
+        timeout=timeout,
+        thread_local=False,
+        preserve_lock_file=True,
+        fallback_to_soft=False,
+        on_acquired=name_the_holder,
+    )
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        holder = (path / LOCK).read_text(errors="replace").strip() or "unknown pid"
+        raise BankLockedError(
+            f"memory bank {path} is open for writing by another process ({holder}); "
+            f"waited {timeout:g} s. Close that process's bank, or open this one with readonly=True"
+        ) from None
+    return lock
+
+
+def _unlock(lock: filelock.FileLock | None) -> None:
+    if lock is not None and lock.is_locked:
+        os.truncate(lock.lock_file, 0)  # no holder any more
+        lock.release()

@@ -3,12 +3,13 @@
 A checkpoint step directory holds `state` (parameters, optimizer state, EMA, step: restored straight
 into the current mesh's shardings) and `data` (the grain iterator's position), committed together
 by orbax's rename-on-finish, so a run killed at any moment resumes from the last complete step.
-Retention: the last `keep` steps plus the one with the best validation loss.
+Retention is orbax's preservation policies: the last `keep` steps, and the one with the lowest
+validation loss (saved with its step as orbax metrics, `{"val_loss": ...}`); orbax deletes the rest
+once a save is committed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -16,10 +17,9 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
+from orbax.checkpoint import checkpoint_managers
 
-from mv2v_jax.io.atomic import atomic_output
-
-BEST_FILE = "best.json"
+METRIC = "val_loss"  # lower is better
 
 
 def as_path(path: str | os.PathLike) -> epath.Path:
@@ -35,44 +35,40 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3):
         self.directory = as_path(directory)
-        self.keep = keep
+        lowest_loss = checkpoint_managers.BestN(
+            get_metric_fn=lambda metrics: metrics[METRIC], reverse=True, n=1, keep_checkpoints_without_metrics=False
+        )
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True, enable_async_checkpointing=True),
+            options=ocp.CheckpointManagerOptions(
+                create=True,
+                enable_async_checkpointing=True,
+                preservation_policy=checkpoint_managers.AnyPreservationPolicy(
+                    [checkpoint_managers.LatestN(n=keep), lowest_loss]
+                ),
+                best_fn=lambda metrics: metrics[METRIC],
+                best_mode="min",
+            ),
         )
 
     @property
     def latest(self) -> int | None:
         return self.manager.latest_step()
 
-    def _best(self) -> dict[str, Any]:
-        path = self.directory / BEST_FILE
-        return json.loads(path.read_text()) if path.exists() else {}
+    @property
+    def best(self) -> int | None:
+        """The committed step with the lowest validation loss (the latest if none has one)."""
+        return self.manager.best_step()
 
     def save(self, step: int, state: Any, iterator: grain.DatasetIterator, val_loss: float | None = None) -> None:
-        """Starts an async save of `step`; older steps beyond the retention policy are deleted."""
-        self.manager.wait_until_finished()  # one save in flight at a time; retention sees committed steps
+        """Starts an async save of `step` (with its validation loss, when there is one); steps the
+        retention policy drops are deleted once it is committed."""
+        self.manager.wait_until_finished()  # one save in flight at a time
         self.manager.save(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator)),
+            metrics=None if val_loss is None else {METRIC: float(val_loss)},
         )
-        best = self._best()
-        if val_loss is not None and val_loss < best.get("val_loss", float("inf")):
-            best = {"step": step, "val_loss": val_loss}
-            if jax.process_index() == 0:
-                self._write_best(best)
-        keep = set(sorted(self.manager.all_steps())[-self.keep :]) | {step} | {best.get("step")}
-        for old in self.manager.all_steps():
-            if old not in keep:
-                self.manager.delete(old)
-
-    def _write_best(self, best: dict[str, Any]) -> None:
-        path = self.directory / BEST_FILE
-        if "://" in str(path):  # an object store replaces an object whole
-            path.write_text(json.dumps(best))
-            return
-        with atomic_output(path) as tmp:
-            tmp.write_text(json.dumps(best))
 
     def restore(self, abstract_state: Any, iterator: grain.DatasetIterator, step: int | None = None) -> Any:
         """The state at `step` (default: the latest) laid out like `abstract_state` (ShapeDtypeStructs

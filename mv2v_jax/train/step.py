@@ -39,7 +39,8 @@ class StepVariant:
     keep_ratio: float | None
 
 
-class TrainState(struct.PyTreeNode):
+@struct.dataclass
+class TrainState:
     """Everything a step changes; checkpointed whole."""
 
     step: jax.Array

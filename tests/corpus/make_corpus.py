@@ -1197,7 +1197,7 @@ def write_weights(root: Path) -> None:
 
     from mv2v_jax.config import load_config
     from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
-    from mv2v_jax.pipelines.build import build_codec
+    from mv2v_jax.models.build import build_codec
     from mv2v_jax.train.loop import export_weights
 
     c = build_codec(load_config(f"{root}/config.py").sample.codec).channels
@@ -1228,7 +1228,8 @@ def write_sessions(root: Path) -> None:
     from mv2v_jax.config import load_config
     from mv2v_jax.geometry import Intrinsics
     from mv2v_jax.io.video import read_video
-    from mv2v_jax.pipelines.build import build_codec, session_config
+    from mv2v_jax.models.build import build_codec
+    from mv2v_jax.pipelines.build import session_config
     from mv2v_jax.pipelines.presets import preset_trajectory
     from mv2v_jax.pipelines.session import Session, SourceVideo, TurnFiles
     from mv2v_jax.retrieval.bank import MemoryEntry

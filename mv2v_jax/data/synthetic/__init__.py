@@ -8,7 +8,7 @@ edit that only earlier edited segments pin down (long videos, long video editing
 One idea per module:
 
     world.py          the room, its surfaces and landmarks, the moving objects (`sample_world`)
-    cameras.py        ReCamMaster-style camera moves (`camera_trajectory`), intrinsics, where cameras fit
+    cameras.py        where cameras fit and which move (`mv2v_jax.trajectories`) each makes
     render.py         the ray caster: RGB and z-depth of any camera at any time (`render`)
     captions.py       prompts naming what a scene shows (`describe`)
     scene_config.py   `SceneConfig` (sizes and ranges) and its `PRESETS`
@@ -16,8 +16,9 @@ One idea per module:
     long_video.py     long videos and their object-recolouring edit (`generate_long_edit`, `LONG_PRESETS`)
     preview.py        contact sheets (`write_preview`, `write_long_preview`), `python -m mv2v_jax.data.synthetic`
 
-Conventions are the library's (`mv2v_jax.io.cameras`): world-to-camera `[..., 3, 4]` in OpenCV camera
-axes, metres, pinhole `K` from a horizontal field of view.
+Conventions are the library's (`mv2v_jax.geometry`): world-to-camera `[..., 3, 4]` in OpenCV camera
+axes, metres, pinhole `K` from a horizontal field of view. The camera moves themselves are
+`mv2v_jax.trajectories` (`camera_trajectory`), shared with the sampling presets.
 
     scene = generate_scene(0, PRESETS["small"])         # video [10, 17, 64, 96, 3], depth, w2c, K, prompt
     w2c = camera_trajectory("arc_left", position=(0, 0, 1.5), yaw=90, pitch=-10, amount=45, num_frames=17)
@@ -25,20 +26,7 @@ axes, metres, pinhole `K` from a horizontal field of view.
     video = generate_long_edit(0, LONG_PRESETS["small"])  # source and edited [S, 17, 64, 96, 3], prompt
 """
 
-from mv2v_jax.data.synthetic.cameras import (
-    CAMERA_CLEARANCE,
-    MAX_CAMERA_TRIES,
-    SLOW_KINDS,
-    TRAJECTORY_KINDS,
-    UP,
-    Vector,
-    camera_fits,
-    camera_trajectory,
-    direction,
-    look_w2c,
-    rotate_z,
-    sample_camera,
-)
+from mv2v_jax.data.synthetic.cameras import CAMERA_CLEARANCE, MAX_CAMERA_TRIES, SLOW_KINDS, camera_fits, sample_camera
 from mv2v_jax.data.synthetic.captions import describe
 from mv2v_jax.data.synthetic.long_video import (
     EDIT_PROMPT,
@@ -91,29 +79,22 @@ __all__ = [
     "SLOW_KINDS",
     "SURFACE_NAMES",
     "SURFACE_NORMALS",
-    "TRAJECTORY_KINDS",
-    "UP",
     "WALL_PATTERNS",
     "Landmark",
     "LongVideoConfig",
     "MovingObject",
     "SceneConfig",
     "Surface",
-    "Vector",
     "World",
     "camera_fits",
     "camera_path",
-    "camera_trajectory",
     "describe",
-    "direction",
     "draw_world",
     "generate_long_edit",
     "generate_scene",
-    "look_w2c",
     "main",
     "recolour_objects",
     "render",
-    "rotate_z",
     "sample_camera",
     "sample_world",
     "write_long_preview",

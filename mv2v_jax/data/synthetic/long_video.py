@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 
 from mv2v_jax.config import dataclass_from_config
-from mv2v_jax.data.synthetic.cameras import camera_fits, direction, look_w2c
+from mv2v_jax.data.synthetic.cameras import camera_fits
 from mv2v_jax.data.synthetic.captions import describe
 from mv2v_jax.data.synthetic.render import render
 from mv2v_jax.data.synthetic.scene_config import SceneConfig
 from mv2v_jax.data.synthetic.world import COLOURS, OBJECT_COLOURS, World, draw_world
 from mv2v_jax.geometry import invert_pose
+from mv2v_jax.trajectories import direction, look_w2c
 
 EDIT_PROMPT = "Recolour every moving object with one new colour."
 

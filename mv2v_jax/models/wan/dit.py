@@ -8,8 +8,9 @@ its own modulation. Norms, modulation and residual adds run in float32 as the re
 matmuls run in `config.dtype`.
 
 The model runs on a packed `TokenSequence` (sequence.py) and returns only the target tokens,
-unpatchified. Memory conditioning plugs in without forking this file through two hook points:
-`BlockAdapter`s scanned with the blocks (inside self-attention) and `BlockHook`s between blocks.
+unpatchified; `forward_video(latents, timestep, context)` is the plain backbone on one video. Memory
+conditioning plugs in without forking this file through two hook points: `BlockAdapter`s scanned
+with the blocks (inside self-attention) and `BlockHook`s between blocks.
 
 Blocks are stacked along a leading layer axis (`nnx.vmap` at init) and run with `lax.scan`
 (`config.scan_layers`) or an unrolled loop, optionally rematerialised (`config.remat`).
@@ -425,6 +426,12 @@ class WanDiT(nnx.Module):
         temb = temb[:, :n] if temb.ndim == 3 else temb
         out = self.head(state.x[:, :n], temb)
         return self.unpatchify(out, seq.target_grid)
+
+    def forward_video(self, latents: jax.Array, timestep: jax.Array, context: jax.Array) -> jax.Array:
+        """The plain backbone: velocity `[B, F, H, W, out_channels]` of the latents `[B, F, H, W, C]`
+        (channels last) at `timestep` (`[B]`, or `[B, N]` per token) given the text `context`
+        `[B, L, text_dim]`, as diffusers' `WanTransformer3DModel(latents, timestep, context)` computes it."""
+        return self(TokenSequence.of_video(self.patch_embedding(latents)), timestep, context)
 
     def unpatchify(self, tokens: jax.Array, grid: tuple[int, int, int]) -> jax.Array:
         """`[B, F*H*W, pt*ph*pw*C]` -> `[B, F*pt, H*ph, W*pw, C]` (per-token order (pt, ph, pw, c))."""

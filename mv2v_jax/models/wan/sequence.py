@@ -3,14 +3,17 @@
 Whatever enters the DiT (a target video, a source video frame-concatenated to it, memory videos
 tokenized at coarser patches) arrives as one `TokenSequence`. The target stream always comes first,
 so its tokens are `tokens[:, :F*H*W]` on the grid `target_grid`, and only those reach the output
-head. Building a sequence from videos is `memory.streams.pack_streams`.
+head. Building a sequence from videos is `memory.streams.pack_streams`; `TokenSequence.of_video` is
+the plain backbone's sequence, one embedded video and nothing else.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+import einops
 import jax
+import jax.numpy as jnp
 from flax import struct
 
 
@@ -39,6 +42,20 @@ class TokenSequence:
     def num_target(self) -> int:
         f, h, w = self.target_grid
         return f * h * w
+
+    @classmethod
+    def of_video(cls, embedded: jax.Array) -> TokenSequence:
+        """The sequence of one embedded video `[B, F, H, W, D]` (a patch embedding's output): its
+        tokens in (f, h, w) order at their grid positions, all valid, no features."""
+        b, f, h, w, _ = embedded.shape
+        grid = jnp.stack(jnp.meshgrid(*(jnp.arange(n, dtype=jnp.float32) for n in (f, h, w)), indexing="ij"), -1)
+        return cls(
+            tokens=einops.rearrange(embedded, "b f h w d -> b (f h w) d"),
+            positions=jnp.broadcast_to(grid.reshape(1, f * h * w, 3), (b, f * h * w, 3)),
+            segment_ids=jnp.ones((b, f * h * w), jnp.int32),
+            features={},
+            target_grid=(f, h, w),
+        )
 
 
 @struct.dataclass
