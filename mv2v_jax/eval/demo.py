@@ -54,26 +54,41 @@ def _even(image: np.ndarray) -> np.ndarray:
     return np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), constant_values=255)
 
 
-def write_comparison(folder: Path, videos: Sequence[Sequence[np.ndarray]], labels: Sequence[str], fps: float) -> None:
-    """`videos`: per row (ROWS), the turn videos `[F, H, W, 3]`. Writes comparison.png (middle frames, a
-    column per turn) and comparison.mp4 (the rows side by side, turn after turn)."""
-    middle = [_enlarge(np.stack([v[len(v) // 2] for v in row])) for row in videos]
-    write_png(folder / "comparison.png", contact_sheet(middle, labels=labels))
-    frames = []
+def write_comparison(
+    folder: Path,
+    videos: Sequence[Sequence[np.ndarray]],
+    labels: Sequence[str],
+    fps: float,
+    frames: Sequence[int] | None = None,
+) -> None:
+    """`videos`: per row (ROWS), the turn videos `[F, H, W, 3]`. Writes comparison.png (frame `frames[t]` of
+    turn t, default the middle one; a column per turn) and comparison.mp4 (the rows side by side, turn
+    after turn)."""
+    picks = frames or [len(v) // 2 for v in videos[0]]
+    stills = [_enlarge(np.stack([v[f] for v, f in zip(row, picks, strict=True)])) for row in videos]
+    write_png(folder / "comparison.png", contact_sheet(stills, labels=labels))
+    movie = []
     for turn in range(len(videos[0])):
         for f in range(len(videos[0][turn])):
             panels = [_enlarge(row[turn][f])[None] for row in videos]
-            frames.append(
+            movie.append(
                 _even(contact_sheet([np.concatenate(panels)], labels=[f"turn {turn + 1}: " + ", ".join(ROWS)]))
             )
-    write_video(folder / "comparison.mp4", np.stack(frames), fps)
+    write_video(folder / "comparison.mp4", np.stack(movie), fps)
 
 
-def nvs_demo(folder: Path, config_path: str, turns: int, steps: int | None) -> dict:
+def load_sample(config_path: str, weights: str | None, steps: int | None):
+    """The config and its `sample` section with the demo's overrides."""
     config = load_config(config_path)
-    sample = config.sample
+    if weights:
+        config.sample.weights = weights
     if steps:
-        sample.sampling.steps = steps
+        config.sample.sampling.steps = steps
+    return config, config.sample
+
+
+def nvs_demo(folder: Path, config_path: str, turns: int, steps: int | None, weights: str | None = None) -> dict:
+    config, sample = load_sample(config_path, weights, steps)
     pipeline = build_pipeline(sample, "nvs")
     scene = revisit_scene(DEMO_SEED, SceneConfig.from_config(dict(config.data.source.scene)), turns)
     cams = list(range(1, turns + 1))
@@ -103,11 +118,8 @@ def nvs_demo(folder: Path, config_path: str, turns: int, steps: int | None) -> d
     return summary
 
 
-def long_edit_demo(folder: Path, config_path: str, steps: int | None) -> dict:
-    config = load_config(config_path)
-    sample = config.sample
-    if steps:
-        sample.sampling.steps = steps
+def long_edit_demo(folder: Path, config_path: str, steps: int | None, weights: str | None = None) -> dict:
+    config, sample = load_sample(config_path, weights, steps)
     pipeline = build_pipeline(sample, "long_edit")
     long = generate_long_edit(DEMO_SEED, LongVideoConfig.from_config(config.data.source.video))
     write_video(folder / "source.mp4", np.concatenate(list(long["source"])), sample.video.fps, lossless=True)
@@ -117,17 +129,18 @@ def long_edit_demo(folder: Path, config_path: str, steps: int | None) -> dict:
         for setting in ("memory", "no memory")
     }
     truth = list(long["edited"])
+    masks = [edit_mask(s, e) for s, e in zip(long["source"], long["edited"], strict=True)]
     write_comparison(
         folder,
         [truth, outputs["memory"], outputs["no memory"]],
         [
-            f"ground truth: every moving object {long['edit_colour']}, one segment a column",
+            f"ground truth: every moving object {long['edit_colour']} (a segment a column)",
             "memory: segment 1 picks a colour, later segments keep it",
             "no memory: every segment picks its own colour",
         ],
         sample.video.fps,
+        frames=[int(np.argmax(m.sum(axis=(1, 2)))) for m in masks],  # where each segment shows most of its objects
     )
-    masks = [edit_mask(s, e) for s, e in zip(long["source"], long["edited"], strict=True)]
     summary = {"video_seed": DEMO_SEED, "weights": sample.weights, "edit_colour": long["edit_colour"]}
     for name, segments in (("memory", outputs["memory"]), ("no_memory", outputs["no memory"]), ("ground_truth", truth)):
         colours = object_colours(segments, masks)
@@ -142,14 +155,16 @@ def main() -> int:
     parser.add_argument("--edit-config", default="configs/tiny_long_edit.py")
     parser.add_argument("--turns", type=int, default=5, help="novel-view turns")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the configs')")
+    parser.add_argument("--nvs-weights", default=None, help="default: the config's, the shipped model")
+    parser.add_argument("--edit-weights", default=None, help="default: the config's, the shipped model")
     args = parser.parse_args()
     run = Path(args.out) / time.strftime("run-%Y%m%d-%H%M%S")
     start = time.perf_counter()
     print("Memory-V2V demo: the shipped small models on a room and a long video they never saw, memory against none.")
     summary = {}
     for task, demo in (
-        ("nvs", lambda folder: nvs_demo(folder, args.nvs_config, args.turns, args.steps)),
-        ("long_edit", lambda folder: long_edit_demo(folder, args.edit_config, args.steps)),
+        ("nvs", lambda folder: nvs_demo(folder, args.nvs_config, args.turns, args.steps, args.nvs_weights)),
+        ("long_edit", lambda folder: long_edit_demo(folder, args.edit_config, args.steps, args.edit_weights)),
     ):
         folder = run / task
         folder.mkdir(parents=True)
