@@ -28,6 +28,7 @@ Values the paper and LucyEdit do not give are ours and say so.
 from pathlib import Path
 
 import ml_collections
+from ml_collections import config_dict
 
 from mv2v_jax.config import load_config
 from mv2v_jax.models.wan.dit import ARCH_FIELDS
@@ -85,8 +86,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             keep_ratio=0.5,
             negative_prompt="",
         ),
-        retrieval=dict(slots=6),  # ours: k = 6 as for NVS; slot 0 is always the previous segment (paper)
+        # Ours: older segments fed only when their sources are similar at all (cosine > min_score).
+        retrieval=dict(
+            slots=6,
+            min_score=0.0,
+            buckets=config_dict.placeholder(tuple),
+        ),  # ours: k = 6 as for NVS; slot 0 is always the previous segment (paper)
         long_edit=dict(segment_frames=SIZES[arg]["frames"], overlap=0),  # paper: independent 81-frame segments
+        merge_schedule="",  # the weights' own; or a name in memory.merging.MERGE_SCHEDULES
         runtime={},  # DiT execution overrides; dtype "auto" is bfloat16 compute on accelerators
     )
     # Ours (the paper does not say what trains for long editing): self-attention and the memory modules,

@@ -27,6 +27,7 @@ Values the paper and ReCamMaster do not give are ours and say so.
 from pathlib import Path
 
 import ml_collections
+from ml_collections import config_dict
 
 from mv2v_jax.config import load_config
 from mv2v_jax.models.wan.dit import ARCH_FIELDS
@@ -89,7 +90,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         ),
         # k = 6 memory videos (paper: up to 6). Ours: the paper fixes the intrinsics at inference without
         # stating them (60 degrees, configs/retrieval.py); the sphere has radius 1 m (ReCamMaster's units).
-        retrieval=dict(slots=6, hfov_degrees=60.0, fov_radius=1.0),
+        # Ours: only memories that overlap the target at all are fed (min_score), one program per count.
+        retrieval=dict(
+            slots=6,
+            min_score=0.0,
+            buckets=config_dict.placeholder(tuple),
+            hfov_degrees=60.0,
+            fov_radius=1.0,
+        ),
+        merge_schedule="",  # the weights' own; or a name in memory.merging.MERGE_SCHEDULES
         runtime={},  # DiT execution overrides; dtype "auto" is bfloat16 compute on accelerators
     )
     # Training as ReCamMaster fine-tunes, plus the memory modules (paper).

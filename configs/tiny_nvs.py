@@ -14,6 +14,7 @@ the real backbones (convert_weights.recammaster) with the same `memory_sampling`
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from mv2v_jax.parallel.mesh import DEFAULT_RULES
 
@@ -133,8 +134,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         video=VIDEO,
         sampling=dict(sampler="unipc", steps=20, shift=1.0, guidance=1.0, keep_ratio=0.5, negative_prompt=""),
         # The synthetic cameras' field of view; k = 6 memory slots (paper: up to 6).
-        retrieval=dict(slots=6, hfov_degrees=65.0, fov_radius=1.0),
+        # Only memories that overlap the target at all are fed (min_score; ours), one program per count.
+        retrieval=dict(
+            slots=6,
+            min_score=0.0,
+            buckets=config_dict.placeholder(tuple),
+            hfov_degrees=65.0,
+            fov_radius=1.0,
+        ),
         long_edit=dict(segment_frames=17, overlap=0),
+        merge_schedule="",  # the weights' own; or a name in memory.merging.MERGE_SCHEDULES
         runtime={},
     )
     return config

@@ -7,6 +7,7 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 from conftest import relative_error
 from diffsynth_layout import diffsynth_state_dict
@@ -16,10 +17,11 @@ from torch_reference import TINY_DIT_CONFIGS, randomize, tiny_wan_dit, to_channe
 from convert_weights import lucy_edit, recammaster, wan_dit
 from mv2v_jax.geometry import relative_poses
 from mv2v_jax.memory.builders import MemoryBatch, lucy_edit_streams, recammaster_streams
+from mv2v_jax.memory.merging import MergeConfig
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.models.wan.attention import AttentionConfig
-from mv2v_jax.models.wan.dit import WanDiTConfig, load_dit
+from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig, load_dit
 
 RUNTIME = dict(attention=dict(impl="chunked", block_q=64, block_kv=128))
 DIT = WanDiTConfig(
@@ -268,3 +270,30 @@ def test_relative_poses_match_recammaster(rng):
     got = relative_poses(w2c, w2c[0])
     np.testing.assert_allclose(got, np.stack(reference), atol=1e-6)
     np.testing.assert_allclose(got[0], np.eye(4)[:3].reshape(12), atol=1e-6)  # first target frame: identity
+
+
+def test_another_merge_schedule_keeps_trained_mergers_and_pools_at_new_blocks(rng, monkeypatch):
+    """`with_merge`: a schedule with an extra merge block adds an untrained merger there (area pooling),
+    keeps the trained ones, and merges at exactly the new schedule's blocks."""
+    model = random_head(MemoryDiT(MemoryConfig(dit=DIT), rngs=nnx.Rngs(0)))
+    before = set(model.mergers)
+    trained = model.mergers[sorted(before)[0]]
+    trained.pointwise.kernel[...] = jnp.ones_like(trained.pointwise.kernel[...])
+    early = MergeConfig(blocks=(1, 10, 20), fraction=0.5, keep_ratio=0.3)
+    model.with_merge(early)
+    assert set(model.mergers) == before | {f"block{i}" for i in early.block_indices(DIT.num_layers)}
+    assert model.mergers[sorted(before)[0]] is trained
+    noisy, source, camera, memory = inputs(rng, b=1)
+    seen = []
+    original = WanDiT.__call__
+
+    def spy(self, seq, t, context, *, adapters=(), hooks=None):
+        seen.append(sorted(hooks))
+        return original(self, seq, t, context, adapters=adapters, hooks=hooks)
+
+    monkeypatch.setattr(WanDiT, "__call__", spy)
+    streams = recammaster_streams(noisy, source, camera, memory)
+    out = model(streams, jnp.array([500.0]), jnp.zeros((1, 5, 16)), keep_ratio=0.3)
+    assert np.isfinite(np.asarray(out)).all() and seen == [list(early.block_indices(DIT.num_layers))]
+    with pytest.raises(ValueError, match="kernel"):
+        model.with_merge(MergeConfig(kernel=5))

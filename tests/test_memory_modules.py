@@ -319,3 +319,10 @@ def test_turn_cost_follows_the_tokens_the_model_actually_sees(rng):
     assert cost.flops > sum(block_flops(n, 3, CONFIG) for n in cost.tokens_per_block)  # plus responsiveness
     no_merge = turn_cost(seq.layout, CONFIG, 3)
     assert no_merge.flops == CONFIG.num_layers * block_flops(seq.tokens.shape[1], 3, CONFIG)
+    memory = [s.stop - s.start for s in seq.layout if s.role == "memory"]
+    assert (no_merge.target_tokens, no_merge.memory_tokens, no_merge.padding_tokens) == (2 * 4 * 4, sum(memory), 0)
+    one_filled = turn_cost(seq.layout, CONFIG, 3, filled_memory=1)
+    assert (one_filled.memory_tokens, one_filled.padding_tokens) == (memory[0], sum(memory[1:]))
+    # No memory: merging has nothing to merge and costs nothing (no responsiveness either).
+    plain = seq.layout[:2]
+    assert turn_cost(plain, CONFIG, 3, model.config.merge, 0.5).flops == turn_cost(plain, CONFIG, 3).flops

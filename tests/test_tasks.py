@@ -15,7 +15,7 @@ from mv2v_jax.data.memory_sampling import MemorySampling
 from mv2v_jax.geometry import relative_poses
 from mv2v_jax.memory.builders import Conditions, MemoryBatch, recammaster_streams
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
-from mv2v_jax.memory.streams import Stream
+from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
 from mv2v_jax.retrieval.bank import MemoryBank, MemoryEntry
 from mv2v_jax.tasks import TASKS, Task, get_task
@@ -136,3 +136,25 @@ def test_long_edit_examples_remember_segments_before_the_target():
 def test_task_subclass_must_implement_the_protocol():
     with pytest.raises(TypeError, match="abstract"):
         Task()
+
+
+@pytest.mark.parametrize("name", ["nvs", "long_edit"])
+def test_layout_from_shapes_is_the_packed_layout(name):
+    """Cost accounting reads the layout from shapes alone; it is exactly what packing the streams gives."""
+    task = get_task(name)
+    model = MemoryDiT(MemoryConfig.from_config(micro_config(name)["model"]), rngs=nnx.Rngs(0))
+    t, size, c, slots = 3, 8, 4, 2
+    memory = MemoryBatch(
+        jnp.ones((1, slots, t, size, size, task.memory_factor * c)),
+        jnp.array([[True, False]]),
+        jnp.array([[1, 0]]),
+        jnp.zeros((1, slots, t, 12)) if name == "nvs" else None,
+    )
+    extras = {"camera": jnp.zeros((1, t, 12))} if name == "nvs" else {}
+    conditions = Conditions(jnp.ones((1, t, size, size, c)), memory, extras)
+    noisy = jnp.zeros((1, t, size, size, c))
+    packed = pack_streams(
+        task.streams(noisy, conditions, model.config.tokenizers), model.tokenizers.mapping(model.dit.patch_embedding)
+    )
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (noisy, conditions))
+    assert task.layout(*abstract, model.config.tokenizers) == packed.layout

@@ -9,11 +9,12 @@
   model which source became which output (our choice; the paper does not say how memory is
   channel-matched to LucyEdit's input).
 
-With no memory both reproduce their base model's input exactly. Memory comes as a `MemoryBatch`, a
-fixed budget of K slots in retrieval-rank order (slot k gets the tokenizer of rank k); empty slots are
-padding, so every turn runs the same compiled program. What a turn is conditioned on, besides the
-text, travels as one `Conditions` pytree (the user input, the memory, task-specific arrays), which
-is what a task's stream builder (mv2v_jax.tasks) reads.
+With no memory (None, or zero slots) both reproduce their base model's input exactly. Memory comes as
+a `MemoryBatch` of K slots in retrieval-rank order (slot k gets the tokenizer of rank k); at inference
+K is the number of memories a turn feeds (pipelines.slots), in training a fixed budget whose empty
+slots are padding (segment 0, never attended to), so each step variant compiles once. What a turn is
+conditioned on, besides the text, travels as one `Conditions` pytree (the user input, the memory,
+task-specific arrays), which is what a task's stream builder (mv2v_jax.tasks) reads.
 
 Memory order on the RoPE timeline: newest memory nearest the input band (`reverse=True`), in
 training and at inference alike (hierarchical_rope explains why one order serves both tasks).
@@ -162,7 +163,7 @@ def lucy_edit_streams(
     """
     t = noisy_target.shape[1]
     streams = [Stream(jnp.concatenate([noisy_target, condition], axis=-1), role="target")]
-    if memory is None:
+    if memory is None or memory.slots == 0:
         return streams
     previous = memory.latents[:, 0]
     streams.append(

@@ -56,6 +56,17 @@ class MergeConfig:
         return tuple(sorted({min(num_layers - 1, max(1, round(b * num_layers / 30))) for b in self.blocks}))
 
 
+# Named schedules (blocks given for 30 blocks). "paper": merge half of the memory frames at r = 0.5 before
+# blocks 10 and 20. "early" (ours): also before block 1, three quarters of the frames at r = 0.3: the
+# mildest schedule of BENCHMARKS.md's "Memory cost" grid that saves 30% of a turn-5 forward at
+# ReCamMaster's shapes and keeps a full memory within 1.5x of turn 1; merging that early ranks frames
+# by less settled responsiveness (the paper's Table 1), which is its price in consistency.
+MERGE_SCHEDULES = {
+    "paper": MergeConfig(blocks=(10, 20), fraction=0.5, keep_ratio=0.5),
+    "early": MergeConfig(blocks=(1, 10, 20), fraction=0.75, keep_ratio=0.3),
+}
+
+
 def merged_grid(height: int, width: int, keep_ratio: float) -> tuple[int, int]:
     """Token grid of a merged frame: each side scaled by sqrt(keep_ratio), at least 1."""
     scale = math.sqrt(keep_ratio)

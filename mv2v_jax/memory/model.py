@@ -94,6 +94,19 @@ class MemoryDiT(nnx.Module):
             }
         )
 
+    def with_merge(self, merge: MergeConfig) -> MemoryDiT:
+        """This model with another merge schedule (an inference-time choice, e.g. `sample.merge`): mergers
+        of blocks the model already merges at are kept; a block new to the schedule gets an untrained
+        merger, which is plain area pooling (its learned residual starts at zero)."""
+        if merge.kernel != self.config.merge.kernel:
+            raise ValueError(f"merge.kernel={merge.kernel} is not the trained mergers' {self.config.merge.kernel}")
+        rngs = nnx.Rngs(0)
+        for i in merge.block_indices(self.config.dit.num_layers):
+            if f"block{i}" not in self.mergers:
+                self.mergers[f"block{i}"] = TokenMerger(self.config.dit, merge, rngs)
+        self.config = dataclasses.replace(self.config, merge=merge)
+        return self
+
     def __call__(
         self,
         streams: Sequence[Stream],
@@ -113,7 +126,8 @@ class MemoryDiT(nnx.Module):
         seq = pack_streams(streams, self.tokenizers.mapping(self.dit.patch_embedding))
         hooks = {}
         if keep_ratio is not None:
-            mergers = {int(name.removeprefix("block")): merger for name, merger in self.mergers.items()}
+            blocks = self.config.merge.block_indices(self.config.dit.num_layers)
+            mergers = {i: self.mergers[f"block{i}"] for i in blocks}
             hooks = merge_hooks(mergers, self.config.merge.fraction, self.dit.rope, keep_ratio)
         adapters = tuple(getattr(self, name) for name in self.config.adapters)
         return self.dit(seq, timestep, context, adapters=adapters, hooks=hooks)

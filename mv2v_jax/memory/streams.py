@@ -108,6 +108,15 @@ def stream_positions(stream: Stream, base_patch: tuple[int, int, int] = BASE_PAT
     return positions
 
 
+def stream_layout(streams: Sequence[Stream]) -> tuple[StreamSlice, ...]:
+    """Where each stream's tokens will sit in the packed sequence: a function of shapes and patches only."""
+    layout, start = [], 0
+    for stream in streams:
+        layout.append(StreamSlice(stream.role, start, stream.grid, stream.patch))
+        start += int(np.prod(stream.grid))
+    return tuple(layout)
+
+
 def pack_streams(
     streams: Sequence[Stream],
     tokenizers: Mapping[tuple[int, int, int], Callable[[jax.Array], jax.Array]],
@@ -127,8 +136,7 @@ def pack_streams(
     if any(with_camera) and not all(with_camera):
         raise ValueError("either every stream has a camera or none does")
     batch = streams[0].latents.shape[0]
-    tokens, positions, segments, cameras, layout = [], [], [], [], []
-    start = 0
+    tokens, positions, segments, cameras = [], [], [], []
     for stream in streams:
         if stream.latents.ndim != 5:
             raise ValueError(f"{stream.role} stream latents must be [B, F, H, W, C], got shape {stream.latents.shape}")
@@ -147,8 +155,6 @@ def pack_streams(
             _, h, w = stream.grid
             per_frame = stream.camera[:, :: stream.patch[0]]
             cameras.append(einops.repeat(per_frame, "b f c -> b (f h w) c", h=h, w=w))
-        layout.append(StreamSlice(stream.role, start, stream.grid, stream.patch))
-        start += n
     features = {"camera": jnp.concatenate(cameras, 1)} if cameras else {}
     return TokenSequence(
         tokens=jnp.concatenate(tokens, 1),
@@ -156,5 +162,5 @@ def pack_streams(
         segment_ids=jnp.concatenate(segments, 1),
         features=features,
         target_grid=streams[0].grid,
-        layout=tuple(layout),
+        layout=stream_layout(streams),
     )

@@ -2,9 +2,10 @@
 
 `Denoiser` wraps a `MemoryDiT` and its task (whose stream builder arranges the target, the user input
 and the memory: `Task.streams`). Its velocity, classifier-free guidance included (conditional and
-unconditional contexts as a batch of 2), is compiled once, ahead of time, on the first call: every
-turn of a session has the same shapes (a fixed memory budget), so later turns reuse it. The
-compilation time is kept apart from the sampling time.
+unconditional contexts as a batch of 2), is compiled ahead of time once per input signature: a turn
+feeds only the memories it has (pipelines.slots), so a session compiles one program per number of
+memory slots, at most k + 1, and reuses each (across processes through JAX's persistent compilation
+cache). The compilation time is kept apart from the sampling time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +24,6 @@ from mv2v_jax.diffusion.samplers import denoise, make_sampler
 from mv2v_jax.memory.budget import TurnCost, turn_cost
 from mv2v_jax.memory.builders import Conditions
 from mv2v_jax.memory.model import MemoryDiT
-from mv2v_jax.memory.streams import pack_streams
 from mv2v_jax.models.codec import LatentCodec
 from mv2v_jax.pipelines.session import Stages
 from mv2v_jax.tasks import Task
@@ -65,9 +66,8 @@ class Denoiser:
         self.model, self.task, self.sampling, self.text = model, task, sampling, text
         self.graphdef, self.state = nnx.split(model)
         self.guided = sampling.guidance != 1.0 and text.encoder is not None
-        self._compiled = None
-        self.compilations = 0
-        self._pending_compile = 0.0  # seconds of a compilation not yet reported
+        self._compiled: dict[Any, Any] = {}  # input signature -> compiled velocity
+        self._pending_compile = 0.0  # seconds of compilation not yet reported
 
     def _streams(self, model: MemoryDiT, x: jax.Array, conditions: Conditions):
         return self.task.streams(x, conditions, model.config.tokenizers)
@@ -80,13 +80,19 @@ class Denoiser:
         v = model(streams, jnp.repeat(t, b), context, keep_ratio=self.sampling.keep_ratio)
         return v if b == 1 else v[1:] + self.sampling.guidance * (v[:1] - v[1:])
 
+    @property
+    def compilations(self) -> int:
+        """Programs compiled by this process (one per input signature)."""
+        return len(self._compiled)
+
     def _call(self, *args) -> jax.Array:
-        if self._compiled is None:
+        leaves, treedef = jax.tree.flatten(args)
+        signature = (treedef, tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves))
+        if signature not in self._compiled:
             start = time.perf_counter()
-            self._compiled = jax.jit(self._velocity).lower(self.state, *args).compile()
-            self._pending_compile = time.perf_counter() - start
-            self.compilations += 1
-        return self._compiled(self.state, *args)
+            self._compiled[signature] = jax.jit(self._velocity).lower(self.state, *args).compile()
+            self._pending_compile += time.perf_counter() - start
+        return self._compiled[signature](self.state, *args)
 
     def context(self, prompt: str) -> jax.Array:
         context = self.text(prompt)
@@ -124,20 +130,27 @@ class Denoiser:
         return latents, frames
 
     def cost(self, conditions: Conditions, target_shape: tuple[int, ...]) -> TurnCost:
-        """Tokens per block and analytic FLOPs of one forward of this turn; the packed layout is read
-        from shapes alone (`jax.eval_shape`), nothing is computed."""
-        tokenizers = self.model.tokenizers.mapping(self.model.dit.patch_embedding)
+        """Tokens per block and analytic FLOPs of one forward of this turn (`Task.layout`: from shapes alone)."""
         x = jax.ShapeDtypeStruct((1, *target_shape), jnp.float32)
-        seq = jax.eval_shape(lambda x, c: pack_streams(self._streams(self.model, x, c), tokenizers), x, conditions)
+        layout = self.task.layout(x, conditions, self.model.config.tokenizers)
         text_len = int(self.context("").shape[1])
-        return turn_cost(seq.layout, self.model.config.dit, text_len, self.model.config.merge, self.sampling.keep_ratio)
+        filled = int(np.asarray(conditions.memory.valid).sum())
+        merge, keep_ratio = self.model.config.merge, self.sampling.keep_ratio
+        return turn_cost(layout, self.model.config.dit, text_len, merge, keep_ratio, filled_memory=filled)
 
-    def record(self, cost: TurnCost, target_tokens: int) -> dict:
-        """The turn record's cost fields."""
+    def record(self, cost: TurnCost, compiled_seconds: float) -> dict:
+        """The turn record's cost fields: tokens by kind (memory that is real, padding apart), the FLOPs
+        of one forward as computed (padding included), and this process's compilations."""
         return {
-            "tokens": {"target": target_tokens, "memory": cost.memory_tokens, "per_block": list(cost.tokens_per_block)},
+            "tokens": {
+                "target": cost.target_tokens,
+                "memory": cost.memory_tokens,
+                "padding": cost.padding_tokens,
+                "per_block": list(cost.tokens_per_block),
+            },
             "flops_per_forward": cost.flops,
             "forwards": self.sampling.steps * (2 if self.guided else 1),
             "sampling": dataclasses.asdict(self.sampling),
             "compilations": self.compilations,
+            "compiled_this_turn": compiled_seconds > 0,
         }

@@ -6,7 +6,7 @@ segment is aligned with the end of the video so no frame is dropped. Each segmen
 1. encode the source segment (the condition latents) and embed its frames with DINOv2, mean-pooled
    (retrieval.similarity);
 2. retrieve the previous segment (always) and the most similar older segments by the cosine
-   similarity of their source embeddings;
+   similarity of their source embeddings (those above `retrieval.min_score`; pipelines.slots);
 3. build the task's streams (tasks.long_edit): `cat([noisy, condition])`, the previous segment at
    RoPE frames T..2T-1, older ones on the band from 2T with the newest nearest (the order training
    uses too); memory latents are `cat([edited, source])` so they fill the same input channels;
@@ -30,7 +30,7 @@ from mv2v_jax.memory.model import MemoryDiT
 from mv2v_jax.models.codec import LatentCodec
 from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
 from mv2v_jax.pipelines.session import Session, Stages
-from mv2v_jax.pipelines.slots import load_slots
+from mv2v_jax.pipelines.slots import MemoryBudget, load_slots
 from mv2v_jax.retrieval.bank import MemoryEntry
 from mv2v_jax.retrieval.similarity import segment_embedding, select_segments
 from mv2v_jax.tasks import get_task
@@ -73,7 +73,7 @@ class LongEditPipeline:
         codec: LatentCodec,
         sampling: SamplingConfig,
         embed_frames: Callable[[np.ndarray], np.ndarray],
-        slots: int,
+        budget: MemoryBudget,
         segment_frames: int,
         overlap: int = 0,
         text: TextConditioning | None = None,
@@ -81,27 +81,40 @@ class LongEditPipeline:
         self.task = get_task("long_edit")
         self.task.check_model(model.config, codec.channels)
         self.model, self.codec, self.embed_frames = model, codec, embed_frames
-        self.slots, self.segment_frames, self.overlap = slots, segment_frames, overlap
+        self.budget, self.segment_frames, self.overlap = budget, segment_frames, overlap
         self.denoiser = Denoiser(
             model, self.task, sampling, text or TextConditioning(text_dim=model.config.dit.text_dim)
         )
 
-    def retrieve(self, session: Session, query: np.ndarray, latent_shape) -> tuple[MemoryBatch, list]:
-        """The previous segment and the most similar older ones (by their sources' embeddings) as a
-        `MemoryBatch`, and what was picked with which similarity."""
+    def retrieve(self, session: Session, query: np.ndarray, latent_shape) -> tuple[MemoryBatch, list, list]:
+        """The previous segment (always) and the most similar older ones whose sources' embeddings are
+        more similar than the budget's `min_score`, as a `MemoryBatch`; what was fed, with similarity,
+        and what was skipped."""
         entries = session.bank.entries()
         rows, scores = [], []
-        if entries:
+        if entries and self.budget.slots:
             keys = np.stack([session.bank.load(e.entry_id, arrays=("embedding",)).embedding for e in entries])
-            selection = select_segments(jnp.asarray(query), jnp.asarray(keys), self.slots)
-            rows, scores = selection.rows(), selection.scores
-        slot_shape = (*latent_shape[:-1], self.task.memory_factor * latent_shape[-1])
-        memory, loaded = load_slots(session.bank, [entries[r].entry_id for r in rows], self.slots, slot_shape)
-        picked = [
-            {"slot": slot, "entry": entry.entry_id, "segment": entry.turn - 1, "similarity": float(scores[slot])}
-            for slot, entry in enumerate(loaded)
+            selection = select_segments(jnp.asarray(query), jnp.asarray(keys), self.budget.slots)
+            rows, scores = selection.rows(), [float(s) for s in selection.scores]
+        fed = [i for i, _ in enumerate(rows) if i == 0 or scores[i] > self.budget.min_score]
+        skipped = [
+            {
+                "entry": entries[rows[i]].entry_id,
+                "segment": entries[rows[i]].turn - 1,
+                "similarity": scores[i],
+                "reason": f"similarity {scores[i]:.3f} <= min_score {self.budget.min_score}",
+            }
+            for i in range(len(rows))
+            if i not in fed
         ]
-        return memory, picked
+        slot_shape = (*latent_shape[:-1], self.task.memory_factor * latent_shape[-1])
+        ids = [entries[rows[i]].entry_id for i in fed]
+        memory, loaded = load_slots(session.bank, ids, self.budget, slot_shape)
+        picked = [
+            {"slot": slot, "entry": entry.entry_id, "segment": entry.turn - 1, "similarity": scores[i]}
+            for slot, (i, entry) in enumerate(zip(fed, loaded, strict=True))
+        ]
+        return memory, picked, skipped
 
     def run(
         self, session: Session, video: np.ndarray, prompt: str, seed: int = 0, fps: float = 16.0, video_name: str = ""
@@ -134,7 +147,7 @@ class LongEditPipeline:
             source = np.asarray(self.codec.encode(frames))
             query = segment_embedding(frames, self.embed_frames)
         with stages("retrieve"):
-            memory, picked = self.retrieve(session, query, source.shape)
+            memory, picked, skipped = self.retrieve(session, query, source.shape)
         conditions = Conditions(jnp.asarray(source)[None], memory)
         latents, output = self.denoiser.generate(stages, self.codec, conditions, prompt, seed, source.shape)
         with stages("store"):
@@ -157,7 +170,8 @@ class LongEditPipeline:
             "prompt": prompt,
             "seed": seed,
             "retrieved": picked,
-            **self.denoiser.record(cost, int(np.prod(source.shape[:3])) // 4),
+            "skipped": skipped,
+            **self.denoiser.record(cost, stages.seconds["compile"]),
             "seconds": {k: round(v, 3) for k, v in stages.seconds.items()},
         }
         return session.write_turn(

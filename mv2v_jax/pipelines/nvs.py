@@ -4,7 +4,9 @@ A turn (`NVSPipeline.run_turn`):
 1. encode the user's source video (once per session; later turns reuse the stored latents);
 2. take the requested trajectory's cameras at the latent frames (every 4th of the 1 + 4k frames, as
    ReCamMaster takes 21 of 81) and retrieve the top-k earlier outputs of the session by VideoFOV
-   against it (retrieval.fov; the sphere centred at the target's first camera, as the paper does);
+   against it (retrieval.fov; the sphere centred at the target's first camera, as the paper does),
+   feeding only those that overlap it (score above `retrieval.min_score`) in as many slots as there
+   are of them (pipelines.slots);
 3. build the task's streams (tasks.nvs): the source frame-concatenated after the target, the
    retrieved memory in rank order (dynamic tokenizers by rank), hierarchical RoPE with the newest
    memory nearest the source, each video with its own cameras relative to the source video's first
@@ -33,7 +35,7 @@ from mv2v_jax.memory.model import MemoryDiT
 from mv2v_jax.models.codec import TEMPORAL, LatentCodec
 from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
 from mv2v_jax.pipelines.session import Session, Stages
-from mv2v_jax.pipelines.slots import load_slots
+from mv2v_jax.pipelines.slots import MemoryBudget, load_slots
 from mv2v_jax.retrieval.bank import MemoryEntry
 from mv2v_jax.retrieval.fov import fov_bitmask, retrieve_by_fov
 from mv2v_jax.tasks import get_task
@@ -50,34 +52,48 @@ class NVSPipeline:
         codec: LatentCodec,
         sampling: SamplingConfig,
         intrinsics: Intrinsics,
-        slots: int,
+        budget: MemoryBudget,
         fov_radius: float = 1.0,
         text: TextConditioning | None = None,
     ):
         task = get_task("nvs")
         task.check_model(model.config, codec.channels)
         self.model, self.codec = model, codec
-        self.intrinsics, self.slots, self.fov_radius = intrinsics, slots, fov_radius
+        self.intrinsics, self.budget, self.fov_radius = intrinsics, budget, fov_radius
         self.denoiser = Denoiser(model, task, sampling, text or TextConditioning(text_dim=model.config.dit.text_dim))
 
-    def retrieve(self, session: Session | None, target_cameras: np.ndarray, latent_shape) -> tuple[MemoryBatch, list]:
-        """The k most overlapping earlier outputs of `session` (None: none) as a `MemoryBatch`, and what
-        was picked with which scores."""
+    def retrieve(
+        self, session: Session | None, target_cameras: np.ndarray, latent_shape
+    ) -> tuple[MemoryBatch, list, list]:
+        """The k most overlapping earlier outputs of `session` (None: none) whose VideoFOV score is above
+        the budget's `min_score`, as a `MemoryBatch`; what was fed, with scores, and what was skipped."""
         entries = session.bank.entries() if session is not None else []
         rows, scores = [], None
-        if entries:
+        if entries and self.budget.slots:
             keys = [session.bank.load(e.entry_id, arrays=("cameras", "fov")) for e in entries]
             selection, scores = retrieve_by_fov(
                 target_cameras,
                 [e.cameras for e in keys],
-                self.slots,
+                self.budget.slots,
                 self.intrinsics,
                 self.fov_radius,
                 stored=[e.fov for e in keys],
             )
             rows = selection.rows()
+        fed = [r for r in rows if scores.score[r] > self.budget.min_score]
+        skipped = [
+            {
+                "entry": entries[r].entry_id,
+                "turn": entries[r].turn,
+                "score": float(scores.score[r]),
+                "reason": f"VideoFOV score {float(scores.score[r]):.3f} <= min_score {self.budget.min_score}",
+            }
+            for r in rows
+            if r not in fed
+        ]
         bank = session.bank if session is not None else None
-        memory, loaded = load_slots(bank, [entries[r].entry_id for r in rows], self.slots, latent_shape, SOURCE_CAMERA)
+        ids = [entries[r].entry_id for r in fed]
+        memory, loaded = load_slots(bank, ids, self.budget, latent_shape, SOURCE_CAMERA)
         picked = [
             {
                 "slot": slot,
@@ -88,9 +104,9 @@ class NVSPipeline:
                 "containment": float(scores.containment[row]),
                 "tokenizer": "x".join(map(str, self.model.config.tokenizers.patch_for_rank(slot))),
             }
-            for slot, (row, entry) in enumerate(zip(rows, loaded, strict=True))
+            for slot, (row, entry) in enumerate(zip(fed, loaded, strict=True))
         ]
-        return memory, picked
+        return memory, picked, skipped
 
     def run_turn(
         self,
@@ -125,7 +141,7 @@ class NVSPipeline:
             )
         target_cameras = np.asarray(target_w2c[::TEMPORAL], np.float64)
         with stages("retrieve"):
-            memory, picked = self.retrieve(session if use_memory else None, target_cameras, source.shape)
+            memory, picked, skipped = self.retrieve(session if use_memory else None, target_cameras, source.shape)
         camera = jnp.asarray(relative_poses(target_cameras, SOURCE_CAMERA))[None]
         conditions = Conditions(jnp.asarray(source)[None], memory, {"camera": camera})
         latents, output = self.denoiser.generate(stages, self.codec, conditions, prompt, seed, source.shape)
@@ -150,7 +166,8 @@ class NVSPipeline:
             "seed": seed,
             "camera": camera_name,
             "retrieved": picked,
-            **self.denoiser.record(cost, int(np.prod(source.shape[:3])) // 4),
+            "skipped": skipped,
+            **self.denoiser.record(cost, stages.seconds["compile"]),
             "seconds": {k: round(v, 3) for k, v in stages.seconds.items()},
         }
         sheet = [self.codec.decode(source), output]

@@ -23,7 +23,7 @@ import numpy as np
 from mv2v_jax.data.memory_sampling import MemorySampling
 from mv2v_jax.memory.builders import Conditions
 from mv2v_jax.memory.model import MemoryConfig
-from mv2v_jax.memory.streams import Stream
+from mv2v_jax.memory.streams import Stream, StreamSlice, stream_layout
 from mv2v_jax.memory.tokenizers import TokenizerConfig
 
 
@@ -60,6 +60,15 @@ class Task(abc.ABC):
     ) -> dict[str, np.ndarray]:
         """One fixed-size training example: `target`, `inputs`, `context`, `memory_*` and the task's
         extras by name (data.memory_sampling)."""
+
+    def layout(
+        self, noisy: jax.ShapeDtypeStruct, conditions: Conditions, tokenizers: TokenizerConfig
+    ) -> tuple[StreamSlice, ...]:
+        """The packed layout of `streams` for inputs of these shapes (arrays or `ShapeDtypeStruct`s):
+        traced abstractly, so nothing is computed and no model is needed (cost accounting at any size)."""
+        layouts = []
+        jax.eval_shape(lambda x, c: layouts.append(stream_layout(self.streams(x, c, tokenizers))), noisy, conditions)
+        return layouts[0]
 
     def check_model(self, config: MemoryConfig, latent_channels: int) -> None:
         """Raises ValueError when a model cannot run this task with a codec of `latent_channels`."""
