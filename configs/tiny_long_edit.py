@@ -127,8 +127,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         embedder=dict(kind="dinov2_random", preset="tiny", seed=0),
         video=SEGMENT,
         sampling=dict(sampler="unipc", steps=20, shift=1.0, guidance=1.0, keep_ratio=0.5, negative_prompt=""),
-        retrieval=dict(slots=6),  # ours: k = 6 as for NVS; slot 0 is always the previous segment (paper)
+        # Ours: k = 6 as for NVS; slot 0 is always the previous segment (paper), older ones are fed when
+        # more similar than min_score. Two programs, as configs/tiny_nvs.py: none and 6 slots.
+        retrieval=dict(slots=6, min_score=0.0, buckets=(0, 6)),
         long_edit=dict(segment_frames=SEGMENT["frames"], overlap=0),  # paper: independent segments
+        merge_schedule="",  # the weights' own; or a name in memory.merging.MERGE_SCHEDULES
         runtime={},
     )
     return config

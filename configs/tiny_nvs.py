@@ -14,7 +14,6 @@ the real backbones (convert_weights.recammaster) with the same `memory_sampling`
 """
 
 import ml_collections
-from ml_collections import config_dict
 
 from mv2v_jax.parallel.mesh import DEFAULT_RULES
 
@@ -134,11 +133,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         video=VIDEO,
         sampling=dict(sampler="unipc", steps=20, shift=1.0, guidance=1.0, keep_ratio=0.5, negative_prompt=""),
         # The synthetic cameras' field of view; k = 6 memory slots (paper: up to 6).
-        # Only memories that overlap the target at all are fed (min_score; ours), one program per count.
+        # Only memories that overlap the target at all are fed (min_score; ours). Two programs, one
+        # without memory and one with 6 slots, empty ones padding (ours: on a CPU compiling a program
+        # per memory count costs more than the padding does).
         retrieval=dict(
             slots=6,
             min_score=0.0,
-            buckets=config_dict.placeholder(tuple),
+            buckets=(0, 6),
             hfov_degrees=65.0,
             fov_radius=1.0,
         ),

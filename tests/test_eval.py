@@ -45,7 +45,9 @@ def test_cross_turn_errors_are_low_for_the_truth_and_high_for_strangers(scene):
     truth = [scene["video"][c] for c in cams]
     pairs = pair_errors(truth, scene, cams)
     assert pairs.shape == (3, 3, 2) and np.all(pairs[np.arange(3), np.arange(3)] == 0)
-    strangers = [np.random.default_rng(c).integers(0, 256, v.shape, dtype=np.uint8) for c, v in zip(cams, truth)]
+    strangers = [
+        np.random.default_rng(c).integers(0, 256, v.shape, dtype=np.uint8) for c, v in zip(cams, truth, strict=True)
+    ]
     noisy = pair_errors(strangers, scene, cams)
     truth_turns, noisy_turns = turn_errors(pairs), turn_errors(noisy)
     assert len(truth_turns) == 2

@@ -25,6 +25,7 @@ with --write-benchmarks the section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import tempfile
@@ -55,13 +56,14 @@ COLUMNS = (
 
 
 def with_slots(pipeline: LongEditPipeline, slots: int) -> LongEditPipeline:
-    """The same model, codec, sampler and embedder with a memory budget of `slots` segments."""
+    """The same model, codec, sampler and embedder with a memory budget of `slots` segments (a program
+    per memory count)."""
     return LongEditPipeline(
         pipeline.model,
         pipeline.codec,
         pipeline.denoiser.sampling,
         pipeline.embed_frames,
-        slots,
+        dataclasses.replace(pipeline.budget, slots=slots, buckets=None),
         pipeline.segment_frames,
         pipeline.overlap,
         pipeline.denoiser.text,
