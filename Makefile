@@ -18,7 +18,8 @@ $(INSTALLED): pyproject.toml | $(PY)
 
 install: $(INSTALLED)
 
-# Five turns of novel view synthesis with the shipped small model on a held-out synthetic scene.
+# Both tasks with the shipped small models on held-out synthetic data, memory against no memory:
+# five novel-view turns and the segments of one long video; prints where the pictures and mp4s are.
 demo: install
 	$(PY) -m mv2v_jax.eval.demo --out outputs/demo
 

@@ -1,4 +1,4 @@
-"""`make demo`'s pipeline on fewer steps: the shipped checkpoint, a held-out scene, sample.py, the comparison."""
+"""`make demo` on fewer turns and sampler steps: both shipped checkpoints, held-out data, memory against none."""
 
 import json
 import subprocess
@@ -6,31 +6,42 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from mv2v_jax.io.video import read_video
+from mv2v_jax.io.video import read_all_frames, read_video
 
 ROOT = Path(__file__).parents[1]
 
 
-def test_demo_writes_every_file(tmp_path):
+@pytest.mark.slow
+def test_demo_writes_both_tasks_comparisons(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "mv2v_jax.eval.demo", "--out", str(tmp_path), "--turns", "3", "--steps", "2"],
+        [sys.executable, "-m", "mv2v_jax.eval.demo", "--out", str(tmp_path), "--turns", "2", "--steps", "2"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = list(tmp_path.iterdir())
     assert str(run) in result.stdout
-    for turn in (1, 2, 3):
-        stem = run / "session" / "turns" / f"turn_{turn:03d}"
-        clip = read_video(stem.with_suffix(".mp4"), 9, None)
-        assert clip.frames.shape == (9, 48, 72, 3) and clip.frames.std() > 1  # not a blank video
-        assert Image.open(stem.with_suffix(".png")).size[0] > 72
+    summary = json.loads((run / "summary.json").read_text())
+    for task, turns in (("nvs", 2), ("long_edit", len(summary["long_edit"]["memory"]["object_colours"]))):
+        folder = run / task
+        assert str(folder / "comparison.png") in result.stdout
+        sheet = Image.open(folder / "comparison.png")
+        assert sheet.size[0] > turns * 2 * 72 and sheet.size[1] > 3 * 2 * 48  # three rows of enlarged frames
+        movie = read_all_frames(folder / "comparison.mp4", None).frames
+        assert len(movie) == turns * 9 and movie.std() > 1
+    # Every turn of the memory session has its mp4, contact sheet and record, and remembers the turns before it.
+    for turn in (1, 2):
+        stem = run / "nvs" / "sessions" / "memory" / "turns" / f"turn_{turn:03d}"
+        assert read_video(stem.with_suffix(".mp4"), 9, None).frames.shape == (9, 48, 72, 3)
         record = json.loads(stem.with_suffix(".json").read_text())
         assert record["turn"] == turn and len(record["retrieved"]) == turn - 1
-    summary = json.loads((run / "summary.json").read_text())
-    assert len(summary["psnr_per_turn"]) == 3 and np.isfinite(summary["cross_turn_error"])
-    assert Image.open(run / "comparison.png").size[1] > 2 * 48
+    nvs = summary["nvs"]
+    assert len(nvs["memory"]["psnr_per_turn"]) == 2 and np.isfinite(nvs["no_memory"]["mean"])
+    edit = summary["long_edit"]
+    assert np.isfinite(edit["ground_truth"]["cross_segment_error"])
+    assert len(list((run / "long_edit" / "sessions" / "memory" / "turns").glob("*.json"))) >= 4  # 4-6 segments

@@ -91,6 +91,32 @@ def _slots(latents: list[np.ndarray], cameras: list[np.ndarray] | None, turns: l
     return out
 
 
+_SCORE_CACHE: dict[tuple[str, int, float], np.ndarray] = {}
+_SCORE_CACHE_SIZE = 1 << 16  # (scene, target) pairs kept; a few MB
+
+
+def view_scores(scene: Mapping[str, Any], target: int, radius: float) -> np.ndarray:
+    """VideoFOV scores `[V]` of every view of `scene` against view `target` (sphere at the target's first
+    camera, as the paper retrieves). They depend only on the scene's cameras, so records that carry a
+    `scene` name are scored once per (scene, target) and cached: scoring is most of an example's cost."""
+    name = scene.get("scene")
+    key = (str(name), target, float(radius))
+    if name is not None and (cached := _SCORE_CACHE.get(key)) is not None:  # .get: grain's threads share it
+        return cached
+    w2c = np.asarray(scene["w2c"], np.float64)
+    height, width = scene["image_size"]
+    intrinsics = Intrinsics.from_matrix(np.asarray(scene["K"]), height, width)
+    fov_centre = w2c[target, 0]  # VideoFOV's sphere sits at the target's first camera (paper)
+    target_bits = fov_bitmask(w2c[target], intrinsics, fov_centre, radius=radius)
+    memory_bits = fov_bitmasks(w2c, intrinsics, fov_centre, radius=radius)
+    scores = np.asarray(fov_scores(target_bits, memory_bits).score)
+    if name is not None:
+        if len(_SCORE_CACHE) >= _SCORE_CACHE_SIZE:
+            _SCORE_CACHE.clear()
+        _SCORE_CACHE[key] = scores
+    return scores
+
+
 def nvs_example(scene: Mapping[str, Any], rng: np.random.Generator, sampling: MemorySampling) -> dict[str, np.ndarray]:
     """One example from a multi-camera latent scene.
 
@@ -108,12 +134,7 @@ def nvs_example(scene: Mapping[str, Any], rng: np.random.Generator, sampling: Me
     count = min(int(rng.integers(sampling.min_memory, sampling.max_memory + 1)), len(candidates), sampling.slots)
     chosen: list[int] = []
     if count:
-        height, width = scene["image_size"]
-        intrinsics = Intrinsics.from_matrix(np.asarray(scene["K"]), height, width)
-        fov_centre = w2c[target, 0]  # VideoFOV's sphere sits at the target's first camera (paper)
-        target_bits = fov_bitmask(w2c[target], intrinsics, fov_centre, radius=sampling.fov_radius)
-        memory_bits = fov_bitmasks(w2c[candidates], intrinsics, fov_centre, radius=sampling.fov_radius)
-        scores = np.asarray(fov_scores(target_bits, memory_bits).score)
+        scores = view_scores(scene, target, sampling.fov_radius)[candidates]
         chosen = [candidates[i] for i in np.argsort(-scores, kind="stable")[:count]]
     reference = w2c[source, 0]
     example = {

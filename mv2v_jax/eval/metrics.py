@@ -10,6 +10,9 @@ a low error; the error of the ground-truth videos themselves is the floor set by
 PSNR and SSIM are checked against dm_pix (tests/test_metrics.py: equal to float32 precision) and kept
 here: float64 NumPy on the host, where the evaluation's uint8 videos are, and no JAX library added to
 what the evaluation needs.
+
+`edit_mask` and `region_colour` measure an edit that recolours objects: the pixels the ground-truth edit
+changed, and the mean colour a video has there (its eroded interior, away from the blur of edges).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 OCCLUSION_TOLERANCE = 0.05  # relative depth difference still counted as the same surface
+EDIT_THRESHOLD = 40  # uint8 levels: a pixel the edit changed by more than this in some channel was edited
+MIN_REGION_PIXELS = 16  # fewer edited pixels than this in a video: no colour measured there (NaN)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -95,3 +100,25 @@ def warp_error(
         total += np.abs(colours_i - colours_j).mean(axis=1).sum() / 255.0
         count += int(visible.sum())
     return (total / count if count else float("nan")), count
+
+
+def edit_mask(source: np.ndarray, edited: np.ndarray, erode: int = 1) -> np.ndarray:
+    """bool `[F, H, W]`: where the edited video `[F, H, W, 3]` (uint8) differs from its source by more
+    than EDIT_THRESHOLD in some channel, shrunk by `erode` pixels (a 3x3 minimum filter per step), so
+    only the interior of each edited region counts."""
+    mask = np.abs(np.asarray(edited, np.int16) - np.asarray(source, np.int16)).max(axis=-1) > EDIT_THRESHOLD
+    for _ in range(erode):
+        padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)), constant_values=False)
+        height, width = mask.shape[1:]
+        mask = np.logical_and.reduce(
+            [padded[:, dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
+        )
+    return mask
+
+
+def region_colour(video: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean colour (0..1) `[3]` of uint8 `video [F, H, W, 3]` over `mask [F, H, W]`; NaN when the mask
+    has fewer than MIN_REGION_PIXELS pixels."""
+    if mask.sum() < MIN_REGION_PIXELS:
+        return np.full(3, np.nan)
+    return np.asarray(video, np.float64)[mask].mean(axis=0) / 255.0
