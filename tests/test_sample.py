@@ -308,7 +308,9 @@ def test_merge_schedule_and_budget_are_checked_before_anything_loads():
     sample_config.merge_schedule = "eager"
     with pytest.raises(ValueError, match=r"unknown sample.merge_schedule 'eager'; choose one of \['early', 'paper'\]"):
         build_pipeline(sample_config, "nvs")
-    with pytest.raises(ValueError, match=r"retrieval.buckets=\[0, 2\] must be ascending slot counts ending at slots=6"):
-        memory_budget({"slots": 6, "buckets": (0, 2)})
+    with pytest.raises(ValueError, match=r"retrieval.buckets=\[2, 0\] must be ascending slot counts >= 0"):
+        memory_budget({"slots": 6, "buckets": (2, 0)})
+    assert memory_budget({"slots": 6, "buckets": (0, 2)}).buckets == (0, 2, 6)  # slots is always a bucket
+    assert memory_budget({"slots": 1, "buckets": (0, 6)}).buckets == (0, 1)  # a lowered budget keeps its buckets
     budget = memory_budget({"slots": 6, "min_score": 0.1, "buckets": (0, 2, 6)})
     assert [budget.slots_for(n) for n in range(7)] == [0, 2, 2, 6, 6, 6, 6]

@@ -27,8 +27,8 @@ class MemoryBudget:
     min_score: a retrieved memory is fed only if its relevance (VideoFOV score, or DINOv2 cosine
       similarity for long editing) is above this (ours: 0, "overlaps at all"); the previous segment of
       a long edit is always fed (paper).
-    buckets: slot counts to compile programs for, ascending, ending at `slots` (None: every count
-      0..slots, no padding).
+    buckets: slot counts to compile programs for, ascending (None: every count 0..slots, no padding).
+      `slots` is always the last: buckets at or above it are dropped, so lowering `slots` alone works.
     """
 
     slots: int = 6
@@ -40,10 +40,9 @@ class MemoryBudget:
             raise ValueError(f"retrieval.slots={self.slots} must be >= 0")
         if self.buckets is not None:
             buckets = tuple(self.buckets)
-            if list(buckets) != sorted(set(buckets)) or buckets[0] < 0 or buckets[-1] != self.slots:
-                raise ValueError(
-                    f"retrieval.buckets={list(buckets)} must be ascending slot counts ending at slots={self.slots}"
-                )
+            if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 0:
+                raise ValueError(f"retrieval.buckets={list(buckets)} must be ascending slot counts >= 0")
+            object.__setattr__(self, "buckets", tuple(b for b in buckets if b < self.slots) + (self.slots,))
 
     def slots_for(self, filled: int) -> int:
         """How many slots a turn with `filled` memories runs: `filled`, or its bucket."""
