@@ -197,7 +197,7 @@ def main(argv: list[str]) -> int:
         print("error: --config must name an experiment config with a `sample` section", file=sys.stderr)
         return 1
     if FLAGS.compile_topology:
-        from mv2v_jax.parallel.aot import compile_sampling_step
+        from mv2v_jax.aot import compile_sampling_step
 
         return compile_sampling_step(FLAGS.config, FLAGS.task, FLAGS.compile_topology, FLAGS.compile_mesh)
     sample = FLAGS.config.sample

@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
         jax.distributed.initialize()
     config = FLAGS.config
     if FLAGS.compile_topology:
-        from mv2v_jax.parallel.aot import compile_train_step
+        from mv2v_jax.aot import compile_train_step
 
         return compile_train_step(config, FLAGS.compile_topology)
     if not FLAGS.workdir:

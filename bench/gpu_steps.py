@@ -4,7 +4,7 @@ configs/recammaster_nvs.py (ReCamMaster-1.3B with memory) on the local accelerat
     python bench/gpu_steps.py           # GPU: the experiment as configured, bf16, cuDNN attention
     python bench/gpu_steps.py --small   # any machine: configs/recammaster_nvs.py:tiny (a dry run; prints only)
 
-The programs are those `bench/scale.py` compiles for TPU (parallel/aot.py: the pipelines' `Denoiser`
+The programs are those `bench/scale.py` compiles for TPU (mv2v_jax/aot/: the pipelines' `Denoiser`
 velocity with guidance as a batch of 2, and `train.step.jit_train_step` on the largest step variant with
 one example), compiled for the local device with random values (timing does not depend on them). Turn 1
 and turn 5 run the same compiled program (a fixed budget of 6 memory slots); they differ in how many
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from common import summary, write_section  # bench/ is on sys.path when run as a script
 from scale import NVS, experiment
 
-from mv2v_jax.parallel import aot
+from mv2v_jax import aot
 from mv2v_jax.parallel.mesh import use_mesh
 
 FILLED = {1: 0, 5: 4}  # memory videos retrieved at turn 1 and at turn 5

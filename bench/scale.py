@@ -3,7 +3,7 @@
     python bench/scale.py                  # every row (hours on 2 busy cores: run it with nohup)
     python bench/scale.py --rows nvs-s4    # some rows; results of earlier rows are kept in --results
 
-Each row is the real program (parallel/aot.py: `train.step.jit_train_step`, the sampling pipelines'
+Each row is the real program (mv2v_jax/aot/: `train.step.jit_train_step`, the sampling pipelines'
 `Denoiser` velocity, or the plain Wan DiT), compiled with libtpu on this CPU for a TPU v5p slice:
 XLA's memory per chip against the chip's HBM, and FLOPs per chip per step counted with every layer and
 the splash kernels (`aot.step_cost`: one more compile with two unrolled blocks per segment), turned into seconds at
@@ -26,9 +26,9 @@ from pathlib import Path
 import matplotlib
 from common import write_section  # bench/ is on sys.path when run as a script
 
+from mv2v_jax import aot
 from mv2v_jax.config import load_config
 from mv2v_jax.memory.budget import turn_cost
-from mv2v_jax.parallel import aot
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

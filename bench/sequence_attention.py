@@ -3,7 +3,7 @@
     python bench/sequence_attention.py
 
 Self-attention of one DiT block (splash, bfloat16, head dim 128) split over a sequence axis of 2, 4 or 8
-v5p chips, compiled ahead of time for v5p:2x2x2 on this CPU (parallel/aot.py): the bytes each chip
+v5p chips, compiled ahead of time for v5p:2x2x2 on this CPU (mv2v_jax/aot/): the bytes each chip
 sends in the program's collectives and XLA's temporary buffers per chip, for the forward pass
 (sampling, guidance's batch of 2) and the forward and backward passes (training, batch 1). Token
 counts are one turn of ReCamMaster at 81x480x832 with 6 memory slots (96,642 tokens, padded to the
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from common import write_section  # bench/ is on sys.path when run as a script
 from jax.sharding import NamedSharding
 
+from mv2v_jax import aot
 from mv2v_jax.models.wan.attention import AttentionConfig, attention
-from mv2v_jax.parallel import aot
 from mv2v_jax.parallel.mesh import logical_to_spec, make_mesh, use_mesh
 
 CASES = (  # (backbone, heads, tokens)

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from mv2v_jax import aot
 from mv2v_jax.memory.budget import block_flops
-from mv2v_jax.parallel import aot
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, make_mesh
 
 TOPOLOGY = "v5p:2x2x2"

@@ -16,7 +16,7 @@ LAYERS = (
     {"data"},
     {"tasks"},
     {"pipelines", "train"},
-    {"eval"},
+    {"eval", "aot"},
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 REPOSITORY_SCRIPTS = {"bench", "tests", "configs", "train", "sample", "common"}  # never imported by the library

@@ -7,6 +7,11 @@ replicated on one CPU, FSDP on 8 fake CPU devices, or FSDP x sequence-parallel x
 pod. The sequence axis splits the tokens of each example (one turn's forward is 65k-97k tokens at
 81x480x832 and inference has a batch of 1-2, so batch axes alone cannot use more than 2 chips);
 attention gathers what it needs across it (models.wan.attention).
+
+The rules live in `flax.core.spmd`, which NNX itself reads: in flax 0.12 NNX's logical-axis API is
+`nnx.get_partition_spec` for variables (used here) and `nnx.logical_axis_rules`, a re-export of
+`flax.core.spmd.logical_axis_rules`, with no NNX function that maps activation names to a
+`PartitionSpec` (`spmd.get_pspec`) or reads the current rules (`spmd.get_logical_axis_rules`).
 """
 
 from __future__ import annotations

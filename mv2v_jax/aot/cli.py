@@ -1,0 +1,60 @@
+"""`train.py / sample.py --compile_topology`: compile the step for a TPU slice on this host, print the
+report, and exit 0 when it fits in the chips' HBM, 1 when it does not or the input is bad."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mv2v_jax.aot.compiling import Program, compile_program
+from mv2v_jax.aot.programs import sampling_step_program, train_step_program
+from mv2v_jax.aot.report import format_report
+from mv2v_jax.aot.topology import Topology, tpu_topology
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+    """`"data=2,sequence=4"` -> `{"data": 2, "sequence": 4}`."""
+    mesh = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, size = part.partition("=")
+        if not size.lstrip("-").isdigit():
+            raise ValueError(f"mesh {text!r}: expected axis=size pairs such as data=2,sequence=4")
+        mesh[name.strip()] = int(size)
+    return mesh
+
+
+def default_sampling_mesh(chips: int, guided: bool) -> dict[str, int]:
+    """Guidance's batch of 2 over data (no communication), the rest of the chips over the sequence."""
+    data = 2 if guided and chips % 2 == 0 else 1
+    return {"data": data, "sequence": chips // data}
+
+
+def _print_compiled(build: Callable[[Topology], Program], topology_name: str) -> int:
+    """The CLIs' `--compile_topology`: prints the report; 0 if the program fits, 1 if not or on bad input."""
+    try:
+        topology = tpu_topology(topology_name)
+        report = compile_program(build(topology), topology)
+    except (ValueError, RuntimeError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_report(report))
+    return 0 if report.fits else 1
+
+
+def compile_train_step(config: Mapping[str, Any], topology_name: str) -> int:
+    """`train.py --compile_topology`: the experiment's train step on its mesh over the whole slice."""
+    return _print_compiled(lambda t: train_step_program(config, t.devices), topology_name)
+
+
+def compile_sampling_step(config: Mapping[str, Any], task: str, topology_name: str, mesh: str | None) -> int:
+    """`sample.py --compile_topology`: one sampling step of `task` on `mesh` (default
+    `default_sampling_mesh`) over the whole slice."""
+
+    def build(topology: Topology) -> Program:
+        sample = config["sample"]
+        guided = sample["sampling"]["guidance"] != 1.0 and sample["text"]["kind"] != "none"
+        shape = parse_mesh(mesh) if mesh else default_sampling_mesh(topology.chips, guided)
+        return sampling_step_program(config, task, topology.devices, shape)
+
+    return _print_compiled(build, topology_name)

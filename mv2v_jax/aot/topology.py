@@ -1,0 +1,98 @@
+"""TPU slices to compile for without the hardware: chip figures, Cloud TPU slice names, and libtpu's
+topology descriptions (`jax.experimental.topologies`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from typing import Any
+
+GiB = 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    """Per-chip figures: HBM in bytes and the peak dense bf16 rate in FLOP/s (Cloud TPU documentation)."""
+
+    name: str
+    hbm_bytes: int
+    peak_flops: float
+
+
+CHIPS = {
+    "v5p": Chip("v5p", 95 * GiB, 459e12),
+    "v5e": Chip("v5e", 16 * GiB, 197e12),
+    "v6e": Chip("v6e", 32 * GiB, 918e12),
+}
+# Cloud TPU names count TensorCores for v5p (two per chip: v5p-8 is 4 chips) and chips for v5e / v6e.
+CORES_PER_CHIP = {"v5p": 2, "v5e": 1, "v6e": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    name: str  # as asked for, e.g. "v5p-64"
+    layout: str  # libtpu's, e.g. "v5p:2x4x4"
+    chip: Chip
+    devices: tuple[Any, ...]
+
+    @property
+    def chips(self) -> int:
+        return len(self.devices)
+
+
+def _layout(kind: str, chips: int) -> str:
+    """The physical layout of a slice of `chips` chips: v5p a 3D torus from 2x2x1 up, doubling its
+    shortest side; v5e / v6e a 2D one from 1x1, doubling its shortest side."""
+    if chips < 1 or chips & (chips - 1):
+        raise ValueError(f"{chips} chips: slices of a power-of-two chip count are supported")
+    dims = [2, 2, 1] if kind == "v5p" else [1, 1]
+    if chips < math.prod(dims):
+        raise ValueError(f"the smallest {kind} slice has {math.prod(dims)} chips, asked for {chips}")
+    while math.prod(dims) < chips:
+        dims.sort()
+        dims[0] *= 2
+    return f"{kind}:{'x'.join(map(str, sorted(dims, reverse=1 in dims and kind == 'v5p')))}"  # v5p:2x2x1
+
+
+def parse_topology(name: str) -> tuple[str, str]:
+    """`"v5p-64"` (a Cloud TPU slice name) or `"v5p:2x4x4"` (a layout) -> (chip kind, layout)."""
+    match = re.fullmatch(r"(v5p|v5e|v6e)(?:-(\d+)|:(\d+(?:x\d+){1,2}))", name)
+    if not match:
+        raise ValueError(f"TPU topology {name!r}: expected e.g. v5p-64, v5e-16, v6e-8 or v5p:2x2x2 ({sorted(CHIPS)})")
+    kind, count, layout = match.groups()
+    if layout:
+        return kind, f"{kind}:{layout}"
+    cores = int(count)
+    if cores % CORES_PER_CHIP[kind]:
+        raise ValueError(f"{name}: {kind} slices count {CORES_PER_CHIP[kind]} TensorCores per chip")
+    return kind, _layout(kind, cores // CORES_PER_CHIP[kind])
+
+
+def tpu_topology(name: str) -> Topology:
+    """The devices of a TPU topology to compile for (libtpu must be installed: the `tpu` extra)."""
+    kind, layout = parse_topology(name)
+    # Compiling for a topology needs no TPU: let several such processes share libtpu on one host, and
+    # give libtpu the worker list it would otherwise look up in a TPU VM's metadata.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    from jax.experimental import topologies
+
+    dims = [int(d) for d in layout.partition(":")[2].split("x")]
+    # A slice smaller than one host (4 chips) is a host of its own size.
+    bounds = {"chips_per_host_bounds": [*dims, 1, 1][:3]} if math.prod(dims) < 4 else {}
+    try:
+        description = topologies.get_topology_desc(platform="tpu", topology_name=layout, **bounds)
+    except Exception as e:  # libtpu missing or refusing the layout
+        raise RuntimeError(f"cannot describe TPU topology {layout} (is libtpu installed? the tpu extra): {e}") from e
+    return Topology(name, layout, CHIPS[kind], tuple(description.devices))
+
+
+def libtpu_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("libtpu")
+    except PackageNotFoundError:
+        return "not installed"
