@@ -42,7 +42,7 @@ class MemoryBudget:
             buckets = tuple(self.buckets)
             if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 0:
                 raise ValueError(f"retrieval.buckets={list(buckets)} must be ascending slot counts >= 0")
-            object.__setattr__(self, "buckets", tuple(b for b in buckets if b < self.slots) + (self.slots,))
+            object.__setattr__(self, "buckets", (*(b for b in buckets if b < self.slots), self.slots))
 
     def slots_for(self, filled: int) -> int:
         """How many slots a turn with `filled` memories runs: `filled`, or its bucket."""
