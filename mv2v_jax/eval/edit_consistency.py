@@ -60,14 +60,15 @@ def with_slots(pipeline: LongEditPipeline, slots: int) -> LongEditPipeline:
     """The same model, codec, sampler and embedder with a memory budget of `slots` segments (a program
     per memory count)."""
     return LongEditPipeline(
-        pipeline.model,
-        pipeline.codec,
-        pipeline.denoiser.sampling,
-        pipeline.embed_frames,
-        dataclasses.replace(pipeline.budget, slots=slots, buckets=None),
-        pipeline.segment_frames,
-        pipeline.overlap,
-        pipeline.denoiser.text,
+        model=pipeline.model,
+        codec=pipeline.codec,
+        sampling=pipeline.denoiser.sampling,
+        embed_frames=pipeline.embed_frames,
+        budget=dataclasses.replace(pipeline.budget, slots=slots, buckets=None),
+        segment_frames=pipeline.segment_frames,
+        overlap=pipeline.overlap,
+        text=pipeline.denoiser.text,
+        fps=pipeline.fps,
     )
 
 
