@@ -54,7 +54,7 @@ class Row:
 def nvs_sampling(sequence: int) -> Row:
     return Row(
         f"nvs-s{sequence}",
-        "ReCamMaster-1.3B NVS sampling step (turn 5: 4 of the 6 memory slots filled), CFG batch 2",
+        "ReCamMaster-1.3B NVS sampling step, all 6 memory slots filled (turn 7 on), CFG batch 2",
         "v5p:2x2x2",
         sequence,
         lambda devices: aot.sampling_step_program(experiment(NVS), "nvs", devices, {"sequence": sequence}),
@@ -251,8 +251,9 @@ def main() -> None:
         "guidance 5 as a batch of 2, 6 memory slots, merging at r=0.5 when sampling, bfloat16 compute, splash "
         "attention, full remat in training), with `batch_size` one example per chip for training; the 14B row "
         "is the plain Wan2.1-14B DiT of configs/wan_dit.py. Training compiles its largest step variant (every "
-        "memory slot at 1x4x4, no merging): the one that must fit. A turn's sampling program is the same at "
-        "every turn (a fixed budget of memory slots, empty ones padded). v5p slice names count TensorCores, two "
+        "memory slot at 1x4x4, no merging): the one that must fit. Sampling compiles one program per memory "
+        "count (pipelines.slots); the rows compile the largest, all 6 slots filled, which every later turn "
+        "runs. v5p slice names count TensorCores, two "
         "per chip: v5p-8 is 4 chips, v5p-64 is 32; the sampling rows use the first 1, 2, 4 and 8 chips of "
         "v5p:2x2x2 (v5p-16). Total = arguments + outputs - aliased + temporaries + code. FLOPs: XLA's count of "
         "the compiled program with every layer counted (its scan bodies count one layer per segment; one more "
