@@ -91,3 +91,9 @@ def test_report_means_and_table():
     text = report.table(summary, [("error", "cross-turn error", ".3f")], {"error": 0.01})
     assert text.splitlines()[2] == "| memory | 0.200 |"
     assert text.splitlines()[-1] == "| ground-truth videos (floor) | 0.010 |"
+
+
+def test_reductions_read_as_lower_or_higher():
+    summary = {"memory": {"error": 0.9}, "baseline": {"error": 1.0}, "worse": {"error": 1.2}}
+    assert report.lower_or_higher(report.reduction(summary, "error", "memory", "baseline")) == "10.0% lower"
+    assert report.lower_or_higher(report.reduction(summary, "error", "worse", "baseline")) == "20.0% higher"

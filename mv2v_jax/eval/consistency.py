@@ -232,8 +232,9 @@ def table(result: Mapping[str, Any]) -> str:
     if "memory_vs_autoregressive_error_reduction" not in result:
         return body
     return body + (
-        f"\n\nMemory vs independent turns: {100 * result['memory_vs_independent_error_reduction']:.1f}% lower "
-        f"cross-turn error; vs autoregressive: {100 * result['memory_vs_autoregressive_error_reduction']:.1f}% lower "
+        f"\n\nMemory vs independent turns: {report.lower_or_higher(result['memory_vs_independent_error_reduction'])} "
+        "cross-turn error; vs autoregressive: "
+        f"{report.lower_or_higher(result['memory_vs_autoregressive_error_reduction'])} "
         f"({result['scenes']} held-out scenes, {result['turns']} {result['cameras']} turns each; paper: 28% lower "
         "MEt3R than independent)."
     )

@@ -212,8 +212,9 @@ def evaluate(config, videos: int, out: Path, steps: int | None = None) -> dict[s
 def table(result: Mapping[str, Any]) -> str:
     body = report.table(result["summary"], COLUMNS, {"cross_segment_error": result["ground_truth_floor"]})
     return body + (
-        f"\n\nMemory vs no memory: {100 * result['memory_vs_no_memory_error_reduction']:.1f}% lower cross-segment "
-        f"error; vs the previous segment only: {100 * result['memory_vs_previous_error_reduction']:.1f}% lower "
+        f"\n\nMemory vs no memory: {report.lower_or_higher(result['memory_vs_no_memory_error_reduction'])} "
+        "cross-segment error; vs the previous segment only: "
+        f"{report.lower_or_higher(result['memory_vs_previous_error_reduction'])} "
         f"({result['videos']} held-out long videos)."
     )
 

@@ -54,6 +54,11 @@ def reduction(summary: Mapping[str, Mapping[str, float]], metric: str, ours: str
     return 1.0 - summary[ours][metric] / summary[baseline][metric]
 
 
+def lower_or_higher(reduction: float) -> str:
+    """A `reduction` (as `reduction` returns it) in words: "7.8% lower" or "2.4% higher"."""
+    return f"{100 * abs(reduction):.1f}% {'lower' if reduction >= 0 else 'higher'}"
+
+
 def table(summary: Mapping[str, Mapping[str, float]], columns: Sequence[Column], floor: Mapping[str, float]) -> str:
     """A markdown table: one row per setting, one column per metric, then the ground truth's own
     values of the metrics that have one (`floor`: what the ground-truth videos score)."""
