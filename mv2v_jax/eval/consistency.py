@@ -263,7 +263,8 @@ def main() -> None:
     print(table(result))
     if args.write_benchmarks:
         write_section(
-            f"Consistency (synthetic novel view synthesis, {args.cameras} turns)",
+            f"Consistency (synthetic novel view synthesis, {args.cameras} turns"
+            + (f", merge schedule {args.merge_schedule!r})" if args.merge_schedule else ")"),
             f"Model: `{config.sample.weights}`; plots `{out / 'consistency.png'}`, `{out / 'per_turn.png'}`.\n\n"
             + table(result),
         )
