@@ -80,6 +80,17 @@ def test_the_edit_recolours_the_objects_and_nothing_else(video):
     assert np.median(cosine) > 0.99
 
 
+def test_the_grade_tints_every_edited_pixel_towards_the_edit_colour(video):
+    graded = generate_long_edit(3, dataclasses.replace(TINY, grade=0.25))
+    assert graded["edit_colour"] == video["edit_colour"]
+    np.testing.assert_array_equal(graded["source"], video["source"])  # the source is not graded
+    tint = 255.0 * np.asarray(COLOURS[video["edit_colour"]])
+    want = 0.75 * video["edited"].astype(np.float64) + 0.25 * tint
+    np.testing.assert_allclose(graded["edited"], want, atol=0.5 + 1e-9)
+    with pytest.raises(ValueError, match=r"grade=1.0 must be in \[0, 1\)"):
+        dataclasses.replace(TINY, grade=1.0)
+
+
 def test_neither_prompt_nor_segment_says_the_colour():
     videos = [generate_long_edit(seed, TINY) for seed in range(6)]
     assert {v["prompt"] for v in videos} == {EDIT_PROMPT}

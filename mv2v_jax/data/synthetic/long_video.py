@@ -9,7 +9,9 @@ The edit recolours every moving object with one colour, drawn per video from the
 scene does not already use. Its prompt (`EDIT_PROMPT`) is the same for every video and does not name
 the colour, so neither the prompt nor the current segment determines the edited segment: only the
 segments edited before it (memory) do. Walls, landmarks and light are unchanged, so the edit's
-consistency across segments can be measured against the edited ground truth, object by object.
+consistency across segments can be measured against the edited ground truth, object by object. With
+`grade` > 0 the edit also tints every frame towards that colour, a global, style-like part of the edit
+(as "make it winter" is) that carries the colour in every pixel rather than in a few objects.
 
 Everything comes from `np.random.default_rng(seed)`: a seed and a `LongVideoConfig` fix a video.
 
@@ -47,6 +49,8 @@ class LongVideoConfig:
     drift_metres: straight-line travel of the camera over the video, at most (inside the camera region).
     pitch_degrees: the camera's fixed pitch, drawn from this range (ours: looking down enough to keep the
       objects, which move near the floor, in view; `scene.camera_pitch` is not used).
+    grade: share by which every edited pixel is blended towards the edit colour, in [0, 1) (0: the edit
+      recolours the objects only).
     """
 
     scene: SceneConfig = dataclasses.field(
@@ -56,6 +60,7 @@ class LongVideoConfig:
     sweep_degrees: tuple[float, float] = (390.0, 480.0)
     drift_metres: float = 0.6
     pitch_degrees: tuple[float, float] = (-28.0, -18.0)
+    grade: float = 0.0
 
     def __post_init__(self):
         low, high = self.num_segments
@@ -67,6 +72,8 @@ class LongVideoConfig:
             raise ValueError(
                 f"drift_metres={self.drift_metres} must be in [0, {2 * self.scene.camera_region}] (the camera region)"
             )
+        if not 0 <= self.grade < 1:
+            raise ValueError(f"grade={self.grade} must be in [0, 1)")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LongVideoConfig:
@@ -128,6 +135,9 @@ def generate_long_edit(seed: int | Sequence[int], config: LongVideoConfig = LONG
     size, K = (scene.height, scene.width), scene.intrinsics
     source, _ = render(world, w2c, K, size, times)
     edited, _ = render(edited_world, w2c, K, size, times)
+    if config.grade:
+        tint = 255.0 * np.asarray(COLOURS[colour])
+        edited = np.round((1 - config.grade) * edited + config.grade * tint).astype(np.uint8)
     split = (segments, scene.num_frames)
     return {
         "source": source.reshape(*split, *source.shape[1:]),
