@@ -10,8 +10,9 @@ earlier edited segments (the previous one always, older ones retrieved by the co
 their sources' pooled DINOv2 embeddings), with the paper's tokenizers (1x4x4 for the top 3, 1x8x8 for
 the rest) and adaptive token merging. Trained on `synthetic_long_edit`: a camera panning more than a
 full turn round a room for 4-6 segments of 9 frames at 48 x 72, and the same video with every moving
-object recoloured in one colour drawn per video (data.synthetic.long_video). Neither the prompt (the
-same for every video) nor the current segment says which colour: only the segments edited before do.
+object recoloured in one colour drawn per video and every frame tinted 30% towards it
+(data.synthetic.long_video). Neither the prompt (the same for every video) nor the current segment says
+which colour: only the segments edited before do.
 Latents are the block-DCT mapping of models.codec: 3 latent frames of 12 x 18 x 12 a segment. The
 paper's setting is configs/lucy_edit_long.py.
 """
