@@ -97,3 +97,22 @@ def test_reductions_read_as_lower_or_higher():
     summary = {"memory": {"error": 0.9}, "baseline": {"error": 1.0}, "worse": {"error": 1.2}}
     assert report.lower_or_higher(report.reduction(summary, "error", "memory", "baseline")) == "10.0% lower"
     assert report.lower_or_higher(report.reduction(summary, "error", "worse", "baseline")) == "20.0% higher"
+
+
+def test_denoising_settings_empty_or_swap_the_memory():
+    from mv2v_jax.eval.denoising import memory_settings
+
+    batch = {
+        "target": np.arange(3.0),
+        "memory_latents": np.arange(6.0).reshape(3, 2),
+        "memory_valid": np.ones((3, 2), bool),
+        "memory_turns": np.array([[1, 2], [3, 4], [5, 6]]),
+    }
+    settings = memory_settings(batch)
+    assert settings["memory"] is batch
+    assert not settings["no memory"]["memory_valid"].any()
+    np.testing.assert_array_equal(settings["no memory"]["memory_latents"], batch["memory_latents"])
+    other = settings["another example's memory"]
+    np.testing.assert_array_equal(other["memory_latents"], batch["memory_latents"][[2, 0, 1]])
+    np.testing.assert_array_equal(other["memory_turns"], batch["memory_turns"][[2, 0, 1]])
+    np.testing.assert_array_equal(other["target"], batch["target"])  # only the memory moves
