@@ -232,7 +232,8 @@ def run_app(main: Callable[[list[str]], int | None]) -> None:
         app.run(main, flags_parser=parse_flags)
     except KeyboardInterrupt:
         close_progress_bars()
-        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        # On a line of its own whatever the interrupt cut short (a bar mid-refresh, the terminal's "^C").
+        print("\nerror: interrupted (Ctrl-C)", file=sys.stderr)
         sys.exit(INTERRUPTED)
     except Exception as error:
         close_progress_bars()

@@ -4,6 +4,7 @@ wraps one of its functions), so the moment is the same on every run; sample.py's
 of denoising is a corpus case (tests/corpus), timed by its output."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,26 @@ def test_ctrl_c_in_encode_latents(tmp_path):
     flags = (f"--config.data.latents_dir={tmp_path / 'latents'}", f"--config.data.source.data_dir={tmp_path / 'tfds'}")
     interrupt("mv2v_jax.data.tfds.common.build", *command, *flags)
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_the_interrupt_line_starts_a_line_after_half_a_line(tmp_path):
+    """A Ctrl-C that cuts a progress line short (written, not yet ended) still gets its own line."""
+    script = tmp_path / "cut_short.py"
+    script.write_text(
+        "import sys\n"
+        "from mv2v_jax.config import run_app\n"
+        "def main(argv):\n"
+        "    sys.stderr.write('denoising:   0%|          | 0/1000')\n"
+        "    raise KeyboardInterrupt\n"
+        "run_app(main)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 130
+    assert "error: interrupted (Ctrl-C)" in result.stderr.splitlines(), result.stderr
