@@ -5,12 +5,15 @@
 1. Novel view synthesis (configs/tiny_nvs.py, checkpoints/tiny_nvs): a room the model never saw, its
    source video looking one way, and five camera turns that all look the other way (eval.revisit), at
    the wall behind the source camera, which the source never shows. The first turn has to invent that
-   wall. With memory every later turn remembers what the earlier ones showed; without memory each turn
-   invents the wall again.
+   wall. With memory every later turn is given what the earlier ones showed; without memory each turn
+   invents the wall again. (The shipped small model makes blurry, blocky walls either way and reads its
+   memory little: see its model card.)
 2. Long video editing (configs/tiny_long_edit.py, checkpoints/tiny_long_edit): a long video the model
    never saw, a camera panning round a room for several segments, edited segment by segment with
    "Recolour every moving object with one new colour". The prompt names no colour and the first
-   segment picks one; with memory later segments keep it, without memory each segment picks its own.
+   segment picks one; with memory later segments are given the earlier edited ones, without memory each
+   segment picks its own. (The shipped small model picks the training edits' average tint rather than a
+   colour: see its model card.)
 
 Per task, in a new run folder under `--out` (printed at the end): `comparison.png` (rows: ground truth,
 memory, no memory; a column per turn or segment, its middle frame), `comparison.mp4` (the same three
@@ -103,7 +106,7 @@ def nvs_demo(folder: Path, config_path: str, turns: int, steps: int | None, weig
         [truth, outputs["memory"], outputs["independent"]],
         [
             "ground truth: the wall behind the source camera, which the source video never shows",
-            "memory: turn 1 invents the wall, later turns remember it",
+            "memory: turn 1 invents the wall, later turns are given the earlier outputs",
             "no memory: every turn invents the wall anew",
         ],
         sample.video.fps,
@@ -135,7 +138,7 @@ def long_edit_demo(folder: Path, config_path: str, steps: int | None, weights: s
         [truth, outputs["memory"], outputs["no memory"]],
         [
             f"ground truth: every moving object {long['edit_colour']} (a segment a column)",
-            "memory: segment 1 picks a colour, later segments keep it",
+            "memory: segment 1 picks a colour, later segments are given the earlier edits",
             "no memory: every segment picks its own colour",
         ],
         sample.video.fps,
