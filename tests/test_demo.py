@@ -39,7 +39,8 @@ def test_demo_writes_both_tasks_comparisons(tmp_path):
         stem = run / "nvs" / "sessions" / "memory" / "turns" / f"turn_{turn:03d}"
         assert read_video(stem.with_suffix(".mp4"), 9, None).frames.shape == (9, 48, 72, 3)
         record = json.loads(stem.with_suffix(".json").read_text())
-        assert record["turn"] == turn and len(record["retrieved"]) == turn - 1
+        # Every earlier turn is fed or skipped for not overlapping (retrieval.min_score).
+        assert record["turn"] == turn and len(record["retrieved"]) + len(record["skipped"]) == turn - 1
     nvs = summary["nvs"]
     assert len(nvs["memory"]["psnr_per_turn"]) == 2 and np.isfinite(nvs["no_memory"]["mean"])
     edit = summary["long_edit"]
