@@ -284,6 +284,7 @@ def test_relative_poses_match_recammaster(rng):
     np.testing.assert_allclose(got[0], np.eye(4)[:3].reshape(12), atol=1e-6)  # first target frame: identity
 
 
+@pytest.mark.slow
 def test_another_merge_schedule_keeps_trained_mergers_and_pools_at_new_blocks(rng, monkeypatch):
     """`with_merge`: a schedule with an extra merge block adds an untrained merger there (area pooling),
     keeps the trained ones, and merges at exactly the new schedule's blocks."""

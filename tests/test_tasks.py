@@ -58,6 +58,7 @@ def test_check_model_names_what_does_not_fit():
     long_edit.check_model(MemoryConfig.from_config(micro_config("long_edit")["model"]), 4)  # 8 = noisy + condition
 
 
+@pytest.mark.slow
 def test_a_third_task_trains_and_samples_without_touching_the_library(tmp_path, monkeypatch):
     task = CameraFreeViews()
     monkeypatch.setitem(TASKS, task.name, task)

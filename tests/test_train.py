@@ -37,7 +37,11 @@ def losses(workdir: Path) -> dict[int, float]:
 RECORDS = {"nvs": latent_scene, "long_edit": long_edit_pair}
 
 
-@pytest.mark.parametrize("task", ["nvs", "long_edit"])
+# The long-edit variants are slow-marked: the default suite trains long edit in test_long_edit_data.py.
+TASKS = ["nvs", pytest.param("long_edit", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_loss_falls_and_the_weights_export(tmp_path, task):
     records = [RECORDS[task](i) for i in range(6)]
     train(micro_config(task), tmp_path, records, validation_records=[RECORDS[task](100)])
@@ -62,7 +66,7 @@ def test_loss_falls_and_the_weights_export(tmp_path, task):
     assert len(val) == 3 and all(np.isfinite(val))
 
 
-@pytest.mark.parametrize("task", ["nvs", "long_edit"])
+@pytest.mark.parametrize("task", TASKS)
 def test_sharded_and_single_device_losses_agree(task):
     config = micro_config(task)
     model = MemoryDiT(MemoryConfig.from_config(config["model"]), rngs=nnx.Rngs(0))
