@@ -47,11 +47,14 @@ class TrainBatch:
     conditions: Conditions
 
 
-class _Decode(grain.transforms.Map):
-    """TFDS text features arrive as bytes; the rest as arrays."""
+def decode_text(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored record as the example samplers take it: TFDS text features arrive as bytes, the rest as arrays."""
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in record.items()}
 
+
+class _Decode(grain.transforms.Map):
     def map(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v.decode() if isinstance(v, bytes) else v for k, v in record.items()}
+        return decode_text(record)
 
 
 @dataclasses.dataclass

@@ -30,11 +30,11 @@ from flax import nnx
 
 from mv2v_jax.config import dataclass_from_config, load_config
 from mv2v_jax.data.encode_latents import open_latents
-from mv2v_jax.data.loader import to_train_batch
+from mv2v_jax.data.loader import decode_text, to_train_batch
 from mv2v_jax.data.memory_sampling import MemorySampling
 from mv2v_jax.diffusion import flow
+from mv2v_jax.eval import report
 from mv2v_jax.eval.benchmarks import write_section
-from mv2v_jax.eval.report import lower_or_higher
 from mv2v_jax.memory.model import MemoryDiT, load_memory_dit
 from mv2v_jax.tasks import get_task
 
@@ -74,7 +74,7 @@ def denoising_errors(
     for start in range(0, examples - batch_size + 1, batch_size):
         drawn = []
         for i in range(start, start + batch_size):
-            record = {k: v.decode() if isinstance(v, bytes) else v for k, v in records[i % len(records)].items()}
+            record = decode_text(records[i % len(records)])
             drawn.append(task.example(record, np.random.default_rng((seed, i)), sampling))
         batch = {k: np.stack([e[k] for e in drawn]) for k in drawn[0]}
         noise = jax.random.normal(jax.random.key(seed + start), batch["target"].shape)
@@ -89,14 +89,16 @@ def denoising_errors(
     return {s: totals[s] / count for s in SETTINGS}
 
 
+COLUMNS = (("error", "denoising error (velocity MSE, lower is better)", ".4f"),)
+
+
 def table(errors: dict[str, float], examples: int) -> str:
-    rows = ["| setting | denoising error (velocity MSE, lower is better) |", "|---|---|"]
-    rows += [f"| {s} | {errors[s]:.4f} |" for s in SETTINGS]
-    reduction = 1.0 - errors["memory"] / errors["no memory"]
-    return "\n".join(rows) + (
-        f"\n\nMemory vs no memory: {lower_or_higher(reduction)} error; another example's memory: "
-        f"{lower_or_higher(1.0 - errors[SETTINGS[2]] / errors['no memory'])} than no memory ({examples} held-out "
-        f"examples, noise levels {', '.join(str(s) for s in SIGMAS)})."
+    summary = {s: {"error": errors[s]} for s in SETTINGS}
+    return report.table(summary, COLUMNS, {}) + (
+        f"\n\nMemory vs no memory: {report.lower_or_higher(report.reduction(summary, 'error', 'memory', 'no memory'))} "
+        f"error; another example's memory: "
+        f"{report.lower_or_higher(report.reduction(summary, 'error', SETTINGS[2], 'no memory'))} than no memory "
+        f"({examples} held-out examples, noise levels {', '.join(str(s) for s in SIGMAS)})."
     )
 
 
