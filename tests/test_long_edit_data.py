@@ -258,3 +258,43 @@ def test_the_long_edit_task_trains_from_latent_pairs(latent_pairs, tmp_path):
     assert len(losses) == 4 and np.isfinite(losses).all()
     model = load_memory_dit(tmp_path / "weights")
     assert model.config.adapters == () and model.config.dit.in_channels == 24
+
+
+WALLS = dataclasses.replace(
+    TINY,
+    scene=dataclasses.replace(TINY.scene, surfaces="palette", palette_mix=0.5),
+    num_segments=(5, 5),
+    sweep_degrees=(600.0, 600.0),
+    pitch_degrees=(-10.0, -10.0),
+    edit="walls",
+)
+
+
+def test_the_walls_edit_repaints_each_wall_its_own_new_colour_and_nothing_else():
+    from mv2v_jax.data.synthetic import EDIT_PROMPTS, SURFACE_NAMES, edit_regions, pale
+
+    video = generate_long_edit(3, WALLS)
+    new, old = video["edit_colour"].split(","), [s.colour_names[0] for s in video["world"].surfaces[:4]]
+    assert len(set(new)) == 4 and all(a != b for a, b in zip(new, old, strict=True))
+    assert video["prompt"] == EDIT_PROMPTS["walls"] and not any(c in video["prompt"].lower() for c in COLOURS)
+    changed = np.abs(video["edited"].astype(int) - video["source"].astype(int)).max(-1) > 8
+    ids = video["ids"]
+    walls = ids < 4
+    assert changed[walls].mean() > 0.8  # the walls change, but for their landmarks ...
+    assert not changed[~walls].any()  # ... and nothing else does: floor, ceiling, objects
+    regions = edit_regions(ids, "walls")
+    assert list(regions) == list(SURFACE_NAMES[:4])
+    chroma = lambda rgb: np.asarray(rgb, float) / np.sum(rgb)  # shading scales a colour, not its chromaticity
+    for wall, colour in enumerate(new):  # each wall now has its new (pale) colour
+        shown = regions[SURFACE_NAMES[wall]] & changed
+        if shown.sum() < 16:
+            continue
+        seen = chroma(video["edited"][shown].astype(float).mean(0))
+        nearest = min(new, key=lambda c: np.abs(seen - chroma(pale(COLOURS[c], 0.5))).sum())
+        assert nearest == colour
+    # The camera turns more than a full turn: a wall the last segment shows, an older segment showed too.
+    last = {w for w in range(4) if (ids[-1] == w).sum() > 16}
+    older = {w for w in range(4) if (ids[:-2] == w).sum() > 16}
+    assert last and last <= older
+    with pytest.raises(ValueError, match="needs edit='objects'"):
+        dataclasses.replace(WALLS, grade=0.3)

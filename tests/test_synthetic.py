@@ -271,3 +271,43 @@ def test_preview_contact_sheet(tmp_path):
         if np.array_equal(sheet[y : y + height, 2 : 2 + width], scene["video"][0, 0])
     ]
     assert tile_rows and tile_rows[0] < 20
+
+
+SHARED = dataclasses.replace(TINY, num_cameras=7, camera_start="shared", surfaces="palette", palette_mix=0.5)
+
+
+def test_shared_start_views_begin_at_the_still_source_and_turn_as_configured():
+    """ReCamMaster's setting: every trajectory starts at camera 0's first pose; camera 0 stands still; the
+    others turn by rotation_degrees (yaw and pitch) with at most rotation_move_metres of travel."""
+    scene = generate_scene(4, SHARED)
+    w2c = scene["w2c"]
+    np.testing.assert_allclose(w2c[:, 0], np.broadcast_to(w2c[0, 0], w2c[:, 0].shape), atol=1e-9)
+    np.testing.assert_allclose(w2c[0], np.broadcast_to(w2c[0, 0], w2c[0].shape), atol=1e-9)
+    assert scene["trajectories"][0] == "static"
+    centres = invert_pose(w2c)[..., 3]
+    assert np.linalg.norm(centres - centres[:, :1], axis=-1).max() <= SHARED.rotation_move_metres + 1e-9
+    forward = w2c[:, :, 2, :3]  # each frame's viewing direction in the world
+    turned = np.degrees(np.arccos(np.clip(np.einsum("vi,vi->v", forward[1:, 0], forward[1:, -1]), -1, 1)))
+    low, high = SHARED.rotation_degrees
+    # The pitch stops at max_pitch_degrees, so a turn may be shorter than drawn, never longer.
+    assert np.all(turned <= high + 1e-6) and np.median(turned) >= low
+    # Views of the first group turn left (counter-clockwise seen from above), of the second right.
+    yaw = lambda f: math.degrees(math.atan2(f[1], f[0]))
+    change = [((yaw(forward[v, -1]) - yaw(forward[v, 0]) + 180) % 360) - 180 for v in (1, 2)]
+    assert change[0] > 0 > change[1]
+
+
+def test_palette_rooms_paint_four_different_pale_walls_with_landmarks_that_stand_out():
+    from mv2v_jax.data.synthetic import COLOURS, WALL_PALETTE, pale
+
+    for seed in range(5):
+        world = sample_world(seed, SHARED)
+        walls = [s.colour_names[0] for s in world.surfaces[:4]]
+        assert len(set(walls)) == 4 and set(walls) <= set(WALL_PALETTE)
+        for surface in world.surfaces:
+            assert surface.pattern == "plain" and len(surface.landmarks) >= 1
+            assert all(m.colour != surface.colour_names[0] for m in surface.landmarks)
+            full = np.asarray(COLOURS[surface.colour_names[0]])
+            np.testing.assert_allclose(surface.colours[0], pale(full, 0.5), atol=0.05)  # + the +-0.05 jitter
+        landmarks = [(m.shape, m.colour) for s in world.surfaces for m in s.landmarks]
+        assert len(landmarks) == len(set(landmarks))  # each names one place

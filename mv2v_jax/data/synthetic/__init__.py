@@ -13,7 +13,8 @@ One idea per module:
     captions.py       prompts naming what a scene shows (`describe`)
     scene_config.py   `SceneConfig` (sizes and ranges) and its `PRESETS`
     scenes.py         multi-camera scenes (`generate_scene`)
-    long_video.py     long videos and their object-recolouring edit (`generate_long_edit`, `LONG_PRESETS`)
+    long_video.py     long videos and their edits, objects recoloured or walls repainted (`generate_long_edit`,
+                      `LONG_PRESETS`, `edit_regions`)
     preview.py        contact sheets (`write_preview`, `write_long_preview`), `python -m mv2v_jax.data.synthetic`
 
 Conventions are the library's (`mv2v_jax.geometry`): world-to-camera `[..., 3, 4]` in OpenCV camera
@@ -26,15 +27,26 @@ axes, metres, pinhole `K` from a horizontal field of view. The camera moves them
     video = generate_long_edit(0, LONG_PRESETS["small"])  # source and edited [S, 17, 64, 96, 3], prompt
 """
 
-from mv2v_jax.data.synthetic.cameras import CAMERA_CLEARANCE, MAX_CAMERA_TRIES, SLOW_KINDS, camera_fits, sample_camera
+from mv2v_jax.data.synthetic.cameras import (
+    CAMERA_CLEARANCE,
+    CAMERA_STARTS,
+    MAX_CAMERA_TRIES,
+    SLOW_KINDS,
+    camera_fits,
+    sample_camera,
+    shared_start_cameras,
+)
 from mv2v_jax.data.synthetic.captions import describe
 from mv2v_jax.data.synthetic.long_video import (
     EDIT_PROMPT,
+    EDIT_PROMPTS,
     LONG_PRESETS,
     LongVideoConfig,
     camera_path,
+    edit_regions,
     generate_long_edit,
     recolour_objects,
+    repaint_walls,
 )
 from mv2v_jax.data.synthetic.preview import main, write_long_preview, write_preview
 from mv2v_jax.data.synthetic.render import RAYS_PER_CHUNK, render
@@ -49,22 +61,27 @@ from mv2v_jax.data.synthetic.world import (
     MAX_WOBBLE,
     OBJECT_CHECK_TIMES,
     OBJECT_COLOURS,
+    SURFACE_KINDS,
     SURFACE_NAMES,
     SURFACE_NORMALS,
+    WALL_PALETTE,
     WALL_PATTERNS,
     Landmark,
     MovingObject,
     Surface,
     World,
     draw_world,
+    pale,
     sample_world,
 )
 
 __all__ = [
     "CAMERA_CLEARANCE",
+    "CAMERA_STARTS",
     "CEILING_PATTERNS",
     "COLOURS",
     "EDIT_PROMPT",
+    "EDIT_PROMPTS",
     "FLOOR_PATTERNS",
     "HEADINGS",
     "LANDMARK_SHAPES",
@@ -77,8 +94,10 @@ __all__ = [
     "PRESETS",
     "RAYS_PER_CHUNK",
     "SLOW_KINDS",
+    "SURFACE_KINDS",
     "SURFACE_NAMES",
     "SURFACE_NORMALS",
+    "WALL_PALETTE",
     "WALL_PATTERNS",
     "Landmark",
     "LongVideoConfig",
@@ -90,13 +109,17 @@ __all__ = [
     "camera_path",
     "describe",
     "draw_world",
+    "edit_regions",
     "generate_long_edit",
     "generate_scene",
     "main",
+    "pale",
     "recolour_objects",
     "render",
+    "repaint_walls",
     "sample_camera",
     "sample_world",
+    "shared_start_cameras",
     "write_long_preview",
     "write_preview",
 ]

@@ -5,13 +5,19 @@ model's segment length): it pans round the room by more than a full turn in all 
 the last segments come back to what the first ones showed, while drifting in a straight line across the
 camera region; the objects move on their paths over the whole video.
 
-The edit recolours every moving object with one colour, drawn per video from the object colours the
-scene does not already use. Its prompt (`EDIT_PROMPT`) is the same for every video and does not name
-the colour, so neither the prompt nor the current segment determines the edited segment: only the
-segments edited before it (memory) do. Walls, landmarks and light are unchanged, so the edit's
-consistency across segments can be measured against the edited ground truth, object by object. With
-`grade` > 0 the edit also tints every frame towards that colour, a global, style-like part of the edit
-(as "make it winter" is) that carries the colour in every pixel rather than in a few objects.
+Two edits (`LongVideoConfig.edit`), each with one prompt for every video that names no colour, so that
+neither the prompt nor the current segment determines the edited segment: only the segments edited
+before it (memory) do.
+- "objects": every moving object recoloured with one colour, drawn per video from the object colours
+  the scene does not already use. With `grade` > 0 the edit also tints every frame towards that colour,
+  a global, style-like part of the edit (as "make it winter" is) that carries the colour in every pixel.
+- "walls": every wall repainted its own new colour, drawn per video (four different palette colours,
+  each unlike the wall's own; as pale as the scene's `palette_mix` makes walls). A segment shows two or
+  three walls: the previous segment shows some of them, and once the camera has turned more than a
+  full turn, the others were last seen segments earlier, which only retrieval of older segments
+  (similar source segments) brings back.
+Landmarks, light and (for "walls") objects are unchanged, so the edit's consistency across segments can
+be measured against the edited ground truth, region by region (`edit_regions`).
 
 Everything comes from `np.random.default_rng(seed)`: a seed and a `LongVideoConfig` fix a video.
 
@@ -32,11 +38,16 @@ from mv2v_jax.data.synthetic.cameras import camera_fits
 from mv2v_jax.data.synthetic.captions import describe
 from mv2v_jax.data.synthetic.render import render
 from mv2v_jax.data.synthetic.scene_config import SceneConfig
-from mv2v_jax.data.synthetic.world import COLOURS, OBJECT_COLOURS, World, draw_world
+from mv2v_jax.data.synthetic.world import COLOURS, OBJECT_COLOURS, SURFACE_NAMES, WALL_PALETTE, World, draw_world, pale
 from mv2v_jax.geometry import invert_pose
 from mv2v_jax.trajectories import direction, look_w2c
 
-EDIT_PROMPT = "Recolour every moving object with one new colour."
+EDIT_PROMPTS = {
+    "objects": "Recolour every moving object with one new colour.",
+    "walls": "Repaint every wall in a new colour.",
+}
+EDIT_PROMPT = EDIT_PROMPTS["objects"]
+WALLS = tuple(range(4))  # the surfaces "walls" repaints: SURFACE_NAMES[:4]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +60,9 @@ class LongVideoConfig:
     drift_metres: straight-line travel of the camera over the video, at most (inside the camera region).
     pitch_degrees: the camera's fixed pitch, drawn from this range (ours: looking down enough to keep the
       objects, which move near the floor, in view; `scene.camera_pitch` is not used).
+    edit: "objects" or "walls" (module docstring).
     grade: share by which every edited pixel is blended towards the edit colour, in [0, 1) (0: the edit
-      recolours the objects only).
+      recolours the objects only); "objects" only.
     """
 
     scene: SceneConfig = dataclasses.field(
@@ -61,6 +73,7 @@ class LongVideoConfig:
     drift_metres: float = 0.6
     pitch_degrees: tuple[float, float] = (-28.0, -18.0)
     grade: float = 0.0
+    edit: str = "objects"
 
     def __post_init__(self):
         low, high = self.num_segments
@@ -74,6 +87,10 @@ class LongVideoConfig:
             )
         if not 0 <= self.grade < 1:
             raise ValueError(f"grade={self.grade} must be in [0, 1)")
+        if self.edit not in EDIT_PROMPTS:
+            raise ValueError(f"edit={self.edit!r} must be one of {sorted(EDIT_PROMPTS)}")
+        if self.grade and self.edit != "objects":
+            raise ValueError(f"grade={self.grade} tints towards the objects' colour: it needs edit='objects'")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LongVideoConfig:
@@ -112,13 +129,34 @@ def recolour_objects(world: World, colour: str) -> World:
     return dataclasses.replace(world, objects=objects)
 
 
+def repaint_walls(world: World, colours: Sequence[str], mix: float) -> World:
+    """The same world with wall i painted flat `colours[i]` (names of `COLOURS`) blended `mix` towards
+    the pale grey of "palette" scenes; landmarks, floor and ceiling unchanged."""
+    surfaces = list(world.surfaces)
+    for wall, colour in zip(WALLS, colours, strict=True):
+        flat = np.tile(pale(COLOURS[colour], mix), (2, 1))
+        surfaces[wall] = dataclasses.replace(
+            surfaces[wall], pattern="plain", colour_names=(colour, colour), colours=flat
+        )
+    return dataclasses.replace(world, surfaces=tuple(surfaces))
+
+
+def edit_regions(ids: np.ndarray, edit: str) -> dict[str, np.ndarray]:
+    """What `edit` changes, by region: `ids` `[..., H, W]` (`render(..., with_ids=True)`) -> name -> bool
+    mask; "walls": one region per wall, "objects": one for all moving objects (one colour)."""
+    if edit == "walls":
+        return {SURFACE_NAMES[w]: ids == w for w in WALLS}
+    return {"objects": ids >= len(SURFACE_NAMES)}
+
+
 def generate_long_edit(seed: int | Sequence[int], config: LongVideoConfig = LONG_PRESETS["small"]) -> dict[str, Any]:
     """A long video and its edit, determined by `seed` and `config`.
 
-    Returns a dict: `source` and `edited` uint8 `[S, F, H, W, 3]` (consecutive segments),
-    `segment_starts` int32 `[S]`, `w2c` float64 `[S, F, 3, 4]`, `K` float64 `[3, 3]`, `prompt` (the
-    edit instruction), `edit_colour` (the colour the objects became), `description` (a caption of the
-    source), `world` and `edited_world`, `seed`, `config`.
+    Returns a dict: `source` and `edited` uint8 `[S, F, H, W, 3]` (consecutive segments), `ids` int16
+    `[S, F, H, W]` (what each source pixel shows, `render`'s ids), `segment_starts` int32 `[S]`, `w2c`
+    float64 `[S, F, 3, 4]`, `K` float64 `[3, 3]`, `prompt` (the edit instruction), `edit_colour` (the
+    colour the objects became, or the walls' new colours joined by commas), `description` (a caption of
+    the source), `world` and `edited_world`, `seed`, `config`.
     """
     rng = np.random.default_rng(seed)
     scene = config.scene
@@ -129,11 +167,15 @@ def generate_long_edit(seed: int | Sequence[int], config: LongVideoConfig = LONG
     times = np.linspace(0.0, 1.0, frames)
     if not camera_fits(world, invert_pose(w2c)[:, :, 3], times):
         raise AssertionError("unreachable: the camera region is clear of walls and objects by construction")
-    used = {o.colour_name for o in world.objects}
-    colour = str(rng.choice([c for c in OBJECT_COLOURS if c not in used]))
-    edited_world = recolour_objects(world, colour)
+    if config.edit == "walls":
+        colours = _new_wall_colours(rng, [world.surfaces[w].colour_names[0] for w in WALLS])
+        edited_world, colour = repaint_walls(world, colours, scene.palette_mix), ",".join(colours)
+    else:
+        used = {o.colour_name for o in world.objects}
+        colour = str(rng.choice([c for c in OBJECT_COLOURS if c not in used]))
+        edited_world = recolour_objects(world, colour)
     size, K = (scene.height, scene.width), scene.intrinsics
-    source, _ = render(world, w2c, K, size, times)
+    source, _, ids = render(world, w2c, K, size, times, with_ids=True)
     edited, _ = render(edited_world, w2c, K, size, times)
     if config.grade:
         tint = 255.0 * np.asarray(COLOURS[colour])
@@ -142,10 +184,11 @@ def generate_long_edit(seed: int | Sequence[int], config: LongVideoConfig = LONG
     return {
         "source": source.reshape(*split, *source.shape[1:]),
         "edited": edited.reshape(*split, *edited.shape[1:]),
+        "ids": ids.reshape(*split, *ids.shape[1:]),
         "segment_starts": np.arange(segments, dtype=np.int32) * scene.num_frames,
         "w2c": w2c.reshape(*split, 3, 4),
         "K": K,
-        "prompt": EDIT_PROMPT,
+        "prompt": EDIT_PROMPTS[config.edit],
         "edit_colour": colour,
         "description": describe(world),
         "world": world,
@@ -158,3 +201,11 @@ def generate_long_edit(seed: int | Sequence[int], config: LongVideoConfig = LONG
 def _point_in_disc(rng: np.random.Generator, radius: float) -> np.ndarray:
     r, angle = radius * math.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
     return np.array([r * math.cos(angle), r * math.sin(angle)])
+
+
+def _new_wall_colours(rng: np.random.Generator, old: Sequence[str]) -> list[str]:
+    """Four different palette colours, wall i's unlike `old[i]` (its colour before the edit)."""
+    while True:
+        colours = [str(c) for c in rng.choice(WALL_PALETTE, size=len(old), replace=False)]
+        if all(new != was for new, was in zip(colours, old, strict=True)):
+            return colours

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.long:
         video = generate_long_edit(args.seed, LONG_PRESETS[args.preset])
-        print(f"{video['prompt']} (the objects become {video['edit_colour']})")
+        print(f"{video['prompt']} ({video['config'].edit}: {video['edit_colour']})")
         print(write_long_preview(args.out, video, args.columns))
         return
     scene = generate_scene(args.seed, PRESETS[args.preset])

@@ -26,9 +26,12 @@ def render(
     K: np.ndarray,
     size: tuple[int, int],
     times: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    with_ids: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Renders cameras `w2c` `[..., F, 3, 4]` (OpenCV) with intrinsics `K` of a scene (its dict or its
-    World) at `size = (H, W)` -> RGB uint8 `[..., F, H, W, 3]` and z-depth float32 `[..., F, H, W]`.
+    World) at `size = (H, W)` -> RGB uint8 `[..., F, H, W, 3]` and z-depth float32 `[..., F, H, W]`,
+    and with `with_ids` what each pixel shows, int16 `[..., F, H, W]`: the surface's index in
+    SURFACE_NAMES, or `len(SURFACE_NAMES) + k` for moving object k.
 
     times: normalised time of each of the F frames (default `linspace(0, 1, F)`: the scene's own).
     """
@@ -45,12 +48,15 @@ def render(
     frame_times = np.broadcast_to(times, (*w2c.shape[:-3], num_frames)).reshape(-1)
     rgb = np.empty((len(cameras), height * width, 3), np.uint8)
     depth = np.empty((len(cameras), height * width), np.float32)
+    ids = np.empty((len(cameras), height * width), np.int16)
     rays = _camera_rays(np.asarray(K, np.float64), height, width)
     step = max(1, RAYS_PER_CHUNK // (height * width))
     for start in range(0, len(cameras), step):
         chunk = slice(start, start + step)
-        rgb[chunk], depth[chunk] = _cast(world, cameras[chunk], rays, frame_times[chunk])
-    return rgb.reshape(*w2c.shape[:-2], height, width, 3), depth.reshape(*w2c.shape[:-2], height, width)
+        rgb[chunk], depth[chunk], ids[chunk] = _cast(world, cameras[chunk], rays, frame_times[chunk])
+    grid = (*w2c.shape[:-2], height, width)
+    out = (rgb.reshape(*grid, 3), depth.reshape(grid))
+    return (*out, ids.reshape(grid)) if with_ids else out
 
 
 def _camera_rays(K: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -61,9 +67,9 @@ def _camera_rays(K: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack([x, y, np.ones_like(x)], -1).reshape(-1, 3)
 
 
-def _cast(world: World, w2c: np.ndarray, rays: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _cast(world: World, w2c: np.ndarray, rays: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, ...]:
     """Casts `rays` `[P, 3]` from N cameras `w2c` `[N, 3, 4]` at `times` `[N]` -> RGB uint8 `[N, P, 3]`,
-    z-depth float32 `[N, P]`.
+    z-depth float32 `[N, P]`, what each ray hit `[N, P]` (`render`'s ids).
 
     Vectors are kept as three `[N, P]` (or `[N, 1]`) component arrays: NumPy is several times faster
     on those than on reductions over a trailing axis of 3.
@@ -112,7 +118,7 @@ def _cast(world: World, w2c: np.ndarray, rays: np.ndarray, times: np.ndarray) ->
     floor = hit == 4
     shade[floor] *= _contact_shadows(world, point, floor, objects)
     colour = np.clip(albedo * shade[..., None], 0.0, 1.0)
-    return np.round(colour * 255).astype(np.uint8), depth
+    return np.round(colour * 255).astype(np.uint8), depth, hit
 
 
 def _room_exit(world: World, origin: Vector, direction: Vector) -> tuple[np.ndarray, np.ndarray]:

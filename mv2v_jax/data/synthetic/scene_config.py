@@ -10,15 +10,24 @@ from typing import Any
 import numpy as np
 
 from mv2v_jax.config import dataclass_from_config
-from mv2v_jax.data.synthetic.cameras import CAMERA_CLEARANCE
-from mv2v_jax.data.synthetic.world import MAX_WOBBLE, OBJECT_COLOURS
+from mv2v_jax.data.synthetic.cameras import CAMERA_CLEARANCE, CAMERA_STARTS
+from mv2v_jax.data.synthetic.world import MAX_WOBBLE, OBJECT_COLOURS, SURFACE_KINDS
 from mv2v_jax.geometry import Intrinsics
 from mv2v_jax.io.video import check_num_frames
 
 
 @dataclass(frozen=True)
 class SceneConfig:
-    """Size of the rendered videos and the ranges scenes are drawn from (metres, degrees)."""
+    """Size of the rendered videos and the ranges scenes are drawn from (metres, degrees).
+
+    surfaces: "patterns" (procedural textures) or "palette" (flat walls of four palette colours with
+      large landmarks; data.synthetic.world).
+    camera_start: "random": every camera starts anywhere in the camera region, facing its own heading,
+      and makes one of ReCamMaster's moves; "shared": ReCamMaster's own setting, where every camera
+      starts at the source video's first camera (camera 0, which stays still) and turns from there by
+      `rotation_degrees` (pans and tilts, with at most `rotation_move_metres` of translation), so the
+      new content of a view is what lies beyond the source's field of view (data.synthetic.cameras).
+    """
 
     height: int = 64
     width: int = 96
@@ -45,6 +54,14 @@ class SceneConfig:
     source_move_metres: tuple[float, float] = (0.3, 0.6)
     variable_speed: float = 0.5  # fraction of cameras with ReCamMaster's exponential speed profile
     ambient: float = 0.45
+    surfaces: str = "patterns"
+    landmark_radius: tuple[float, float] = (0.25, 0.45)
+    palette_mix: float = 0.0  # "palette": share by which surfaces are blended towards a pale grey
+    camera_start: str = "random"
+    rotation_degrees: tuple[float, float] = (30.0, 90.0)  # "shared": how far each view turns (the issue's 30-90)
+    rotation_groups: int = 3  # "shared": views turn in this many directions, several views each (overlaps)
+    rotation_move_metres: float = 0.1  # "shared": translation while turning, at most ("little translation")
+    max_pitch_degrees: float = 45.0  # "shared": tilts stop here
 
     def __post_init__(self):
         check_num_frames(self.num_frames)
@@ -52,6 +69,16 @@ class SceneConfig:
             raise ValueError(f"height, width and num_cameras must be positive, got {self}")
         if not 1 <= self.num_objects[0] <= self.num_objects[1] <= len(OBJECT_COLOURS):
             raise ValueError(f"num_objects={self.num_objects} must be 1 <= low <= high <= {len(OBJECT_COLOURS)}")
+        if self.surfaces not in SURFACE_KINDS:
+            raise ValueError(f"surfaces={self.surfaces!r} must be one of {SURFACE_KINDS}")
+        if self.camera_start not in CAMERA_STARTS:
+            raise ValueError(f"camera_start={self.camera_start!r} must be one of {CAMERA_STARTS}")
+        if not 0 <= self.palette_mix <= 1:
+            raise ValueError(f"palette_mix={self.palette_mix} must be in [0, 1]")
+        if not 0 < self.landmark_radius[0] <= self.landmark_radius[1]:
+            raise ValueError(f"landmark_radius={self.landmark_radius} must be 0 < low <= high")
+        if not 0 <= self.rotation_degrees[0] <= self.rotation_degrees[1] or self.rotation_groups < 1:
+            raise ValueError(f"rotation_degrees={self.rotation_degrees} must be 0 <= low <= high, rotation_groups >= 1")
         if not 0 < self.hfov_degrees < 180:
             raise ValueError(f"hfov_degrees={self.hfov_degrees} must be in (0, 180)")
         inner, outer = self.orbit_limits(self.room_half_extent[0], self.object_size[1], MAX_WOBBLE)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mv2v_jax.data.synthetic.cameras import sample_camera
+from mv2v_jax.data.synthetic.cameras import sample_camera, shared_start_cameras
 from mv2v_jax.data.synthetic.captions import describe
 from mv2v_jax.data.synthetic.render import render
 from mv2v_jax.data.synthetic.scene_config import PRESETS, SceneConfig
@@ -38,13 +38,16 @@ def generate_scene(seed: int | Sequence[int], config: SceneConfig = PRESETS["sma
     rng = np.random.default_rng(seed)
     world = draw_world(rng, config)
     times = np.linspace(0.0, 1.0, config.num_frames)
-    yaw0 = rng.uniform(0.0, 360.0)
-    headings = [0.0] + [HEADINGS[i % len(HEADINGS)] for i in rng.permutation(config.num_cameras - 1)]
-    kinds, w2c = zip(
-        *(sample_camera(rng, config, world, times, v, yaw0 + heading) for v, heading in enumerate(headings)),
-        strict=True,
-    )
-    w2c = np.stack(w2c)
+    if config.camera_start == "shared":
+        kinds, w2c = shared_start_cameras(rng, config, world, times)
+    else:
+        yaw0 = rng.uniform(0.0, 360.0)
+        headings = [0.0] + [HEADINGS[i % len(HEADINGS)] for i in rng.permutation(config.num_cameras - 1)]
+        kinds, w2c = zip(
+            *(sample_camera(rng, config, world, times, v, yaw0 + heading) for v, heading in enumerate(headings)),
+            strict=True,
+        )
+        w2c = np.stack(w2c)
     K = config.intrinsics
     video, depth = render(world, w2c, K, (config.height, config.width), times)
     return {

@@ -1,17 +1,22 @@
 """The world of a synthetic scene: a textured room and the objects moving in it, drawn from a seed.
 
 A room (x in [-a, a], y in [-b, b], z in [0, h], metres, z up) has four walls, a floor and a ceiling,
-each with its own procedural texture (stripes, checkers, colour blobs, a gradient; the four walls get
-four different ones) and unique painted landmarks (a shape and colour appear once per scene), so places
-are recognisable. Spheres and boxes of distinct colours move on smooth paths round the room's centre,
-clear of the region the cameras stand in. Everything is drawn from one `np.random.Generator`.
+and unique painted landmarks (a shape and colour appear once per scene), so places are recognisable.
+The surfaces are either
+- "patterns": each its own procedural texture (stripes, checkers, colour blobs, a gradient; the four
+  walls get four different ones), with periods of 0.3-0.8 m; or
+- "palette": each wall one flat colour, four different ones drawn from a palette, with large landmarks:
+  content a coarse latent codec carries (a few pixels per stripe is below what the small models' codec
+  resolves) and that a view which never saw a wall cannot predict.
+Spheres and boxes of distinct colours move on smooth paths round the room's centre, clear of the region
+the cameras stand in. Everything is drawn from one `np.random.Generator`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,8 +42,13 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 }
 OBJECT_COLOURS = tuple(c for c in COLOURS if c not in ("white", "grey"))  # stand out from the walls
 WALL_PATTERNS = ("stripes", "checkers", "blobs", "gradient")
+SURFACE_KINDS = ("patterns", "palette")  # SceneConfig.surfaces
+WALL_PALETTE = OBJECT_COLOURS  # "palette" walls: four different ones of these
+FLOOR_PALETTE = ("grey", "brown", "white")  # "palette" floors; the ceiling is white
+PALE_GREY = 0.75  # what SceneConfig.palette_mix blends "palette" surfaces towards
 FLOOR_PATTERNS = ("checkers", "stripes")
 CEILING_PATTERNS = ("gradient", "blobs")
+LANDMARK_COUNTS = (2, 2, 2, 2, 1, 1)  # per surface, in SURFACE_NAMES order
 LANDMARK_SHAPES = ("disc", "ring", "square", "diamond", "triangle", "cross", "star")
 # Surfaces in index order: walls at x = -a, x = +a, y = -b, y = +b, then floor (z = 0), ceiling (z = h).
 SURFACE_NAMES = ("wall x-", "wall x+", "wall y-", "wall y+", "floor", "ceiling")
@@ -138,20 +148,52 @@ def draw_world(rng: np.random.Generator, config: SceneConfig) -> World:
     """A world drawn from `rng` (which it advances: scenes draw their cameras from it next)."""
     a, b = rng.uniform(*config.room_half_extent, size=2)
     height = rng.uniform(*config.room_height)
-    patterns = [*rng.permutation(WALL_PATTERNS), rng.choice(FLOOR_PATTERNS), rng.choice(CEILING_PATTERNS)]
-    # Every (shape, colour) landmark appears at most once in a scene, so it names a place.
-    combos = [(s, c) for s in LANDMARK_SHAPES for c in COLOURS if c != "white"]
-    landmark_counts = [2, 2, 2, 2, 1, 1]
-    chosen = rng.choice(len(combos), size=sum(landmark_counts), replace=False)
     extents = [(b, height), (b, height), (a, height), (a, height), (a, b), (a, b)]
-    surfaces, used = [], 0
-    for index, (pattern, count, extent) in enumerate(zip(patterns, landmark_counts, extents, strict=True)):
-        picks = [combos[i] for i in chosen[used : used + count]]
-        used += count
-        surfaces.append(_sample_surface(rng, SURFACE_NAMES[index], str(pattern), picks, extent, index >= 4))
+    surfaces = (_palette_surfaces if config.surfaces == "palette" else _pattern_surfaces)(rng, config, extents)
     objects = _sample_objects(rng, config, min(a, b))
     light = np.array([rng.uniform(-0.5, 0.5) * a, rng.uniform(-0.5, 0.5) * b, height - 0.3])
     return World((float(a), float(b)), float(height), tuple(surfaces), objects, light, config.ambient)
+
+
+def pale(colours: np.ndarray, mix: float) -> np.ndarray:
+    """`colours` `[..., 3]` blended `mix` of the way towards PALE_GREY ("palette" surfaces)."""
+    return (1 - mix) * np.asarray(colours, np.float64) + mix * PALE_GREY
+
+
+def _pattern_surfaces(rng: np.random.Generator, config: SceneConfig, extents) -> list[Surface]:
+    patterns = [*rng.permutation(WALL_PATTERNS), rng.choice(FLOOR_PATTERNS), rng.choice(CEILING_PATTERNS)]
+    # Every (shape, colour) landmark appears at most once in a scene, so it names a place.
+    combos = [(s, c) for s in LANDMARK_SHAPES for c in COLOURS if c != "white"]
+    chosen = rng.choice(len(combos), size=sum(LANDMARK_COUNTS), replace=False)
+    surfaces, used = [], 0
+    for index, (pattern, count, extent) in enumerate(zip(patterns, LANDMARK_COUNTS, extents, strict=True)):
+        picks = [combos[i] for i in chosen[used : used + count]]
+        used += count
+        surfaces.append(
+            _sample_surface(rng, SURFACE_NAMES[index], str(pattern), picks, extent, index >= 4, config.landmark_radius)
+        )
+    return surfaces
+
+
+def _palette_surfaces(rng: np.random.Generator, config: SceneConfig, extents) -> list[Surface]:
+    """Flat walls of four different palette colours, a floor and a white ceiling, each blended
+    `config.palette_mix` towards PALE_GREY; each surface's landmarks (full colours) differ from its
+    colour, and no (shape, colour) landmark appears twice."""
+    walls = [str(c) for c in rng.choice(WALL_PALETTE, size=4, replace=False)]
+    names = [*walls, str(rng.choice(FLOOR_PALETTE)), "white"]
+    taken: set[tuple[str, str]] = set()
+    surfaces = []
+    for index, (colour, count, extent) in enumerate(zip(names, LANDMARK_COUNTS, extents, strict=True)):
+        combos = [
+            (s, c) for s in LANDMARK_SHAPES for c in COLOURS if c not in (colour, "white") and (s, c) not in taken
+        ]
+        picks = [combos[i] for i in rng.choice(len(combos), size=count, replace=False)]
+        taken.update(picks)
+        surface = _surface(
+            rng, SURFACE_NAMES[index], "plain", (colour, colour), picks, extent, index >= 4, config.landmark_radius
+        )
+        surfaces.append(replace(surface, colours=pale(surface.colours, config.palette_mix)))
+    return surfaces
 
 
 def _sample_surface(
@@ -161,11 +203,25 @@ def _sample_surface(
     landmarks: Sequence[tuple[str, str]],
     extent: tuple[float, float],
     horizontal: bool,
+    landmark_radius: tuple[float, float],
 ) -> Surface:
-    """extent: the surface's half-width along u and, for walls, the full height along v (v from 0).
-    The pattern's colours differ from its landmarks', so every landmark stands out."""
+    """A patterned surface whose colours differ from its landmarks', so every landmark stands out."""
     free = [c for c in COLOURS if c not in {colour for _, colour in landmarks}]
     names = tuple(str(c) for c in rng.choice(free, size=2, replace=False))
+    return _surface(rng, name, pattern, names, landmarks, extent, horizontal, landmark_radius)
+
+
+def _surface(
+    rng: np.random.Generator,
+    name: str,
+    pattern: str,
+    names: tuple[str, str],
+    landmarks: Sequence[tuple[str, str]],
+    extent: tuple[float, float],
+    horizontal: bool,
+    landmark_radius: tuple[float, float],
+) -> Surface:
+    """extent: the surface's half-width along u and, for walls, the full height along v (v from 0)."""
     colours = np.array([COLOURS[c] for c in names]) + rng.uniform(-0.05, 0.05, size=(2, 3))
     angle = rng.choice([0.0, np.pi / 2, np.pi / 4, -np.pi / 4]) if pattern == "stripes" else rng.uniform(0, np.pi)
     period = rng.uniform(0.3, 0.8) if pattern in ("stripes", "checkers") else rng.uniform(2.0, 5.0)
@@ -183,9 +239,10 @@ def _sample_surface(
     )
     placed: list[Landmark] = []
     for shape, colour in landmarks:
-        radius = rng.uniform(0.25, 0.45)
+        radius = rng.uniform(*landmark_radius)
+        margin = max(0.6, radius + 0.15)  # off the edges, whole
         for _ in range(100):  # keep landmarks apart and off the edges
-            centre = (rng.uniform(-half_u + 0.6, half_u - 0.6), rng.uniform(v_low + 0.6, v_high - 0.6))
+            centre = (rng.uniform(-half_u + margin, half_u - margin), rng.uniform(v_low + margin, v_high - margin))
             if all(math.dist(centre, m.centre) > radius + m.radius + 0.3 for m in placed):
                 break
         placed.append(

@@ -1,5 +1,5 @@
-"""SyntheticLongEdit: long synthetic videos and their object-recolouring edit
-(`mv2v_jax.data.synthetic.long_video`) as a TFDS dataset of long-edit pairs.
+"""SyntheticLongEdit: long synthetic videos and their edit (objects recoloured or walls repainted,
+`mv2v_jax.data.synthetic.long_video`) as a TFDS dataset of long-edit pairs.
 
 Pair i of a split is `generate_long_edit(scene_seed(base_seed, split, i), config.video)`: the dataset is
 a pure function of its config. Records carry the fields of `long_edit_pairs` (so whatever reads one
@@ -13,7 +13,7 @@ Record (S segments, drawn per pair from `video.num_segments`; F = segment frames
     edited          [S, F, H, W, 3]  uint8
     segment_starts  [S]              int32  first frame of each segment in the long video
     seed            int64   the pair's seed for `generate_long_edit`
-    edit_colour     bytes   the colour every moving object became
+    edit_colour     bytes   the colour every moving object became, or each wall's new colour (comma-joined)
     w2c             [S, F, 3, 4]     float32  the camera, OpenCV axes, metres
     K               [3, 3]           float32
 
