@@ -128,11 +128,17 @@ def test_memory_order_is_the_same_in_training_and_inference(name):
 
 def test_long_edit_examples_remember_segments_before_the_target():
     pair = long_edit_pair(1, segments=5)
-    for seed in range(20):
+    targets = []
+    for seed in range(40):
         example = get_task("long_edit").example(pair, np.random.default_rng(seed), SAMPLING)
         segment = next(s for s in range(5) if np.array_equal(pair["edited_latents"][s], example["target"]))
         turns = example["memory_turns"][example["memory_valid"]]
-        assert turns[0] == segment - 1 and (turns < segment).all()
+        targets.append(segment)
+        if segment == 0:  # the first segment: nothing earlier to remember
+            assert not example["memory_valid"].any() and not example["memory_latents"].any()
+        else:
+            assert turns[0] == segment - 1 and (turns < segment).all()
+    assert 0 in targets and len(set(targets)) == 5  # every segment, the first included, is a target
 
 
 def test_task_subclass_must_implement_the_protocol():

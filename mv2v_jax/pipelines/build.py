@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from mv2v_jax.config import dataclass_from_config, positive, require
+from mv2v_jax.config import dataclass_from_config, require
 from mv2v_jax.geometry import Intrinsics
 from mv2v_jax.io.video import VideoConfig
 from mv2v_jax.memory.merging import MERGE_SCHEDULES
@@ -81,10 +81,10 @@ def check_sample_config(sample: Mapping[str, Any], task: str | None = None) -> N
             _real(hfov) and 0 < hfov < 180, "sample.retrieval.hfov_degrees", hfov, "a field of view in (0, 180) degrees"
         )
         require(
-            _real(radius) and positive(radius),
+            _real(radius) and radius > 0,
             "sample.retrieval.fov_radius",
             radius,
-            "VideoFOV's sphere radius must be positive",
+            "VideoFOV's sphere radius must be > 0 (or inf: directions at infinity)",
         )
     if task == "long_edit":
         edit = sample["long_edit"]
