@@ -103,3 +103,30 @@ class Intrinsics(NamedTuple):
     def matrix(self) -> np.ndarray:
         """The 3x3 K, float64."""
         return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], np.float64)
+
+
+def cell_directions(poses: np.ndarray, intrinsics: Intrinsics, grid: tuple[int, int]) -> np.ndarray:
+    """Unit viewing directions `[F, h, w, 3]`, in the reference frame, through the centres of an `h x w`
+    grid of cells spanning the image, for the frames of `poses` `[F, 12]` (`relative_poses`' camera-to-
+    reference poses)."""
+    h, w = grid
+    rows = (np.arange(h) + 0.5) * intrinsics.height / h
+    cols = (np.arange(w) + 0.5) * intrinsics.width / w
+    v, u = np.meshgrid(rows, cols, indexing="ij")
+    local = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u)], -1)
+    rotation = np.asarray(poses, np.float64).reshape(-1, 3, 4)[:, :, :3]
+    directions = np.einsum("fij,hwj->fhwi", rotation, local)
+    return directions / np.linalg.norm(directions, axis=-1, keepdims=True)
+
+
+def sees(poses: np.ndarray, directions: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """bool `[...]`: whether any frame of `poses` `[F, 12]` (as `cell_directions`) sees the directions
+    `[..., 3]` at infinity (translations ignored: views that share a centre), inside its image."""
+    rotation = np.asarray(poses, np.float64).reshape(-1, 3, 4)[:, :, :3]
+    camera = np.einsum("fji,...j->f...i", rotation, directions)  # R^T d: the direction in each camera's axes
+    z = camera[..., 2]
+    safe = np.where(z > 1e-9, z, 1.0)
+    u = intrinsics.fx * camera[..., 0] / safe + intrinsics.cx
+    v = intrinsics.fy * camera[..., 1] / safe + intrinsics.cy
+    inside = (z > 1e-9) & (u >= 0) & (u <= intrinsics.width) & (v >= 0) & (v <= intrinsics.height)
+    return inside.any(axis=0)

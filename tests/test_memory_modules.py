@@ -74,6 +74,56 @@ def test_coarse_positions_sit_at_the_centre_of_the_fine_tokens():
     np.testing.assert_array_equal(positions[4:, 0], [6, 6, 6, 6])
 
 
+def test_a_memory_at_the_base_patch_is_embedded_by_the_dits_own_patch_embedding():
+    """Scaled to small latents, the top memory keeps 1x2x2: no second embedder for it, and the target and
+    the input keep the DiT's own (one embedder per patch size in the mapping)."""
+    base = PatchEmbed((1, 2, 2), 4, CONFIG, nnx.Rngs(0))
+    config = TokenizerConfig(ranked=((1, 2, 2), (1, 4, 4)), rest=(1, 4, 4))
+    tokenizers = DynamicTokenizers(base, CONFIG, config, nnx.Rngs(1))
+    assert list(tokenizers.embedders) == ["1x4x4"]
+    assert tokenizers.mapping(base)[(1, 2, 2)] is base
+
+
+# -- camera rays ----------------------------------------------------------------------------------------
+
+
+def yaw_pose(degrees: float, frames: int, x: float = 0.0) -> jnp.ndarray:
+    """`[1, frames, 12]` camera-to-reference poses turned `degrees` about the camera's vertical (y) axis,
+    the camera `x` to the right of the reference."""
+    a = math.radians(degrees)
+    rotation = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    pose = np.concatenate([rotation, np.array([[x], [0.0], [0.0]])], 1)
+    return jnp.asarray(np.broadcast_to(pose.reshape(12), (1, frames, 12)), jnp.float32)
+
+
+def test_rays_are_each_tokens_own_viewing_direction_in_the_reference_frame():
+    from mv2v_jax.memory.camera import CAMERA_INPUTS, RAY_FREQUENCIES, token_rays
+
+    t, z = 2, jnp.zeros((1, 2, 8, 12, 4))
+    memory = MemoryBatch(
+        jnp.zeros((1, 2, t, 8, 12, 4)),
+        jnp.array([[True, False]]),
+        jnp.array([[1, 0]]),
+        jnp.concatenate([yaw_pose(40.0, t, x=0.1)[:, None], jnp.zeros((1, 1, t, 12))], 1),  # slot 1 empty: zeros
+    )
+    tokenizers = TokenizerConfig(ranked=((1, 2, 2),), rest=(1, 4, 4))
+    streams = recammaster_streams(z, z, yaw_pose(0.0, t), memory, tokenizers=tokenizers)
+    rays = np.asarray(token_rays(streams, hfov_degrees=90.0))[0]
+    n = 2 * 4 * 6
+    assert rays.shape == (n * 3 + 2 * 2 * 3, CAMERA_INPUTS["rays"]) and np.isfinite(rays).all()
+    target, source, remembered = rays[:n], rays[n : 2 * n], rays[2 * n : 3 * n]
+    np.testing.assert_allclose(target, source, atol=1e-6)  # the target starts (and here stays) at the source
+    # A token's direction: its pixel centre through a 90-degree lens (focal = 3 base tokens of 6 across).
+    x, y = (np.arange(6) + 0.5 - 3) / 3, (np.arange(4) + 0.5 - 2) / 3
+    local = np.stack(np.broadcast_arrays(x[None, :], y[:, None], 1.0), -1).reshape(-1, 3)
+    local /= np.linalg.norm(local, axis=-1, keepdims=True)
+    np.testing.assert_allclose(target[:24, :3], local, atol=1e-6)
+    rotation = np.asarray(yaw_pose(40.0, 1)[0, 0]).reshape(3, 4)[:, :3]
+    np.testing.assert_allclose(remembered[:24, :3], local @ rotation.T, atol=1e-6)  # turned with its camera
+    np.testing.assert_allclose(remembered[:24, 3:6], np.cross([0.1, 0.0, 0.0], local @ rotation.T), atol=1e-6)
+    np.testing.assert_allclose(remembered[:24, 6:9], np.sin(RAY_FREQUENCIES[0] * local @ rotation.T), atol=1e-6)
+
+
 # -- hierarchical RoPE --------------------------------------------------------------------------------
 
 

@@ -18,16 +18,18 @@ import jax
 from flax import nnx
 
 from mv2v_jax.config import dataclass_from_config
-from mv2v_jax.memory.camera import camera_adapter
+from mv2v_jax.memory.camera import CAMERA_INPUTS, camera_adapter, token_rays
 from mv2v_jax.memory.merging import MergeConfig, TokenMerger, TokenMergers, merge_hooks
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.memory.tokenizers import DynamicTokenizers, TokenizerConfig
 from mv2v_jax.models.wan.dit import ARCH_FIELDS, WanDiT, WanDiTConfig
 from mv2v_jax.models.wan.sequence import BlockAdapter
 
-# Block adapters by name: `name -> (dit config, rngs) -> stacked per-block module`. The model holds each
+# Block adapters by name: `name -> (model config, rngs) -> stacked per-block module`. The model holds each
 # under its name (so its parameters are `<name>/...`) and the DiT scans them with the blocks.
-ADAPTERS: dict[str, Callable[[WanDiTConfig, nnx.Rngs], BlockAdapter]] = {"camera": camera_adapter}
+ADAPTERS: dict[str, Callable[[MemoryConfig, nnx.Rngs], BlockAdapter]] = {
+    "camera": lambda config, rngs: camera_adapter(config.dit, rngs, config.camera_input)
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,16 +40,25 @@ class MemoryConfig:
       ("camera",) for ReCamMaster-style novel view synthesis, () for LucyEdit.
     tokenizers: which patch each memory rank gets.
     merge: adaptive token merging.
+    camera_input: what the camera layers read (memory.camera): "pose", ReCamMaster's per-frame pose, or
+      "rays", each token's own ray (ours, for small models trained from scratch).
+    camera_hfov_degrees: the fixed horizontal field of view "rays" assumes (unused with "pose").
     """
 
     dit: WanDiTConfig
     adapters: tuple[str, ...] = ("camera",)
     tokenizers: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
     merge: MergeConfig = dataclasses.field(default_factory=MergeConfig)
+    camera_input: str = "pose"
+    camera_hfov_degrees: float = 65.0
 
     def __post_init__(self):
         if unknown := [name for name in self.adapters if name not in ADAPTERS]:
             raise ValueError(f"unknown block adapters {unknown}; choose from {sorted(ADAPTERS)}")
+        if self.camera_input not in CAMERA_INPUTS:
+            raise ValueError(f"model.camera_input={self.camera_input!r} must be one of {sorted(CAMERA_INPUTS)}")
+        if not 0 < self.camera_hfov_degrees < 180:
+            raise ValueError(f"model.camera_hfov_degrees={self.camera_hfov_degrees} must be in (0, 180)")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> MemoryConfig:
@@ -74,6 +85,8 @@ class MemoryConfig:
                 "adapters": list(self.adapters),
                 "tokenizers": dataclasses.asdict(self.tokenizers),
                 "merge": dataclasses.asdict(self.merge),
+                "camera_input": self.camera_input,
+                "camera_hfov_degrees": self.camera_hfov_degrees,
             },
         }
 
@@ -85,7 +98,7 @@ class MemoryDiT(nnx.Module):
         self.config = config
         self.dit = WanDiT(config.dit, rngs=rngs)
         for name in config.adapters:
-            setattr(self, name, ADAPTERS[name](config.dit, rngs))
+            setattr(self, name, ADAPTERS[name](config, rngs))
         self.tokenizers = DynamicTokenizers(self.dit.patch_embedding, config.dit, config.tokenizers, rngs)
         self.mergers = TokenMergers(config.merge.block_indices(config.dit.num_layers), config.dit, config.merge, rngs)
 
@@ -119,6 +132,8 @@ class MemoryDiT(nnx.Module):
           keep_ratio: merge memory tokens with this r (static); None turns merging off.
         """
         seq = pack_streams(streams, self.tokenizers.mapping(self.dit.patch_embedding))
+        if self.config.camera_input == "rays" and "camera" in seq.features:
+            seq = seq.replace(features=seq.features | {"camera": token_rays(streams, self.config.camera_hfov_degrees)})
         hooks = {}
         if keep_ratio is not None:
             blocks = self.config.merge.block_indices(self.config.dit.num_layers)

@@ -71,6 +71,8 @@ class DynamicTokenizers(nnx.Module):
         self.config = config
         embedders = {}
         for patch in config.patches:
+            if patch == base.patch:  # a memory at the DiT's own patch uses its own embedding, as the input does
+                continue
             embedder = PatchEmbed(patch, dit_config.in_channels, dit_config, rngs, pad=True)
             embedder.kernel[...] = tile_average_kernel(base.kernel[...], base.patch, patch)
             embedder.bias[...] = base.bias[...]
