@@ -27,22 +27,28 @@ def test_demo_writes_both_tasks_comparisons(tmp_path):
     (run,) = list(tmp_path.iterdir())
     assert str(run) in result.stdout
     summary = json.loads((run / "summary.json").read_text())
-    for task, turns in (("nvs", 2), ("long_edit", len(summary["long_edit"]["memory"]["object_colours"]))):
+    segments = len(summary["long_edit"]["memory"]["error_against_earlier_segments"]) + 1
+    for task, turns in (("nvs", 2), ("long_edit", segments)):
         folder = run / task
         assert str(folder / "comparison.png") in result.stdout
         sheet = Image.open(folder / "comparison.png")
         assert sheet.size[0] > turns * 2 * 72 and sheet.size[1] > 3 * 2 * 48  # three rows of enlarged frames
         movie = read_all_frames(folder / "comparison.mp4", None).frames
         assert len(movie) == turns * 9 and movie.std() > 1
+        for row in ("memory", "no_memory", "ground_truth_through_codec"):
+            values = summary[task][row]
+            assert all(np.isfinite(values[k]) for k in ("psnr", "detail_ratio"))
     # Every turn of the memory session has its mp4, contact sheet and record, and remembers the turns before it.
     for turn in (1, 2):
         stem = run / "nvs" / "sessions" / "memory" / "turns" / f"turn_{turn:03d}"
         assert read_video(stem.with_suffix(".mp4"), 9, None).frames.shape == (9, 48, 72, 3)
         record = json.loads(stem.with_suffix(".json").read_text())
-        # Every earlier turn is fed or skipped for not overlapping (retrieval.min_score).
-        assert record["turn"] == turn and len(record["retrieved"]) + len(record["skipped"]) == turn - 1
-    nvs = summary["nvs"]
-    assert len(nvs["memory"]["psnr_per_turn"]) == 2 and np.isfinite(nvs["no_memory"]["mean"])
-    edit = summary["long_edit"]
-    assert np.isfinite(edit["ground_truth"]["cross_segment_error"])
-    assert len(list((run / "long_edit" / "sessions" / "memory" / "turns").glob("*.json"))) >= 4  # 4-6 segments
+        assert record["turn"] == turn and len(record["retrieved"]) == turn - 1 and not record["skipped"]
+    assert summary["nvs"]["turns_retrieving"] == [2]
+    nvs, edit = summary["nvs"], summary["long_edit"]
+    assert len(nvs["memory"]["error_against_earlier_turns"]) == 1
+    assert nvs["ground_truth_through_codec"]["psnr"] > nvs["no_memory"]["psnr"]  # the codec is the ceiling
+    assert np.isfinite(edit["ground_truth_through_codec"]["cross_segment_error"])
+    assert len(list((run / "long_edit" / "sessions" / "memory" / "turns").glob("*.json"))) == segments
+    for line in ("novel views, error between turns", "long edit, wall colour error across segments"):
+        assert line in result.stdout

@@ -9,7 +9,8 @@ import pytest
 from mv2v_jax.data.synthetic import PRESETS
 from mv2v_jax.eval import report
 from mv2v_jax.eval.consistency import pair_errors, turn_errors
-from mv2v_jax.eval.edit_consistency import cross_segment_error, object_colours, segment_errors
+from mv2v_jax.eval.edit_consistency import pair_errors as segment_pair_errors
+from mv2v_jax.eval.edit_consistency import region_colours, region_masks
 from mv2v_jax.eval.metrics import MIN_REGION_PIXELS, edit_mask, region_colour, warp_error
 from mv2v_jax.eval.revisit import heading_degrees, revisit_scene
 
@@ -70,15 +71,36 @@ def test_edit_mask_keeps_the_interior_of_what_the_edit_changed():
     assert mask.sum() >= MIN_REGION_PIXELS
 
 
-def test_cross_segment_errors_skip_segments_without_objects():
-    colours = np.array([[0.2, 0.2, 0.2], [0.5, 0.2, 0.2], [np.nan] * 3, [0.2, 0.5, 0.5]])
-    # pairs with objects: (0,1) 0.1, (0,3) 0.2, (1,3) 0.3
-    assert cross_segment_error(colours) == pytest.approx(0.2)
-    np.testing.assert_allclose(segment_errors(colours), [0.1, np.nan, 0.25])
+def test_region_colours_are_nan_where_a_segment_does_not_show_the_region():
     segments = [np.full((2, 4, 4, 3), 51 * k, np.uint8) for k in range(2)]
-    masks = [np.ones((2, 4, 4), bool), np.zeros((2, 4, 4), bool)]
-    np.testing.assert_allclose(object_colours(segments, masks)[0], [0, 0, 0])
-    assert np.isnan(object_colours(segments, masks)[1]).all()
+    masks = [{"a": np.ones((2, 4, 4), bool)}, {"a": np.zeros((2, 4, 4), bool)}]
+    np.testing.assert_allclose(region_colours(segments, masks)[0, 0], [0, 0, 0])
+    assert np.isnan(region_colours(segments, masks)[1]).all()
+
+
+def test_cross_segment_errors_match_the_same_wall_points_across_segments():
+    """The ground-truth edit agrees with itself across segments where they see the same wall points (up to
+    resampling); segments that each repaint the walls their own way do not."""
+    from mv2v_jax.data.synthetic import LONG_PRESETS, generate_long_edit
+
+    config = dataclasses.replace(
+        LONG_PRESETS["tiny"],
+        scene=dataclasses.replace(LONG_PRESETS["tiny"].scene, height=24, width=36, surfaces="palette"),
+        num_segments=(4, 4),
+        sweep_degrees=(540.0, 540.0),
+        pitch_degrees=(-10.0, -10.0),
+        edit="walls",
+    )
+    long = generate_long_edit(2, config)
+    masks = region_masks(long)
+    truth = [e[::4] for e in long["edited"]]
+    pairs = segment_pair_errors(truth, long, masks)
+    assert pairs.shape == (4, 4, 2) and pairs[..., 1].sum() > 0
+    assert 0 < turn_errors(pairs)[-1] < 0.05  # the last segment sees walls the first ones showed
+    rng = np.random.default_rng(0)
+    # Each segment shifts every pixel's colour its own way (a different repaint per segment).
+    own = [np.clip(t.astype(int) + rng.integers(-80, 80, 3), 0, 255).astype(np.uint8) for t in truth]
+    assert turn_errors(segment_pair_errors(own, long, masks))[-1] > 3 * turn_errors(pairs)[-1]
 
 
 def test_report_means_and_table():
@@ -91,6 +113,25 @@ def test_report_means_and_table():
     text = report.table(summary, [("error", "cross-turn error", ".3f")], {"error": 0.01})
     assert text.splitlines()[2] == "| memory | 0.200 |"
     assert text.splitlines()[-1] == "| ground-truth videos (floor) | 0.010 |"
+    spread = report.intervals(per_scene)
+    with_intervals = report.table(summary, [("error", "cross-turn error", ".3f")], {}, spread)
+    low, high = spread["memory"]["error"]
+    assert with_intervals.splitlines()[2] == f"| memory | 0.200 [{low:.3f}, {high:.3f}] |"
+    assert spread["independent"]["error"] == (pytest.approx(0.4), pytest.approx(0.4))  # no spread, no width
+
+
+def test_bootstrap_intervals_cover_the_mean_narrow_with_scenes_and_pair_the_settings():
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(1.0, 0.3, 8), rng.normal(1.0, 0.3, 128)
+    (low_few, high_few), (low_many, high_many) = (report.intervals({"s": {"m": v}})["s"]["m"] for v in (few, many))
+    assert low_few < few.mean() < high_few and low_many < many.mean() < high_many
+    assert high_many - low_many < 0.5 * (high_few - low_few)  # ~ 1 / sqrt(scenes)
+    # Paired: a setting 20% below its baseline on every scene is 20% lower in every resample, however
+    # much the scenes differ from each other.
+    baseline = rng.uniform(0.1, 1.0, 16)
+    per_scene = {"ours": {"e": 0.8 * baseline}, "base": {"e": baseline}}
+    assert report.reduction_interval(per_scene, "e", "ours", "base") == (pytest.approx(0.2), pytest.approx(0.2))
+    assert report.lower_or_higher(0.2, (0.1, 0.3)) == "20.0% lower (95% interval 10.0% lower to 30.0% lower)"
 
 
 def test_reductions_read_as_lower_or_higher():
@@ -116,3 +157,62 @@ def test_denoising_settings_empty_or_swap_the_memory():
     np.testing.assert_array_equal(other["memory_latents"], batch["memory_latents"][[2, 0, 1]])
     np.testing.assert_array_equal(other["memory_turns"], batch["memory_turns"][[2, 0, 1]])
     np.testing.assert_array_equal(other["target"], batch["target"])  # only the memory moves
+
+
+def test_every_turn_of_the_demo_scene_retrieves_the_turns_before_it():
+    """The shipped configuration on `make demo`'s scene: VideoFOV at infinite radius (views that share a
+    centre), so no earlier turn is skipped as irrelevant; turn 2 retrieves turn 1 (it did not, with the
+    1 m sphere and the old random starts: score 0.00)."""
+    from mv2v_jax.config import load_config
+    from mv2v_jax.data.synthetic import SceneConfig
+    from mv2v_jax.eval.consistency import session_frame
+    from mv2v_jax.eval.demo import DEMO_SEED
+    from mv2v_jax.geometry import Intrinsics
+    from mv2v_jax.retrieval.fov import retrieve_by_fov
+
+    config = load_config("configs/tiny_nvs.py")
+    retrieval, video = config.sample.retrieval, config.sample.video
+    scene = revisit_scene(DEMO_SEED, SceneConfig.from_config(dict(config.data.source.scene)), turns=5)
+    turns = [session_frame(scene["w2c"][c], scene["w2c"][0])[::4] for c in range(1, 6)]
+    intrinsics = Intrinsics.from_hfov(retrieval.hfov_degrees, video.height, video.width)
+    for t in range(1, 5):
+        selection, scores = retrieve_by_fov(turns[t], turns[:t], retrieval.slots, intrinsics, retrieval.fov_radius)
+        assert len(selection.rows()) == min(t, retrieval.slots)
+        assert np.all(np.asarray(scores.score) > retrieval.min_score)
+    _, first = retrieve_by_fov(turns[1], turns[:1], 1, intrinsics, retrieval.fov_radius)
+    assert float(first.score[0]) > 0.3
+
+
+def test_shared_start_revisit_turns_start_at_the_source_and_see_beyond_it():
+    shared = dataclasses.replace(SCENE, camera_start="shared", surfaces="palette")
+    scene = revisit_scene(3, shared, turns=3)
+    assert scene["video"].shape[0] == 4
+    np.testing.assert_allclose(scene["w2c"][1:, 0], np.broadcast_to(scene["w2c"][0, 0], (3, 3, 4)), atol=1e-9)
+    for turn in (1, 2, 3):  # each ends looking where the still source never does
+        last = dict(scene, video=scene["video"][:, -1:], depth=scene["depth"][:, -1:], w2c=scene["w2c"][:, -1:])
+        assert covisible(last, 0, turn) < 0.9 * covisible(last, turn, turn)
+    assert covisible(scene, 1, 2) > 0 and covisible(scene, 2, 3) > 0  # later turns see again what earlier ones saw
+
+
+def test_memory_only_cells_are_what_memory_sees_and_the_source_does_not():
+    from mv2v_jax.config import load_config
+    from mv2v_jax.eval.denoising import nvs_memory_only
+    from mv2v_jax.geometry import relative_poses
+    from mv2v_jax.trajectories import camera_trajectory
+
+    config = load_config("configs/tiny_nvs.py")
+    left = camera_trajectory("pan_left", (0, 0, 1.5), 0.0, 0.0, 80.0, 9)[::4]  # 0, 40, 80 degrees
+    source = left[0]
+    example = {
+        "target": np.zeros((3, 12, 18, 12)),
+        "camera": relative_poses(left, source),
+        "memory_camera": relative_poses(left, source)[None].repeat(2, 0),
+        "memory_valid": np.array([True, False]),
+    }
+    mask = nvs_memory_only(example, None, config)
+    assert mask.shape == (3, 12, 18)
+    assert not mask[0].any()  # the first frame is the source's own view
+    assert mask[2].mean() > 0.9  # 80 degrees on, almost nothing of the 65-degree source is left
+    assert 0.3 < mask[1].mean() < 0.9
+    example["memory_valid"][:] = False
+    assert not nvs_memory_only(example, None, config).any()

@@ -1,26 +1,33 @@
 """Does memory make novel-view turns consistent? Measured on held-out synthetic scenes with ground-truth geometry.
 
-    python -m mv2v_jax.eval.consistency --config configs/tiny_nvs.py --scenes 8 --cameras covisible
-    python -m mv2v_jax.eval.consistency --config configs/tiny_nvs.py --scenes 8 --cameras revisit
+    python -m mv2v_jax.eval.consistency --config configs/tiny_nvs.py --scenes 16 --cameras revisit
+    python -m mv2v_jax.eval.consistency --config configs/tiny_nvs.py --scenes 16 --cameras covisible
 
 Per held-out scene (seeds disjoint from training's) the source video is camera 0, and five turns ask for
 other trajectories (given in the session's frame, where the source's first camera is the identity):
+- `revisit`: trajectories that look where the source never did (eval.revisit; in ReCamMaster's
+  setting of the shipped model, turns from the source's first camera that all turn the same way): the
+  first turn has to invent what it sees there, later turns see again what only earlier outputs saw.
+  This isolates memory, and is the headline;
 - `covisible`: other cameras of the scene, chosen greedily so that each new turn overlaps the turns
-  before it (turn_cameras); most of them also overlap the source;
-- `revisit`: trajectories that all face the wall behind the source camera (eval.revisit), which the
-  source never shows: the first turn invents it, later turns revisit what only earlier outputs saw.
-  This isolates memory.
-Three settings run the same model and sampler:
+  before it (turn_cameras).
+Three settings run the same model and sampler, with the same seed per turn:
 - memory: one session; each turn retrieves earlier outputs by VideoFOV (ours, Memory-V2V);
 - independent: every turn alone, the memory slots empty (the paper's "Ind" baseline);
 - autoregressive: each turn takes the previous turn's output as its input video, no memory (the
   paper's "AR" baseline).
-Metrics: cross-turn error, the mean absolute colour difference (0..1) between every pair of turn
-outputs on pixels both see, matched through the ground-truth depth and cameras (eval.metrics.
-warp_error; lower is more consistent; the ground-truth videos' own error is the floor), per turn the
-same against the turns before it, and accuracy against the ground-truth renders of each turn's
-trajectory (PSNR, SSIM). Writes results.json, table.md, a bar plot, a per-turn plot and a contact sheet
-of one scene, and with --write-benchmarks the section of BENCHMARKS.md.
+Metrics, on the codec's key frames (every 4th frame: the frames a latent frame holds; the frames between
+are the codec's interpolation of them, the same for every setting), per scene and then as means over
+scenes with 95% bootstrap intervals (eval.report):
+- cross-turn error: the mean absolute colour difference (0..1) between every pair of turn outputs on
+  pixels both see, matched through the ground-truth depth and cameras (eval.metrics.warp_error); lower
+  is more consistent. Per turn, the same against the turns before it;
+- PSNR and SSIM against the ground-truth renders of each turn's trajectory;
+- detail ratio: the outputs' high-frequency energy over the ground truth's (eval.metrics.detail), so
+  that blur, which agrees with itself across turns, cannot pass for consistency.
+The floor is the ground truth passed through the codec (encoded and decoded, as every output is): the
+cross-turn error, PSNR and detail no model can beat. Writes results.json, table.md, a bar plot, a
+per-turn plot and a contact sheet of one scene, and with --write-benchmarks the section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -40,21 +47,24 @@ from mv2v_jax.config import load_config
 from mv2v_jax.data.synthetic import SceneConfig, generate_scene
 from mv2v_jax.eval import report
 from mv2v_jax.eval.benchmarks import write_section
-from mv2v_jax.eval.metrics import psnr, ssim, warp_error
+from mv2v_jax.eval.metrics import detail_ratio, psnr, ssim, warp_error
 from mv2v_jax.eval.revisit import revisit_scene
 from mv2v_jax.geometry import relative_to
 from mv2v_jax.io.images import write_contact_sheet
+from mv2v_jax.models.codec import TEMPORAL
 from mv2v_jax.pipelines.build import build_pipeline, session_config
 from mv2v_jax.pipelines.session import Session, SourceVideo
 from mv2v_jax.pipelines.turns import Turn
 
 SETTINGS = ("memory", "independent", "autoregressive")
-CAMERAS = ("covisible", "revisit")
+FLOOR = "ground truth through the codec (floor)"
+CAMERAS = ("revisit", "covisible")
 HELD_OUT_SEED = 1_000_000  # training scenes use numpy SeedSequence-derived 63-bit seeds; these are plain ints
 COLUMNS = (
     ("cross_turn_error", "cross-turn error (lower is better)", ".4f"),
     ("psnr", "PSNR vs ground truth (dB)", ".2f"),
     ("ssim", "SSIM vs ground truth", ".3f"),
+    ("detail_ratio", "detail ratio (ground truth: 1)", ".2f"),
 )
 
 
@@ -82,6 +92,11 @@ def held_out_scene(index: int, config: SceneConfig, turns: int, cameras: str) ->
     if cameras == "revisit":
         return revisit_scene(HELD_OUT_SEED + index, config, turns), list(range(1, turns + 1))
     raise ValueError(f"unknown camera selection {cameras!r}; choose one of {CAMERAS}")
+
+
+def key_frames(scene: Mapping[str, Any]) -> dict[str, Any]:
+    """The scene at the codec's key frames (every TEMPORAL-th frame): `video`, `depth`, `w2c` `[V, K, ...]`."""
+    return dict(scene) | {k: scene[k][:, ::TEMPORAL] for k in ("video", "depth", "w2c")}
 
 
 def session_frame(w2c: np.ndarray, source_w2c: np.ndarray) -> np.ndarray:
@@ -127,19 +142,29 @@ def pair_errors(videos: Sequence[np.ndarray], scene: Mapping[str, Any], cams: Se
     return errors
 
 
-def _weighted(pairs: np.ndarray) -> float:
+def weighted_error(pairs: np.ndarray) -> float:
+    """The pixel-weighted mean error of `pairs` `[..., 2]` (error, pixels); NaN without pixels."""
     count = pairs[..., 1].sum()
     return float((pairs[..., 0] * pairs[..., 1]).sum() / count) if count else float("nan")
 
 
-def cross_turn_error(videos: Sequence[np.ndarray], scene: Mapping[str, Any], cams: Sequence[int]) -> float:
-    """Pixel-weighted mean of `warp_error` over every ordered pair of turns."""
-    return _weighted(pair_errors(videos, scene, cams))
-
-
 def turn_errors(pairs: np.ndarray) -> list[float]:
     """Per turn from the second: the pixel-weighted error against every earlier turn (both directions)."""
-    return [_weighted(np.concatenate([pairs[a, :a], pairs[:a, a]])) for a in range(1, len(pairs))]
+    return [weighted_error(np.concatenate([pairs[a, :a], pairs[:a, a]])) for a in range(1, len(pairs))]
+
+
+def scores(videos: Sequence[np.ndarray], truth: Sequence[np.ndarray], scene, cams) -> tuple[dict, list[float]]:
+    """The metrics of one setting's key-frame turn videos on one scene (`scene` at its key frames) and
+    its per-turn curve."""
+    pairs = pair_errors(videos, scene, cams)
+    both = list(zip(videos, truth, strict=True))
+    values = {
+        "cross_turn_error": weighted_error(pairs),
+        "psnr": float(np.mean([psnr(v, t) for v, t in both])),
+        "ssim": float(np.mean([ssim(v, t) for v, t in both])),
+        "detail_ratio": float(np.mean([detail_ratio(v, t) for v, t in both])),
+    }
+    return values, turn_errors(pairs)
 
 
 def evaluate(
@@ -148,7 +173,7 @@ def evaluate(
     turns: int,
     out: Path,
     steps: int | None = None,
-    cameras: str = "covisible",
+    cameras: str = "revisit",
     settings: Sequence[str] = SETTINGS,
 ) -> dict[str, Any]:
     """Runs `settings` (memory and its baselines) on `scenes` held-out scenes; writes results.json, the
@@ -157,35 +182,32 @@ def evaluate(
     if steps is not None:
         sample.sampling.steps = steps
     pipeline = build_pipeline(sample, "nvs")
+    codec = pipeline.codec
     scene_config = SceneConfig.from_config(dict(config.data.source.scene))
-    results: dict[str, dict[str, list[float]]] = {s: {key: [] for key, _, _ in COLUMNS} for s in settings}
-    curves: dict[str, list[list[float]]] = {s: [] for s in settings}
-    floors, floor_curves = [], []
+    rows = (*settings, FLOOR)
+    results: dict[str, dict[str, list[float]]] = {s: {key: [] for key, _, _ in COLUMNS} for s in rows}
+    curves: dict[str, list[list[float]]] = {s: [] for s in rows}
     sheet_rows, sheet_labels = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k in tqdm(range(scenes), desc="scenes", unit="scene"):
             scene, cams = held_out_scene(k, scene_config, turns, cameras)
-            truth = [scene["video"][c] for c in cams]
-            truth_pairs = pair_errors(truth, scene, cams)
-            floors.append(_weighted(truth_pairs))
-            floor_curves.append(turn_errors(truth_pairs))
-            if k == 0:
-                sheet_rows.append(np.stack([t[len(t) // 2] for t in truth]))
-                sheet_labels.append("ground truth")
+            keyed = key_frames(scene)
+            truth = [keyed["video"][c] for c in cams]
+            outputs = {FLOOR: [codec.decode(codec.encode(scene["video"][c])) for c in cams]}
             for setting in settings:
-                videos = run_setting(pipeline, sample, setting, scene, cams, Path(tmp) / f"scene{k}")
-                pairs = pair_errors(videos, scene, cams)
-                results[setting]["cross_turn_error"].append(_weighted(pairs))
-                curves[setting].append(turn_errors(pairs))
-                results[setting]["psnr"].append(
-                    float(np.mean([psnr(v, t) for v, t in zip(videos, truth, strict=True)]))
-                )
-                results[setting]["ssim"].append(
-                    float(np.mean([ssim(v, t) for v, t in zip(videos, truth, strict=True)]))
-                )
-                if k == 0:
-                    sheet_rows.append(np.stack([v[len(v) // 2] for v in videos]))
-                    sheet_labels.append(f"{setting}: middle frame of turns 1-{turns}")
+                outputs[setting] = run_setting(pipeline, sample, setting, scene, cams, Path(tmp) / f"scene{k}")
+            for row in rows:
+                values, curve = scores([v[::TEMPORAL] for v in outputs[row]], truth, keyed, cams)
+                for key, value in values.items():
+                    results[row][key].append(value)
+                curves[row].append(curve)
+            if k == 0:  # the middle key frame of every turn
+                middle = len(truth[0]) // 2
+                sheet_rows.append(np.stack([t[middle] for t in truth]))
+                sheet_labels.append("ground truth")
+                for setting in settings:
+                    sheet_rows.append(np.stack([v[::TEMPORAL][middle] for v in outputs[setting]]))
+                    sheet_labels.append(f"{setting}: turns 1-{turns}")
     summary = report.mean_over_scenes(results)
     result = {
         "cameras": cameras,
@@ -195,11 +217,13 @@ def evaluate(
         "sampling": sample.sampling.to_dict(),
         "merge_schedule": sample.get("merge_schedule") or "the weights' own",
         "summary": summary,
-        "ground_truth_floor": float(np.nanmean(floors)),
+        "intervals": report.intervals(results),
         "per_turn": report.mean_curves(curves),
-        "ground_truth_per_turn": report.mean_curves({"truth": floor_curves})["truth"],
         **{
-            f"memory_vs_{baseline}_error_reduction": report.reduction(summary, "cross_turn_error", "memory", baseline)
+            f"memory_vs_{baseline}_error_reduction": {
+                "mean": report.reduction(summary, "cross_turn_error", "memory", baseline),
+                "interval": report.reduction_interval(results, "cross_turn_error", "memory", baseline),
+            }
             for baseline in ("independent", "autoregressive")
             if {"memory", baseline} <= set(settings)
         },
@@ -212,7 +236,7 @@ def evaluate(
         summary,
         [("cross_turn_error", "cross-turn error (lower is better)"), ("psnr", "PSNR vs ground truth (dB)")],
         out / "consistency.png",
-        {"cross_turn_error": result["ground_truth_floor"]},
+        {},
     )
     report.curve_plot(
         result["per_turn"],
@@ -220,7 +244,6 @@ def evaluate(
         "turn",
         "error against earlier turns",
         f"{cameras} turns: error of each turn against the turns before it",
-        floor=result["ground_truth_per_turn"],
         first=2,
     )
     (out / "table.md").write_text(table(result))
@@ -228,15 +251,18 @@ def evaluate(
 
 
 def table(result: Mapping[str, Any]) -> str:
-    body = report.table(result["summary"], COLUMNS, {"cross_turn_error": result["ground_truth_floor"]})
+    body = report.table(result["summary"], COLUMNS, {}, result["intervals"])
     if "memory_vs_autoregressive_error_reduction" not in result:
         return body
+    reduction = lambda baseline: report.lower_or_higher(
+        result[f"memory_vs_{baseline}_error_reduction"]["mean"],
+        result[f"memory_vs_{baseline}_error_reduction"]["interval"],
+    )
     return body + (
-        f"\n\nMemory vs independent turns: {report.lower_or_higher(result['memory_vs_independent_error_reduction'])} "
-        "cross-turn error; vs autoregressive: "
-        f"{report.lower_or_higher(result['memory_vs_autoregressive_error_reduction'])} "
-        f"({result['scenes']} held-out scenes, {result['turns']} {result['cameras']} turns each; paper: 28% lower "
-        "MEt3R than independent)."
+        f"\n\nMeans over {result['scenes']} held-out scenes ({result['turns']} {result['cameras']} turns each, the "
+        "codec's key frames) with 95% bootstrap intervals. Memory vs independent turns: "
+        f"{reduction('independent')} cross-turn error; vs autoregressive: {reduction('autoregressive')} "
+        "(paper: 28% lower MEt3R than independent)."
     )
 
 
@@ -244,9 +270,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny_nvs.py")
     parser.add_argument("--weights", default=None, help="override the config's sample.weights")
-    parser.add_argument("--scenes", type=int, default=8)
+    parser.add_argument("--scenes", type=int, default=16)
     parser.add_argument("--turns", type=int, default=5)
-    parser.add_argument("--cameras", choices=CAMERAS, default="covisible", help="which trajectories the turns ask for")
+    parser.add_argument("--cameras", choices=CAMERAS, default="revisit", help="which trajectories the turns ask for")
     parser.add_argument("--steps", type=int, default=None, help="override the sampler's steps")
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     parser.add_argument("--merge-schedule", default=None, help="a name in memory.merging.MERGE_SCHEDULES")

@@ -1,25 +1,29 @@
 """Does memory keep a long video's edit consistent? Measured on held-out synthetic long videos.
 
-    python -m mv2v_jax.eval.edit_consistency --config configs/tiny_long_edit.py --videos 8
+    python -m mv2v_jax.eval.edit_consistency --config configs/tiny_long_edit.py --videos 16
 
-Each held-out video (seeds disjoint from training's) is a camera panning round a room for 4-6
-segments; its edit recolours every moving object with one colour drawn per video, which neither the
-prompt nor the current segment names (data.synthetic.long_video). Three settings edit it segment by
-segment with the same model, sampler and per-segment seed:
+Each held-out video (seeds disjoint from training's) is a camera panning round a room for several
+segments, and its edit (data.synthetic.long_video) is one that neither the prompt nor the current
+segment determines: every wall repainted its own colour drawn per video (the shipped model's), or
+every moving object recoloured with one colour. Three settings edit it segment by segment with the same
+model, sampler and per-segment seed:
 - memory: one session; each segment sees the previous edited segment and the older ones most similar
   to it by their sources' DINOv2 embeddings (ours, Memory-V2V);
 - previous segment: memory of the previous edited segment only (one slot);
 - no memory: every segment edited alone.
-Metrics, against the ground-truth edited video:
-- cross-segment error: per segment, the mean colour of the output where the ground-truth edit
-  recoloured objects (eval.metrics.edit_mask / region_colour); the mean absolute difference (0..1) of
-  those colours between every pair of segments that show objects. The same objects should keep one
-  colour: lower is more consistent; the ground-truth edited video's own error (shading) is the floor.
-  Per segment, the same against the segments before it.
-- edit colour error: the per-segment object colour against the ground truth's.
-- PSNR and SSIM of the whole edited video.
-Writes results.json, table.md, a bar plot, a per-segment plot and a contact sheet of one video, and
-with --write-benchmarks the section of BENCHMARKS.md.
+Metrics, on the codec's key frames (every 4th frame, as eval.consistency), against the ground-truth
+edited video, per video and then as means over videos with 95% bootstrap intervals (eval.report):
+- cross-segment error: the mean absolute colour difference (0..1) between every pair of segments on
+  the pixels of the edited regions (each wall, or the objects: the pixels the ground-truth edit changed,
+  eroded, `region_masks`) that both see, matched through the ground-truth depth and cameras, every key
+  frame of one segment against every key frame of the other (eval.metrics.warp_error; walls stand
+  still, a moving object is where its depth says). The same wall should keep its colour: lower is more
+  consistent. Per segment, the same against the segments before it;
+- edit colour error: each segment's mean colour per edited region against the ground truth's;
+- PSNR and SSIM of the whole edited video, and the detail ratio (eval.metrics.detail).
+The floor is the ground-truth edit passed through the codec. Writes results.json, table.md, a bar plot,
+a per-segment plot and a contact sheet of one video, and with --write-benchmarks the section of
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -37,12 +41,13 @@ import numpy as np
 from tqdm import tqdm
 
 from mv2v_jax.config import load_config
-from mv2v_jax.data.synthetic import LongVideoConfig, generate_long_edit
+from mv2v_jax.data.synthetic import LongVideoConfig, edit_regions, generate_long_edit
 from mv2v_jax.eval import report
 from mv2v_jax.eval.benchmarks import write_section
-from mv2v_jax.eval.consistency import HELD_OUT_SEED
-from mv2v_jax.eval.metrics import edit_mask, psnr, region_colour, ssim
+from mv2v_jax.eval.consistency import FLOOR, HELD_OUT_SEED, turn_errors, weighted_error
+from mv2v_jax.eval.metrics import detail_ratio, edit_mask, psnr, region_colour, ssim, warp_error
 from mv2v_jax.io.images import write_contact_sheet
+from mv2v_jax.models.codec import TEMPORAL
 from mv2v_jax.pipelines.build import build_pipeline, session_config
 from mv2v_jax.pipelines.long_edit import LongEditPipeline
 from mv2v_jax.pipelines.session import Session, SourceVideo
@@ -53,7 +58,9 @@ COLUMNS = (
     ("colour_error", "edit colour error vs ground truth", ".4f"),
     ("psnr", "PSNR vs ground truth (dB)", ".2f"),
     ("ssim", "SSIM vs ground truth", ".3f"),
+    ("detail_ratio", "detail ratio (ground truth: 1)", ".2f"),
 )
+REGION_CHANGE = 8  # uint8 levels: a region's pixels the edit changed by more (landmarks on a repainted wall stay)
 
 
 def with_slots(pipeline: LongEditPipeline, slots: int) -> LongEditPipeline:
@@ -108,28 +115,66 @@ def edit_video(
     return edit(folder / setting, np.concatenate(list(source)), seed)
 
 
-def object_colours(segments: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> np.ndarray:
-    """`[S, 3]` mean colour of each segment on its edited pixels (NaN rows where no objects show)."""
-    return np.stack([region_colour(v, m) for v, m in zip(segments, masks, strict=True)])
+def region_masks(long: Mapping[str, Any]) -> list[dict[str, np.ndarray]]:
+    """Per segment of a `generate_long_edit` video, at its key frames: edited region name -> bool mask
+    `[K, H, W]` of the region's pixels the ground-truth edit changed, eroded by a pixel."""
+    edit = long["config"].edit
+    return [
+        {
+            name: edit_mask(source[::TEMPORAL], edited[::TEMPORAL], within=region, threshold=REGION_CHANGE)
+            for name, region in edit_regions(ids[::TEMPORAL], edit).items()
+        }
+        for source, edited, ids in zip(long["source"], long["edited"], long["ids"], strict=True)
+    ]
 
 
-def _pair_distance(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).mean())
+def region_colours(segments: Sequence[np.ndarray], masks: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
+    """`[S, R, 3]` mean colour of each segment (key frames) on each edited region (NaN where the segment
+    does not show it)."""
+    return np.stack(
+        [np.stack([region_colour(v, m) for m in regions.values()]) for v, regions in zip(segments, masks, strict=True)]
+    )
 
 
-def cross_segment_error(colours: np.ndarray) -> float:
-    """Mean colour distance over every pair of segments that both show objects."""
-    pairs = [_pair_distance(colours[i], colours[j]) for i, j in itertools.combinations(range(len(colours)), 2)]
-    return float(np.nanmean(pairs)) if np.isfinite(pairs).any() else float("nan")
-
-
-def segment_errors(colours: np.ndarray) -> list[float]:
-    """Per segment from the second: its mean colour distance to the earlier segments showing objects."""
-    errors = []
-    for s in range(1, len(colours)):
-        distances = [_pair_distance(colours[s], colours[t]) for t in range(s)]
-        errors.append(float(np.nanmean(distances)) if np.isfinite(distances).any() else float("nan"))
+def pair_errors(segments: Sequence[np.ndarray], long: Mapping[str, Any], masks) -> np.ndarray:
+    """`[S, S, 2]` (error, pixels): `warp_error` of every ordered pair of segments (key frames), every key
+    frame of one against every key frame of the other, on the second's edited-region pixels (`masks`)."""
+    depth, w2c = long["depth"][:, ::TEMPORAL], long["w2c"][:, ::TEMPORAL]
+    edited = [np.logical_or.reduce(list(regions.values())) for regions in masks]
+    errors = np.zeros((len(segments), len(segments), 2))
+    for a, b in itertools.permutations(range(len(segments)), 2):
+        total, count = 0.0, 0
+        for fa, fb in itertools.product(range(len(depth[a])), range(len(depth[b]))):
+            pick_a, pick_b = slice(fa, fa + 1), slice(fb, fb + 1)
+            error, n = warp_error(
+                segments[a][pick_a],
+                segments[b][pick_b],
+                depth[a][pick_a],
+                depth[b][pick_b],
+                w2c[a][pick_a],
+                w2c[b][pick_b],
+                long["K"],
+                mask_j=edited[b][pick_b],
+            )
+            total, count = (total + error * n, count + n) if n else (total, count)
+        errors[a, b] = (total / count, count) if count else (0.0, 0)
     return errors
+
+
+def scores(segments: Sequence[np.ndarray], long: Mapping[str, Any], masks, truth: np.ndarray):
+    """The metrics of one setting's edited segments (key frames) of one video and its per-segment curve;
+    `truth`: the ground-truth region colours `[S, R, 3]`."""
+    pairs = pair_errors(segments, long, masks)
+    errors = np.abs(region_colours(segments, masks) - truth).mean(axis=-1)
+    edited = long["edited"][:, ::TEMPORAL]
+    values = {
+        "cross_segment_error": weighted_error(pairs),
+        "colour_error": float(np.nanmean(errors)) if np.isfinite(errors).any() else float("nan"),
+        "psnr": psnr(np.stack(segments), edited),
+        "ssim": ssim(np.stack(segments), edited),
+        "detail_ratio": detail_ratio(np.stack(segments), edited),
+    }
+    return values, turn_errors(pairs)
 
 
 def evaluate(config, videos: int, out: Path, steps: int | None = None) -> dict[str, Any]:
@@ -137,52 +182,49 @@ def evaluate(config, videos: int, out: Path, steps: int | None = None) -> dict[s
     if steps is not None:
         sample.sampling.steps = steps
     memory = build_pipeline(sample, "long_edit")
+    codec = memory.codec
     pipelines = {"memory": memory, "previous segment": with_slots(memory, 1), "no memory": memory}
     video_config = LongVideoConfig.from_config(config.data.source.video)
-    results: dict[str, dict[str, list[float]]] = {s: {key: [] for key, _, _ in COLUMNS} for s in SETTINGS}
-    curves: dict[str, list[list[float]]] = {s: [] for s in SETTINGS}
-    floors, floor_curves = [], []
+    rows = (*SETTINGS, FLOOR)
+    results: dict[str, dict[str, list[float]]] = {s: {key: [] for key, _, _ in COLUMNS} for s in rows}
+    curves: dict[str, list[list[float]]] = {s: [] for s in rows}
     sheet_rows, sheet_labels = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k in tqdm(range(videos), desc="videos", unit="video"):
             long = generate_long_edit(HELD_OUT_SEED + k, video_config)
-            masks = [edit_mask(s, e) for s, e in zip(long["source"], long["edited"], strict=True)]
-            truth = object_colours(long["edited"], masks)
-            floors.append(cross_segment_error(truth))
-            floor_curves.append(segment_errors(truth))
-            if k == 0:
-                sheet_rows += [np.stack([s[len(s) // 2] for s in long["source"]])]
-                sheet_rows += [np.stack([e[len(e) // 2] for e in long["edited"]])]
-                sheet_labels += ["source", f"ground-truth edit (objects {long['edit_colour']})"]
+            masks = region_masks(long)
+            truth = region_colours(long["edited"][:, ::TEMPORAL], masks)
+            outputs = {FLOOR: [codec.decode(codec.encode(e)) for e in long["edited"]]}
             for setting in SETTINGS:
-                segments = edit_video(
-                    pipelines, sample, setting, long["source"], long["prompt"], Path(tmp) / f"video{k}"
-                )
-                colours = object_colours(segments, masks)
-                results[setting]["cross_segment_error"].append(cross_segment_error(colours))
-                results[setting]["colour_error"].append(
-                    float(np.nanmean(np.abs(colours - truth).mean(axis=1))) if np.isfinite(colours).any() else np.nan
-                )
-                curves[setting].append(segment_errors(colours))
-                edited = long["edited"]
-                results[setting]["psnr"].append(psnr(np.stack(segments), edited))
-                results[setting]["ssim"].append(ssim(np.stack(segments), edited))
-                if k == 0:
-                    sheet_rows.append(np.stack([s[len(s) // 2] for s in segments]))
-                    sheet_labels.append(f"{setting}: middle frame of segments 1-{len(segments)}")
+                folder = Path(tmp) / f"video{k}"
+                outputs[setting] = edit_video(pipelines, sample, setting, long["source"], long["prompt"], folder)
+            for row in rows:
+                values, curve = scores([s[::TEMPORAL] for s in outputs[row]], long, masks, truth)
+                for key, value in values.items():
+                    results[row][key].append(value)
+                curves[row].append(curve)
+            if k == 0:  # the middle key frame of every segment
+                middle = len(long["source"][0][::TEMPORAL]) // 2
+                sheet_rows += [long["source"][:, ::TEMPORAL][:, middle], long["edited"][:, ::TEMPORAL][:, middle]]
+                sheet_labels += ["source", f"ground-truth edit ({long['edit_colour']})"]
+                for setting in SETTINGS:
+                    sheet_rows.append(np.stack([s[::TEMPORAL][middle] for s in outputs[setting]]))
+                    sheet_labels.append(f"{setting}: segments 1-{len(outputs[setting])}")
     summary = report.mean_over_scenes(results)
     result = {
         "videos": videos,
         "weights": str(sample.weights),
         "sampling": sample.sampling.to_dict(),
         "summary": summary,
-        "ground_truth_floor": float(np.nanmean(floors)),
+        "intervals": report.intervals(results),
         "per_segment": report.mean_curves(curves),
-        "ground_truth_per_segment": report.mean_curves({"truth": floor_curves})["truth"],
-        "memory_vs_no_memory_error_reduction": report.reduction(summary, "cross_segment_error", "memory", "no memory"),
-        "memory_vs_previous_error_reduction": report.reduction(
-            summary, "cross_segment_error", "memory", "previous segment"
-        ),
+        **{
+            f"memory_vs_{name}_error_reduction": {
+                "mean": report.reduction(summary, "cross_segment_error", "memory", baseline),
+                "interval": report.reduction_interval(results, "cross_segment_error", "memory", baseline),
+            }
+            for name, baseline in (("no_memory", "no memory"), ("previous", "previous segment"))
+        },
         "per_video": results,
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -194,15 +236,14 @@ def evaluate(config, videos: int, out: Path, steps: int | None = None) -> dict[s
         summary,
         [("cross_segment_error", "cross-segment error (lower is better)"), ("psnr", "PSNR vs ground truth (dB)")],
         out / "edit_consistency.png",
-        {"cross_segment_error": result["ground_truth_floor"]},
+        {},
     )
     report.curve_plot(
         result["per_segment"],
         out / "per_segment.png",
         "segment",
-        "object colour error against earlier segments",
-        "long edit: each segment's object colour against the segments before it",
-        floor=result["ground_truth_per_segment"],
+        "error against earlier segments",
+        "long edit: each segment's edited regions against the segments before it",
         first=2,
     )
     (out / "table.md").write_text(table(result))
@@ -210,12 +251,14 @@ def evaluate(config, videos: int, out: Path, steps: int | None = None) -> dict[s
 
 
 def table(result: Mapping[str, Any]) -> str:
-    body = report.table(result["summary"], COLUMNS, {"cross_segment_error": result["ground_truth_floor"]})
+    body = report.table(result["summary"], COLUMNS, {}, result["intervals"])
+    reduction = lambda name: report.lower_or_higher(
+        result[f"memory_vs_{name}_error_reduction"]["mean"], result[f"memory_vs_{name}_error_reduction"]["interval"]
+    )
     return body + (
-        f"\n\nMemory vs no memory: {report.lower_or_higher(result['memory_vs_no_memory_error_reduction'])} "
-        "cross-segment error; vs the previous segment only: "
-        f"{report.lower_or_higher(result['memory_vs_previous_error_reduction'])} "
-        f"({result['videos']} held-out long videos)."
+        f"\n\nMeans over {result['videos']} held-out long videos (the codec's key frames) with 95% bootstrap "
+        f"intervals. Memory vs no memory: {reduction('no_memory')} cross-segment error; vs the previous "
+        f"segment only: {reduction('previous')}."
     )
 
 
@@ -223,7 +266,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny_long_edit.py")
     parser.add_argument("--weights", default=None, help="override the config's sample.weights")
-    parser.add_argument("--videos", type=int, default=8)
+    parser.add_argument("--videos", type=int, default=16)
     parser.add_argument("--steps", type=int, default=None, help="override the sampler's steps")
     parser.add_argument("--out", default="outputs/edit_consistency")
     parser.add_argument("--write-benchmarks", action="store_true", help="also write BENCHMARKS.md's section")

@@ -1,13 +1,19 @@
 """How the evaluations report: per-setting means, the markdown table, bar and per-turn plots, BENCHMARKS.md.
 
-Every evaluation (eval.consistency for novel view synthesis, eval.long_edit for long video editing)
-runs the same model in several settings (memory and its baselines) over held-out scenes and collects,
-per setting, one value per scene and metric, and one value per turn (or segment) and scene for its
-per-turn curve. These functions turn that into what a person reads.
+Every evaluation (eval.consistency for novel view synthesis, eval.edit_consistency for long video
+editing) runs the same model in several settings (memory and its baselines) over held-out scenes and
+collects, per setting, one value per scene and metric, and one value per turn (or segment) and scene for
+its per-turn curve. These functions turn that into what a person reads.
+
+Intervals are 95% percentile bootstrap intervals over scenes (`BOOTSTRAP_RESAMPLES` resamples of the
+scenes with replacement, a fixed seed): the same resampled scenes for every setting, so that a
+comparison between settings (`reduction_interval`) is paired, as the settings ran on the same scenes
+with the same seeds.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,6 +27,8 @@ COLOURS = {
     "previous segment": "tab:blue",
 }
 Column = tuple[str, str, str]  # metric key, header, format
+BOOTSTRAP_RESAMPLES = 10_000
+CONFIDENCE = 0.95
 
 
 def mean_over_scenes(per_scene: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, dict[str, float]]:
@@ -49,25 +57,82 @@ def _nanmean0(values: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)
 
 
+def _resamples(scenes: int, seed: int = 0) -> np.ndarray:
+    """`[BOOTSTRAP_RESAMPLES, scenes]` scene indices drawn with replacement (the same for every call)."""
+    return np.random.default_rng(seed).integers(0, scenes, (BOOTSTRAP_RESAMPLES, scenes))
+
+
+def _percentiles(values: np.ndarray) -> tuple[float, float]:
+    tail = 100 * (1 - CONFIDENCE) / 2
+    low, high = np.nanpercentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _resampled_means(values: Sequence[float], picks: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample of only NaN scenes is NaN, and skipped
+        return np.nanmean(np.asarray(values, np.float64)[picks], axis=1)
+
+
+def intervals(per_scene: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """`{setting: {metric: [value per scene]}}` -> `{setting: {metric: (low, high)}}`, the 95% bootstrap
+    interval of each mean over scenes."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for setting, metrics in per_scene.items():
+        out[setting] = {}
+        for metric, values in metrics.items():
+            out[setting][metric] = _percentiles(_resampled_means(values, _resamples(len(values))))
+    return out
+
+
+def reduction_interval(
+    per_scene: Mapping[str, Mapping[str, Sequence[float]]], metric: str, ours: str, baseline: str
+) -> tuple[float, float]:
+    """The 95% paired bootstrap interval of `reduction` (how much lower `ours` has `metric` than
+    `baseline`): both means over the same resampled scenes."""
+    picks = _resamples(len(per_scene[ours][metric]))
+    ratio = _resampled_means(per_scene[ours][metric], picks) / _resampled_means(per_scene[baseline][metric], picks)
+    return _percentiles(1.0 - ratio)
+
+
 def reduction(summary: Mapping[str, Mapping[str, float]], metric: str, ours: str, baseline: str) -> float:
     """How much lower `ours` has `metric` than `baseline`, as a fraction of the baseline's."""
     return 1.0 - summary[ours][metric] / summary[baseline][metric]
 
 
-def lower_or_higher(reduction: float) -> str:
-    """A `reduction` (as `reduction` returns it) in words: "7.8% lower" or "2.4% higher"."""
-    return f"{100 * abs(reduction):.1f}% {'lower' if reduction >= 0 else 'higher'}"
+def lower_or_higher(reduction: float, interval: tuple[float, float] | None = None) -> str:
+    """A `reduction` (as `reduction` returns it) in words: "7.8% lower" or "2.4% higher"; with its
+    `interval`, "7.8% lower (95% interval 3.1% to 12.0% lower)"."""
+    words = lambda r: f"{100 * abs(r):.1f}% {'lower' if r >= 0 else 'higher'}"
+    if interval is None:
+        return words(reduction)
+    return f"{words(reduction)} (95% interval {words(interval[0])} to {words(interval[1])})"
 
 
-def table(summary: Mapping[str, Mapping[str, float]], columns: Sequence[Column], floor: Mapping[str, float]) -> str:
-    """A markdown table: one row per setting, one column per metric, then the ground truth's own
-    values of the metrics that have one (`floor`: what the ground-truth videos score)."""
+def table(
+    summary: Mapping[str, Mapping[str, float]],
+    columns: Sequence[Column],
+    floor: Mapping[str, float],
+    spread: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+    floor_label: str = "ground-truth videos (floor)",
+) -> str:
+    """A markdown table: one row per setting, one column per metric (with its 95% interval from
+    `spread`, as `intervals` returns), then the ground truth's own values of the metrics that have one
+    (`floor`, in the row `floor_label`)."""
     rows = ["| setting | " + " | ".join(header for _, header, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for setting, metrics in summary.items():
-        rows.append(f"| {setting} | " + " | ".join(format(metrics[key], fmt) for key, _, fmt in columns) + " |")
+
+    def cell(setting: str, key: str, fmt: str) -> str:
+        value = format(summary[setting][key], fmt)
+        if spread is None:
+            return value
+        low, high = spread[setting][key]
+        return f"{value} [{low:{fmt}}, {high:{fmt}}]"
+
+    for setting in summary:
+        rows.append(f"| {setting} | " + " | ".join(cell(setting, key, fmt) for key, _, fmt in columns) + " |")
     if floor:
         cells = [format(floor[key], fmt) if key in floor else "" for key, _, fmt in columns]
-        rows.append("| ground-truth videos (floor) | " + " | ".join(cells) + " |")
+        rows.append(f"| {floor_label} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

@@ -1,6 +1,12 @@
 """Revisit scenes: turns that look where the source video never looked, so only memory keeps them consistent.
 
-A held-out world and its source video (camera 0, as `generate_scene` films it), and `turns` camera
+In ReCamMaster's setting (SceneConfig.camera_start "shared": every trajectory starts at the source
+video's first camera, the source stands still), the turns are `turns` views of one direction group of
+`shared_start_cameras`: all turn the same way (left, each straying up to 25 degrees, by `rotation_degrees`),
+so each sees beyond the source's field of view on the same side, and every later turn sees again part
+of what the earlier ones invented there.
+
+Otherwise: a held-out world and its source video (camera 0, as `generate_scene` films it), and `turns` camera
 trajectories drawn the way training scenes draw theirs (`sample_camera`: ReCamMaster's moves, heading
 jitter, clearance) but all from the heading opposite the source's: they see the wall behind the
 source camera, which the source never shows. The first turn has to invent that wall; every later
@@ -35,6 +41,8 @@ def revisit_scene(seed: int, config: SceneConfig, turns: int) -> dict[str, Any]:
     `video` uint8 `[1 + turns, F, H, W, 3]`, `depth`, `w2c`, `K`, `world`, `times` (as generate_scene)."""
     if turns < 2:
         raise ValueError(f"a revisit scene needs at least 2 turns (one to invent, one to revisit), got {turns}")
+    if config.camera_start == "shared":
+        return generate_scene(seed, dataclasses.replace(config, num_cameras=1 + turns, rotation_groups=1))
     scene = generate_scene(seed, dataclasses.replace(config, num_cameras=1))
     world, times = scene["world"], scene["times"]
     rng = np.random.default_rng([seed, 1])  # the turns' own stream: the source stays generate_scene's

@@ -152,8 +152,8 @@ def edit_regions(ids: np.ndarray, edit: str) -> dict[str, np.ndarray]:
 def generate_long_edit(seed: int | Sequence[int], config: LongVideoConfig = LONG_PRESETS["small"]) -> dict[str, Any]:
     """A long video and its edit, determined by `seed` and `config`.
 
-    Returns a dict: `source` and `edited` uint8 `[S, F, H, W, 3]` (consecutive segments), `ids` int16
-    `[S, F, H, W]` (what each source pixel shows, `render`'s ids), `segment_starts` int32 `[S]`, `w2c`
+    Returns a dict: `source` and `edited` uint8 `[S, F, H, W, 3]` (consecutive segments), `depth`
+    float32 and `ids` int16 `[S, F, H, W]` (z-depth and what each pixel shows, `render`'s ids), `segment_starts` int32 `[S]`, `w2c`
     float64 `[S, F, 3, 4]`, `K` float64 `[3, 3]`, `prompt` (the edit instruction), `edit_colour` (the
     colour the objects became, or the walls' new colours joined by commas), `description` (a caption of
     the source), `world` and `edited_world`, `seed`, `config`.
@@ -175,7 +175,7 @@ def generate_long_edit(seed: int | Sequence[int], config: LongVideoConfig = LONG
         colour = str(rng.choice([c for c in OBJECT_COLOURS if c not in used]))
         edited_world = recolour_objects(world, colour)
     size, K = (scene.height, scene.width), scene.intrinsics
-    source, _, ids = render(world, w2c, K, size, times, with_ids=True)
+    source, depth, ids = render(world, w2c, K, size, times, with_ids=True)
     edited, _ = render(edited_world, w2c, K, size, times)
     if config.grade:
         tint = 255.0 * np.asarray(COLOURS[colour])
@@ -184,6 +184,7 @@ def generate_long_edit(seed: int | Sequence[int], config: LongVideoConfig = LONG
     return {
         "source": source.reshape(*split, *source.shape[1:]),
         "edited": edited.reshape(*split, *edited.shape[1:]),
+        "depth": depth.reshape(*split, *depth.shape[1:]),
         "ids": ids.reshape(*split, *ids.shape[1:]),
         "segment_starts": np.arange(segments, dtype=np.int32) * scene.num_frames,
         "w2c": w2c.reshape(*split, 3, 4),
