@@ -198,9 +198,7 @@ def evaluate(
                 outputs[setting] = run_setting(pipeline, sample, setting, scene, cams, Path(tmp) / f"scene{k}")
             for row in rows:
                 values, curve = scores([v[::TEMPORAL] for v in outputs[row]], truth, keyed, cams)
-                for key, value in values.items():
-                    results[row][key].append(value)
-                curves[row].append(curve)
+                report.add_scene(results, curves, row, values, curve)
             if k == 0:  # the middle key frame of every turn
                 middle = len(truth[0]) // 2
                 sheet_rows.append(np.stack([t[middle] for t in truth]))
@@ -219,14 +217,11 @@ def evaluate(
         "summary": summary,
         "intervals": report.intervals(results),
         "per_turn": report.mean_curves(curves),
-        **{
-            f"memory_vs_{baseline}_error_reduction": {
-                "mean": report.reduction(summary, "cross_turn_error", "memory", baseline),
-                "interval": report.reduction_interval(results, "cross_turn_error", "memory", baseline),
-            }
-            for baseline in ("independent", "autoregressive")
-            if {"memory", baseline} <= set(settings)
-        },
+        **report.reductions(
+            results,
+            "cross_turn_error",
+            {b: b for b in ("independent", "autoregressive") if {"memory", b} <= set(settings)},
+        ),
         "per_scene": results,
     }
     out.mkdir(parents=True, exist_ok=True)

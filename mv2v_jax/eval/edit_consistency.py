@@ -200,9 +200,7 @@ def evaluate(config, videos: int, out: Path, steps: int | None = None) -> dict[s
                 outputs[setting] = edit_video(pipelines, sample, setting, long["source"], long["prompt"], folder)
             for row in rows:
                 values, curve = scores([s[::TEMPORAL] for s in outputs[row]], long, masks, truth)
-                for key, value in values.items():
-                    results[row][key].append(value)
-                curves[row].append(curve)
+                report.add_scene(results, curves, row, values, curve)
             if k == 0:  # the middle key frame of every segment
                 middle = len(long["source"][0][::TEMPORAL]) // 2
                 sheet_rows += [long["source"][:, ::TEMPORAL][:, middle], long["edited"][:, ::TEMPORAL][:, middle]]
@@ -218,13 +216,7 @@ def evaluate(config, videos: int, out: Path, steps: int | None = None) -> dict[s
         "summary": summary,
         "intervals": report.intervals(results),
         "per_segment": report.mean_curves(curves),
-        **{
-            f"memory_vs_{name}_error_reduction": {
-                "mean": report.reduction(summary, "cross_segment_error", "memory", baseline),
-                "interval": report.reduction_interval(results, "cross_segment_error", "memory", baseline),
-            }
-            for name, baseline in (("no_memory", "no memory"), ("previous", "previous segment"))
-        },
+        **report.reductions(results, "cross_segment_error", {"no_memory": "no memory", "previous": "previous segment"}),
         "per_video": results,
     }
     out.mkdir(parents=True, exist_ok=True)

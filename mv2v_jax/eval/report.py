@@ -95,6 +95,34 @@ def reduction_interval(
     return _percentiles(1.0 - ratio)
 
 
+def add_scene(
+    per_scene: dict[str, dict[str, list[float]]],
+    curves: dict[str, list[list[float]]],
+    setting: str,
+    values: Mapping[str, float],
+    curve: Sequence[float],
+) -> None:
+    """Appends one scene's `values` (metric -> value) and per-turn `curve` to `setting`'s."""
+    for metric, value in values.items():
+        per_scene[setting][metric].append(value)
+    curves[setting].append(list(curve))
+
+
+def reductions(
+    per_scene: Mapping[str, Mapping[str, Sequence[float]]], metric: str, baselines: Mapping[str, str]
+) -> dict[str, dict[str, float | tuple[float, float]]]:
+    """`memory_vs_<name>_error_reduction` -> the mean `reduction` of `metric` against each baseline
+    (name -> setting) and its paired 95% `reduction_interval`."""
+    summary = mean_over_scenes(per_scene)
+    return {
+        f"memory_vs_{name}_error_reduction": {
+            "mean": reduction(summary, metric, "memory", baseline),
+            "interval": reduction_interval(per_scene, metric, "memory", baseline),
+        }
+        for name, baseline in baselines.items()
+    }
+
+
 def reduction(summary: Mapping[str, Mapping[str, float]], metric: str, ours: str, baseline: str) -> float:
     """How much lower `ours` has `metric` than `baseline`, as a fraction of the baseline's."""
     return 1.0 - summary[ours][metric] / summary[baseline][metric]
