@@ -37,9 +37,13 @@ from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step
 
 def batch_from_scenes(config, batch_size: int):
     codec = build_codec(config.sample.codec)
-    # Every memory slot filled: the most expensive step.
+    # Every memory slot filled (the paper's draw of max_memory memories only): the most expensive step.
     sampling = dataclasses.replace(
-        MemorySampling(**config.memory_sampling), min_memory=config.memory_sampling.max_memory
+        MemorySampling(**config.memory_sampling),
+        min_memory=config.memory_sampling.max_memory,
+        none_prob=0.0,
+        informative_prob=0.0,
+        distractor_prob=0.0,
     )
     rng = np.random.default_rng(0)
     examples = []
@@ -73,10 +77,13 @@ def main() -> None:
     state = jax.tree.map(lambda x: x.copy(), state)
     batch = batch_from_scenes(config, config.batch_size)
     paper = model.config.tokenizers
+    coarsest = max(paper.patches)
     variants = {
         "paper tokenizers, no merging": StepVariant(paper, None),
         "paper tokenizers, merging r=0.5": StepVariant(paper, 0.5),
-        "all memory 1x8x8, no merging": StepVariant(TokenizerConfig(ranked=(), rest=(1, 8, 8)), None),
+        f"all memory {'x'.join(map(str, coarsest))}, no merging": StepVariant(
+            TokenizerConfig(ranked=(), rest=coarsest), None
+        ),
     }
     rows = []
     for name, variant in variants.items():
