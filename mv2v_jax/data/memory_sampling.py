@@ -194,6 +194,14 @@ def exclusive_coverage(bits: np.ndarray, target: int, source: int) -> np.ndarray
     return np.asarray(fov_fraction(only_memory)) / target_area
 
 
+def _target_and_source(rng: np.random.Generator, views: int, source_view: int) -> tuple[int, int]:
+    """A random target view and a different source view (`source_view` when it is >= 0)."""
+    if source_view >= 0:
+        return int(rng.choice([v for v in range(views) if v != source_view])), source_view
+    target = int(rng.integers(views))
+    return target, int(rng.choice([v for v in range(views) if v != target]))
+
+
 def nvs_example(scene: Mapping[str, Any], rng: np.random.Generator, sampling: MemorySampling) -> dict[str, np.ndarray]:
     """One example from a multi-camera latent scene.
 
@@ -209,40 +217,30 @@ def nvs_example(scene: Mapping[str, Any], rng: np.random.Generator, sampling: Me
             + (f" (source_view {sampling.source_view})" if sampling.source_view >= 0 else "")
         )
     kind = _memory_kind(rng, sampling)
-    source = sampling.source_view if sampling.source_view >= 0 else None
-    targets = [v for v in range(views) if v != source]
-    coverage = None
-    if kind in ("informative", "distractor") and views >= 3:
-        for _ in range(len(targets)):
-            target = int(rng.choice(targets))
-            if source is None:
-                source = int(rng.choice([v for v in range(views) if v != target]))
+    target, source = _target_and_source(rng, views, sampling.source_view)
+    if kind in ("informative", "distractor"):
+        for _ in range(views):  # a target that some other view adds enough to (informative)
             coverage = exclusive_coverage(view_bitmasks(scene, source), target, source)
-            coverage[[target, source]] = np.nan
-            if kind == "distractor" or np.nanmax(coverage) >= sampling.informative_coverage:
+            coverage[[target, source]] = -1.0  # neither is a candidate
+            if kind == "distractor" or coverage.max() >= sampling.informative_coverage:
                 break
-            source = sampling.source_view if sampling.source_view >= 0 else None
+            target, source = _target_and_source(rng, views, sampling.source_view)
         else:
             kind = "paper"  # no view of this scene holds that much: the paper's draw
-    else:
-        target = int(rng.choice(targets))
-    if source is None:
-        source = int(rng.choice([v for v in range(views) if v != target]))
     candidates = [v for v in range(views) if v not in (target, source)]
     count = min(int(rng.integers(sampling.min_memory, sampling.max_memory + 1)), len(candidates), sampling.slots)
-    scores = view_scores(scene, target, sampling.fov_radius)
-    ranked = [candidates[i] for i in np.argsort(-scores[candidates], kind="stable")]
-    if kind == "none" or not candidates:
-        chosen: list[int] = []
-    elif kind == "distractor":
-        useless = [v for v in ranked if coverage[v] < sampling.distractor_coverage]
-        chosen = [(useless or ranked)[-1]]
-    elif kind == "informative":
-        informative = max(candidates, key=lambda v: (coverage[v], scores[v]))
-        others = [v for v in ranked if v != informative][: count - 1]
-        chosen = sorted([informative, *others], key=ranked.index)
-    else:
-        chosen = ranked[:count]
+    chosen: list[int] = []
+    if kind != "none" and candidates:
+        scores = view_scores(scene, target, sampling.fov_radius)
+        ranked = [candidates[i] for i in np.argsort(-scores[candidates], kind="stable")]
+        if kind == "distractor":
+            useless = [v for v in ranked if coverage[v] < sampling.distractor_coverage]
+            chosen = [(useless or ranked)[-1]]
+        elif kind == "informative":
+            informative = max(candidates, key=lambda v: (coverage[v], scores[v]))
+            chosen = sorted([informative, *[v for v in ranked if v != informative][: count - 1]], key=ranked.index)
+        else:
+            chosen = ranked[:count]
     reference = w2c[source, 0]
     example = {
         "target": latents[target],

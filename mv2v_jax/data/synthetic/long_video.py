@@ -153,10 +153,10 @@ def generate_long_edit(seed: int | Sequence[int], config: LongVideoConfig = LONG
     """A long video and its edit, determined by `seed` and `config`.
 
     Returns a dict: `source` and `edited` uint8 `[S, F, H, W, 3]` (consecutive segments), `depth`
-    float32 and `ids` int16 `[S, F, H, W]` (z-depth and what each pixel shows, `render`'s ids), `segment_starts` int32 `[S]`, `w2c`
-    float64 `[S, F, 3, 4]`, `K` float64 `[3, 3]`, `prompt` (the edit instruction), `edit_colour` (the
-    colour the objects became, or the walls' new colours joined by commas), `description` (a caption of
-    the source), `world` and `edited_world`, `seed`, `config`.
+    float32 and `ids` int16 `[S, F, H, W]` (z-depth and what each pixel shows, `render`'s ids),
+    `segment_starts` int32 `[S]`, `w2c` float64 `[S, F, 3, 4]`, `K` float64 `[3, 3]`, `prompt` (the edit
+    instruction), `edit_colour` (the colour the objects became, or the walls' new colours joined by
+    commas), `description` (a caption of the source), `world` and `edited_world`, `seed`, `config`.
     """
     rng = np.random.default_rng(seed)
     scene = config.scene
