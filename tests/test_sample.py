@@ -79,10 +79,11 @@ def test_nvs_session_feeds_its_memories_and_compiles_once_per_count(assets, tmp_
     turns = tmp_path / "turns.json"
     cameras = ["pan_left", "pan_right", "tilt_down", "pan_right", "pan_left"]
     turns.write_text(json.dumps([{"camera": c} for c in cameras]))
-    per_count = "--config.sample.retrieval.buckets=(0,1,2,3,4,5,6)"  # the shipped config buckets (0, 6)
+    # 6 slots, a program per count (the shipped config has 3 slots and buckets (0, 3)).
+    per_count = ("--config.sample.retrieval.slots=6", "--config.sample.retrieval.buckets=(0,1,2,3,4,5,6)")
     first = sample(
         assets,
-        per_count,
+        *per_count,
         "--session",
         str(session),
         "--video",
@@ -94,7 +95,7 @@ def test_nvs_session_feeds_its_memories_and_compiles_once_per_count(assets, tmp_
     assert first.returncode == 0, first.stderr[-3000:]
     # A second process: turn 6 and 7 add the fifth and sixth memory.
     turns.write_text(json.dumps([{"camera": "tilt_up"}, {"camera": "zoom_in"}]))
-    second = sample(assets, per_count, "--session", str(session), "--turns", str(turns), cache=cache)
+    second = sample(assets, *per_count, "--session", str(session), "--turns", str(turns), cache=cache)
     assert second.returncode == 0, second.stderr[-3000:]
     made = records(session)
     assert [r["turn"] for r in made] == [1, 2, 3, 4, 5, 6, 7]
@@ -119,7 +120,7 @@ def test_nvs_session_feeds_its_memories_and_compiles_once_per_count(assets, tmp_
     other = tmp_path / "other"
     third = sample(
         assets,
-        per_count,
+        *per_count,
         "--session",
         str(other),
         "--video",
