@@ -109,8 +109,9 @@ def denoising_errors(
 ) -> dict[str, dict[str, float]]:
     """Mean squared error of the clean-target estimate per setting over `examples` validation examples
     and `sigmas`: over all target cells (`"all"`), over the memory-only cells (`"memory_only"`) and, per
-    noise level, over the memory-only cells (`"memory_only_by_sigma"`); and the share of target cells that
-    are memory-only (`"memory_only_share"`)."""
+    noise level, over the memory-only cells (`"memory_only_by_sigma"`); the share of target cells that are
+    memory-only (`"memory_only_share"`), and the 95% bootstrap interval (over examples) of the setting's
+    reduction against no memory on them (`"memory_only_vs_no_memory_interval"`)."""
     task = get_task(config.step.task)
     sampling = dataclass_from_config(MemorySampling, config.memory_sampling, "memory_sampling")
     records = open_latents(config).as_data_source()["validation"]
@@ -125,8 +126,9 @@ def denoising_errors(
         clean = noisy - sigma[:, None, None, None, None] * velocity
         return jnp.mean(jnp.square(clean - target), axis=-1)  # [B, T, h, w]
 
-    totals = {s: {"all": np.zeros(len(sigmas)), "memory_only": np.zeros(len(sigmas))} for s in SETTINGS}
-    cells = {"all": 0, "memory_only": 0}
+    # Per example: summed squared error per noise level on each region, and the region's cells.
+    sums = {s: {"all": [], "memory_only": []} for s in SETTINGS}
+    cells: dict[str, list[int]] = {"all": [], "memory_only": []}
     for start in range(0, examples - batch_size + 1, batch_size):
         drawn, masks = [], []
         for i in range(start, start + batch_size):
@@ -138,20 +140,24 @@ def denoising_errors(
         noise = jax.random.normal(jax.random.key(seed + start), batch["target"].shape)
         for setting, fed in memory_settings(batch).items():
             fed = to_train_batch(fed)
-            for j, sigma in enumerate(sigmas):
-                sigmas_b = jnp.full((batch_size,), sigma)
-                per_cell = np.asarray(error(model, fed.target, fed.conditions, fed.context, noise, sigmas_b))
-                for name, mask in regions.items():
-                    totals[setting][name][j] += float(per_cell[mask].sum())
+            per_sigma = [
+                np.asarray(error(model, fed.target, fed.conditions, fed.context, noise, jnp.full((batch_size,), s)))
+                for s in sigmas
+            ]
+            for name, mask in regions.items():
+                sums[setting][name] += [[float(e[b][mask[b]].sum()) for e in per_sigma] for b in range(batch_size)]
         for name, mask in regions.items():
-            cells[name] += int(mask.sum())
+            cells[name] += [int(m.sum()) for m in mask]
     if not cells["all"]:
         raise ValueError(f"{examples} examples make no batch of {batch_size}")
+    mean = lambda setting, name: float(np.sum(sums[setting][name])) / len(sigmas) / max(sum(cells[name]), 1)
+    pooled = lambda setting: np.sum(sums[setting]["memory_only"], axis=1)  # per example, every noise level
     return {
-        s: {name: float(totals[s][name].mean()) / max(cells[name], 1) for name in cells}
+        s: {name: mean(s, name) for name in cells}
         | {
-            "memory_only_by_sigma": [float(v) / max(cells["memory_only"], 1) for v in totals[s]["memory_only"]],
-            "memory_only_share": cells["memory_only"] / cells["all"],
+            "memory_only_by_sigma": list(np.sum(sums[s]["memory_only"], axis=0) / max(sum(cells["memory_only"]), 1)),
+            "memory_only_share": sum(cells["memory_only"]) / sum(cells["all"]),
+            "memory_only_vs_no_memory_interval": report.pooled_reduction_interval(pooled(s), pooled("no memory")),
         }
         for s in SETTINGS
     }
@@ -165,7 +171,11 @@ COLUMNS = (
 
 def table(errors: dict[str, dict[str, float]], examples: int) -> str:
     summary = {s: {key: errors[s][key] for key, _, _ in COLUMNS} for s in SETTINGS}
-    change = lambda ours, metric: report.lower_or_higher(report.reduction(summary, metric, ours, "no memory"))
+
+    def change(ours: str, metric: str) -> str:
+        interval = errors[ours]["memory_only_vs_no_memory_interval"] if metric == "memory_only" else None
+        return report.lower_or_higher(report.reduction(summary, metric, ours, "no memory"), interval)
+
     by_sigma = ", ".join(
         f"{sigma:.2f}: {report.lower_or_higher(1 - ours / none)}"
         for sigma, ours, none in zip(
@@ -178,7 +188,8 @@ def table(errors: dict[str, dict[str, float]], examples: int) -> str:
         f"{change('memory', 'memory_only')} error; another example's memory: {change(SETTINGS[2], 'memory_only')} "
         f"than no memory. Over all target cells: {change('memory', 'all')} and {change(SETTINGS[2], 'all')}. "
         f"By noise level, memory vs no memory on memory-only cells: {by_sigma}. ({examples} held-out examples "
-        "drawn as training draws them; the error of the clean-target estimate, lower is better.)"
+        "drawn as training draws them, intervals by bootstrap over them; the error of the clean-target "
+        "estimate, lower is better.)"
     )
 
 
@@ -186,7 +197,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny_long_edit.py")
     parser.add_argument("--weights", default=None, help="default: the config's sample.weights")
-    parser.add_argument("--examples", type=int, default=32, help="validation examples (drawn again past the split)")
+    parser.add_argument("--examples", type=int, default=128, help="validation examples (drawn again past the split)")
     parser.add_argument("--write-benchmarks", action="store_true", help="also write BENCHMARKS.md's section")
     args = parser.parse_args()
     config = load_config(args.config)

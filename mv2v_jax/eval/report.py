@@ -123,6 +123,14 @@ def reductions(
     }
 
 
+def pooled_reduction_interval(ours: Sequence[float], baseline: Sequence[float]) -> tuple[float, float]:
+    """The 95% paired bootstrap interval of `1 - sum(ours) / sum(baseline)` over items (e.g. examples'
+    summed errors over the same cells): a reduction of pooled totals."""
+    picks = _resamples(len(ours))
+    ratio = np.asarray(ours, np.float64)[picks].sum(1) / np.asarray(baseline, np.float64)[picks].sum(1)
+    return _percentiles(1.0 - ratio)
+
+
 def reduction(summary: Mapping[str, Mapping[str, float]], metric: str, ours: str, baseline: str) -> float:
     """How much lower `ours` has `metric` than `baseline`, as a fraction of the baseline's."""
     return 1.0 - summary[ours][metric] / summary[baseline][metric]
