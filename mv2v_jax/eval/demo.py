@@ -46,7 +46,7 @@ from mv2v_jax.pipelines.build import build_pipeline
 DEMO_SEED = HELD_OUT_SEED + 500  # not among the evaluations' scenes or videos either
 SCALE = 2  # the small models' 48 x 72 frames, shown twice as large
 ROWS = ("ground truth", "memory", "no memory")
-FLOOR = "ground_truth_through_codec"
+FLOOR_KEY = "ground_truth_through_codec"  # summary.json: the ground truth encoded and decoded
 
 
 def _enlarge(frames: np.ndarray) -> np.ndarray:
@@ -116,7 +116,7 @@ def nvs_demo(folder: Path, config_path: str, turns: int, steps: int | None, weig
     )
     codec = pipeline.codec
     rows = {"memory": outputs["memory"], "no_memory": outputs["independent"]}
-    rows[FLOOR] = [codec.decode(codec.encode(video)) for video in truth]
+    rows[FLOOR_KEY] = [codec.decode(codec.encode(video)) for video in truth]
     keyed = key_frames(scene)
     summary = {"scene_seed": DEMO_SEED, "weights": sample.weights, "turns_retrieving": _retrieving(folder)}
     for name, videos in rows.items():
@@ -158,7 +158,7 @@ def long_edit_demo(folder: Path, config_path: str, steps: int | None, weights: s
     )
     codec = pipeline.codec
     rows = {"memory": outputs["memory"], "no_memory": outputs["no memory"]}
-    rows[FLOOR] = [codec.decode(codec.encode(segment)) for segment in truth]
+    rows[FLOOR_KEY] = [codec.decode(codec.encode(segment)) for segment in truth]
     colours = region_colours(long["edited"][:, ::TEMPORAL], masks)
     summary = {"video_seed": DEMO_SEED, "weights": sample.weights, "edit_colours": long["edit_colour"]}
     for name, segments in rows.items():
@@ -193,7 +193,7 @@ def main() -> int:
     nvs, edit = summary["nvs"], summary["long_edit"]
     line = lambda task, key, fmt: ", ".join(
         f"{label} {format(task[row][key], fmt)}"
-        for label, row in (("memory", "memory"), ("no memory", "no_memory"), ("codec floor", FLOOR))
+        for label, row in (("memory", "memory"), ("no memory", "no_memory"), ("codec floor", FLOOR_KEY))
     )
     print(
         f"\nwrote {run}: per task comparison.png, comparison.mp4, source.mp4, sessions/ (every turn's mp4, contact "

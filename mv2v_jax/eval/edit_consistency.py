@@ -44,7 +44,7 @@ from mv2v_jax.config import load_config
 from mv2v_jax.data.synthetic import LongVideoConfig, edit_regions, generate_long_edit
 from mv2v_jax.eval import report
 from mv2v_jax.eval.benchmarks import write_section
-from mv2v_jax.eval.consistency import FLOOR, HELD_OUT_SEED, turn_errors, weighted_error
+from mv2v_jax.eval.consistency import HELD_OUT_SEED, turn_errors, weighted_error
 from mv2v_jax.eval.metrics import detail_ratio, edit_mask, psnr, region_colour, ssim, warp_error
 from mv2v_jax.io.images import write_contact_sheet
 from mv2v_jax.models.codec import TEMPORAL
@@ -185,7 +185,7 @@ def evaluate(config, videos: int, out: Path, steps: int | None = None) -> dict[s
     codec = memory.codec
     pipelines = {"memory": memory, "previous segment": with_slots(memory, 1), "no memory": memory}
     video_config = LongVideoConfig.from_config(config.data.source.video)
-    rows = (*SETTINGS, FLOOR)
+    rows = (*SETTINGS, report.FLOOR)
     results: dict[str, dict[str, list[float]]] = {s: {key: [] for key, _, _ in COLUMNS} for s in rows}
     curves: dict[str, list[list[float]]] = {s: [] for s in rows}
     sheet_rows, sheet_labels = [], []
@@ -194,7 +194,7 @@ def evaluate(config, videos: int, out: Path, steps: int | None = None) -> dict[s
             long = generate_long_edit(HELD_OUT_SEED + k, video_config)
             masks = region_masks(long)
             truth = region_colours(long["edited"][:, ::TEMPORAL], masks)
-            outputs = {FLOOR: [codec.decode(codec.encode(e)) for e in long["edited"]]}
+            outputs = {report.FLOOR: [codec.decode(codec.encode(e)) for e in long["edited"]]}
             for setting in SETTINGS:
                 folder = Path(tmp) / f"video{k}"
                 outputs[setting] = edit_video(pipelines, sample, setting, long["source"], long["prompt"], folder)
@@ -228,14 +228,14 @@ def evaluate(config, videos: int, out: Path, steps: int | None = None) -> dict[s
         summary,
         [("cross_segment_error", "cross-segment error (lower is better)"), ("psnr", "PSNR vs ground truth (dB)")],
         out / "edit_consistency.png",
-        {},
+        result["intervals"],
     )
     report.curve_plot(
         result["per_segment"],
         out / "per_segment.png",
         "segment",
         "error against earlier segments",
-        "long edit: each segment's edited regions against the segments before it",
+        "long edit: each segment's edit against the earlier ones",
         first=2,
     )
     (out / "table.md").write_text(table(result))

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+FLOOR = "ground truth through the codec (floor)"  # the row every evaluation adds: no model can do better
 COLOURS = {
     "memory": "tab:green",
     "independent": "tab:gray",
     "no memory": "tab:gray",
     "autoregressive": "tab:blue",
     "previous segment": "tab:blue",
+    FLOOR: "black",
 }
 Column = tuple[str, str, str]  # metric key, header, format
 BOOTSTRAP_RESAMPLES = 10_000
@@ -185,17 +187,20 @@ def bar_plot(
     summary: Mapping[str, Mapping[str, float]],
     panels: Sequence[tuple[str, str]],
     path: Path,
-    floor: Mapping[str, float],
+    spread: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
 ) -> Path:
-    """One bar chart per `(metric, title)` panel, a bar per setting; a dashed line at the floor."""
+    """One bar chart per `(metric, title)` panel, a bar per setting, with its 95% interval from `spread`
+    (as `intervals` returns) as an error bar."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
     names = list(summary)
     for ax, (metric, title) in zip(axes[0], panels, strict=True):
-        ax.bar(names, [summary[n][metric] for n in names], color=[COLOURS.get(n, "tab:orange") for n in names])
-        if metric in floor:
-            ax.axhline(floor[metric], color="k", linestyle="--", label="ground truth")
-            ax.legend()
+        means = np.array([summary[n][metric] for n in names])
+        errors = None
+        if spread is not None:
+            low, high = np.array([spread[n][metric] for n in names]).T
+            errors = np.stack([means - low, high - means])
+        ax.bar(names, means, yerr=errors, capsize=4, color=[COLOURS.get(n, "tab:orange") for n in names])
         ax.set_title(title)
         ax.tick_params(axis="x", labelrotation=15)
     fig.tight_layout()
@@ -217,7 +222,8 @@ def curve_plot(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for name, values in curves.items():
-        ax.plot(range(first, first + len(values)), values, marker="o", label=name, color=COLOURS.get(name))
+        style = "--" if name == FLOOR else "-"
+        ax.plot(range(first, first + len(values)), values, style, marker="o", label=name, color=COLOURS.get(name))
     if floor is not None:
         ax.plot(range(first, first + len(floor)), floor, "k--", label="ground truth")
     ax.set_xlabel(xlabel)
