@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from corpus.make_corpus import CASES, Case, make_corpus, table
+from ctrl_c import take_ctrl_c
 
 REPO = Path(__file__).parents[1]
 WORKERS = 2
@@ -99,7 +100,14 @@ def run(case: Case, root: Path) -> subprocess.CompletedProcess:
 
 def run_interrupted(command: list[str], trigger: str) -> subprocess.CompletedProcess:
     """Runs `command` and sends it SIGINT, as Ctrl-C does, once its stderr matches `trigger`."""
-    process = subprocess.Popen(command, cwd=REPO, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=take_ctrl_c,
+    )
     seen = b""
     while not re.search(trigger.encode(), seen):
         chunk = os.read(process.stderr.fileno(), 1 << 16)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import safetensors.torch
+from ctrl_c import take_ctrl_c
 from torch_reference import tiny_wan_dit
 
 REPO = Path(__file__).parents[1]
@@ -36,7 +37,12 @@ else:
 
 def interrupt(function: str, *command: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-c", DRIVER, function, *command], cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", DRIVER, function, *command],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=take_ctrl_c,
     )
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert [line for line in result.stderr.splitlines() if line.startswith("error: ")] == [
