@@ -65,7 +65,9 @@ def model_config() -> dict:
             attention=dict(impl="auto"),
         ),
         adapters=(),  # LucyEdit: no camera layers (tasks.long_edit)
-        tokenizers=NVS.model.tokenizers.to_dict(),  # ours, scaled to 12 x 18 latents as configs/tiny_nvs.py
+        # Ours, scaled to 12 x 18 latents (docs/paper.md): the most relevant memory (the previous segment) at
+        # the DiT's own 1x2x2, older segments at 1x4x4.
+        tokenizers=dict(ranked=((1, 2, 2), (1, 4, 4), (1, 4, 4)), rest=(1, 4, 4)),
         merge=dict(blocks=(10, 20), fraction=0.5, keep_ratio=0.5),  # paper; blocks scale to 2 and 4 of 6
     )
 
