@@ -72,8 +72,8 @@ def model_config() -> dict:
         camera_hfov_degrees=HFOV_DEGREES,
         # Ours, scaled to 12 x 18 latents (paper: top 3 at 1x4x4, the rest 1x8x8, on 60 x 104 latents, where
         # a 1x4x4 token covers 1/15 of the frame height; here a 1x4x4 token covers a third and a 1x8x8 token
-        # two-thirds): the top 3 at the DiT's own 1x2x2 (a sixth), the rest at 1x4x4 (docs/paper.md). Steps
-        # 1-6,500 gave ranks 2 and 3 1x4x4; 1x2x2 there makes memory-only cells' error 2 points lower.
+        # two-thirds): the top 3 at the DiT's own 1x2x2 (a sixth), the rest at 1x4x4 (docs/paper.md). The
+        # shipped weights trained ranks 2 and 3 at 1x4x4 for 6,500 steps, then at 1x2x2 (model card).
         tokenizers=dict(ranked=((1, 2, 2),) * 3, rest=(1, 4, 4)),
         merge=dict(blocks=(10, 20), fraction=0.5, keep_ratio=0.5),  # paper; blocks scale to 2 and 4 of 6
     )
