@@ -466,7 +466,7 @@ CASES: tuple[Case, ...] = (
         "sample.py",
         "a VideoFOV sphere of radius 0",
         with_video("videos/good.mp4", "--config.sample.retrieval.fov_radius=0.0"),
-        r"sample\.retrieval\.fov_radius=0\.0: VideoFOV's sphere radius must be positive",
+        r"sample\.retrieval\.fov_radius=0\.0: VideoFOV's sphere radius must be > 0 \(or inf",
     ),
     Case(
         "--config.sample.retrieval.slots=-1",
@@ -788,7 +788,7 @@ CASES: tuple[Case, ...] = (
         "train.py",
         "a probability above 1",
         train("--config.memory_sampling.merge_prob=1.5"),
-        r"memory_sampling\.merge_prob=1\.5: a probability is in \[0, 1\]",
+        r"memory_sampling\.merge_prob=1\.5: a probability or share is in \[0, 1\]",
     ),
     Case(
         "config.py:sampling_type",
