@@ -94,6 +94,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         ),  # ours: k = 6 as for NVS; slot 0 is always the previous segment (paper)
         long_edit=dict(segment_frames=SIZES[arg]["frames"], overlap=0),  # paper: independent 81-frame segments
         merge_schedule="",  # the weights' own; or a name in memory.merging.MERGE_SCHEDULES
+        # Every device of the process: guidance's batch of 2 over data, the rest over the sequence
+        # (parallel.mesh.sampling_mesh); or axis sizes, e.g. --config.sample.mesh=data=2,sequence=4.
+        mesh="auto",
         runtime={},  # DiT execution overrides; dtype "auto" is bfloat16 compute on accelerators
     )
     # Ours (the paper does not say what trains for long editing): self-attention and the memory modules,

@@ -99,6 +99,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             fov_radius=1.0,
         ),
         merge_schedule="",  # the weights' own; or a name in memory.merging.MERGE_SCHEDULES
+        # Every device of the process: guidance's batch of 2 over data, the rest over the sequence
+        # (parallel.mesh.sampling_mesh); or axis sizes, e.g. --config.sample.mesh=data=2,sequence=4.
+        mesh="auto",
         runtime={},  # DiT execution overrides; dtype "auto" is bfloat16 compute on accelerators
     )
     # Training as ReCamMaster fine-tunes, plus the memory modules (paper).

@@ -172,6 +172,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         ),
         long_edit=dict(segment_frames=17, overlap=0),
         merge_schedule="",  # the weights' own; or a name in memory.merging.MERGE_SCHEDULES
+        # Ours: one device; a 4 M-parameter model gains nothing from more ("auto" spreads it over all).
+        mesh="sequence=1",
         runtime={},
     )
     return config

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -332,3 +333,89 @@ def test_merge_schedule_and_budget_are_checked_before_anything_loads():
     assert memory_budget({"slots": 1, "buckets": (0, 6)}).buckets == (0, 1)  # a lowered budget keeps its buckets
     budget = memory_budget({"slots": 6, "min_score": 0.1, "buckets": (0, 2, 6)})
     assert [budget.slots_for(n) for n in range(7)] == [0, 2, 2, 6, 6, 6, 6]
+
+
+def bank_latents(session: Path) -> list[np.ndarray]:
+    from mv2v_jax.retrieval.bank import MemoryBank
+
+    with MemoryBank.open(session / "bank", readonly=True) as bank:
+        return [bank.load(e.entry_id).latents for e in sorted(bank.entries(), key=lambda e: e.turn)]
+
+
+def busy_weights(assets, task: str, folder: Path) -> str:
+    """The task's tiny weights with every parameter moved off its initial value (memory and camera layers
+    start at zero, which would make the memory path a no-op)."""
+    from mv2v_jax.memory.model import load_memory_dit
+
+    model = load_memory_dit(str(assets / f"{task}_weights"))
+    state = nnx.state(model, nnx.Param)
+    keys = iter(jax.random.split(jax.random.key(1), len(jax.tree.leaves(state))))
+    nnx.update(model, jax.tree.map(lambda p: p + 0.05 * jax.random.normal(next(keys), p.shape), state))
+    export_weights(nnx.state(model), model.config, folder, {})
+    return f"--config.sample.weights={folder}"
+
+
+def test_sessions_run_on_a_device_mesh_and_move_between_meshes(assets, tmp_path):
+    """sample.py on the 8 fake devices: an NVS session whose turn 1 runs split over 4 devices and whose
+    turn 2 (fed turn 1 as memory) over all 8, and a long edit over 2 x 2, give one device's outputs."""
+    weights = {task: busy_weights(assets, task, tmp_path / task) for task in ("nvs", "long_edit")}
+    video = ("--video", str(assets / "source.mp4"))
+    one = tmp_path / "one"
+    for camera in ("pan_left", "pan_right"):
+        result = sample(assets, weights["nvs"], "--session", str(one), *video, "--camera", camera)
+        assert result.returncode == 0, result.stderr[-3000:]
+    moved = tmp_path / "moved"
+    for camera, mesh in (("pan_left", "sequence=4"), ("pan_right", "auto")):
+        mesh = f"--config.sample.mesh={mesh}"
+        result = sample(assets, weights["nvs"], mesh, "--session", str(moved), *video, "--camera", camera)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert records(moved)[1]["retrieved"]  # turn 2 read turn 1
+    assert [r["mesh"] for r in records(moved)] == [{"sequence": 4}, {"sequence": 8}]
+    assert [r["mesh"] for r in records(one)] == [{}, {}]
+    expected, got = bank_latents(one), bank_latents(moved)
+    tolerance = 2e-4 * np.abs(expected[0]).max()
+    # The same seed: turn 2 differs from turn 1 only by its camera and memory, far beyond the tolerance.
+    assert len(got) == 2 and np.abs(expected[1] - expected[0]).max() > 20 * tolerance
+    for ours, reference in zip(got, expected, strict=True):
+        np.testing.assert_allclose(ours, reference, atol=tolerance)
+
+    edits = {}
+    for mesh in ("sequence=1", "sequence=2,data=2"):
+        session = tmp_path / f"edit-{mesh}"
+        result = sample(
+            assets,
+            weights["long_edit"],
+            f"--config.sample.mesh={mesh}",
+            "--session",
+            str(session),
+            "--video",
+            str(assets / "long.mp4"),
+            task="long_edit",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        edits[mesh] = bank_latents(session)
+        assert records(session)[-1]["mesh"] == ({} if mesh == "sequence=1" else {"data": 2, "sequence": 2})
+    for ours, reference in zip(edits["sequence=2,data=2"], edits["sequence=1"], strict=True):
+        np.testing.assert_allclose(ours, reference, atol=2e-4 * np.abs(reference).max())
+
+
+def test_a_bad_sampling_mesh_is_named_before_anything_loads(assets, tmp_path):
+    for mesh, message in (
+        ("pipeline=2", "sample.mesh: unknown mesh axes ['pipeline']"),
+        ("sequence=0", "sample.mesh: mesh axis sizes are >= 1 or -1"),
+        ("sequence=x", "expected axis=size pairs"),
+        ("sequence=16", "needs 16 devices, this process has 8"),
+    ):
+        session = tmp_path / mesh.replace("=", "-")
+        result = sample(
+            assets,
+            f"--config.sample.mesh={mesh}",
+            "--session",
+            str(session),
+            "--video",
+            str(assets / "source.mp4"),
+            "--camera",
+            "pan_left",
+        )
+        assert result.returncode == 1 and message in result.stderr, (mesh, result.stderr[-2000:])
+        assert not session.exists() or not any(session.iterdir()), mesh

@@ -30,7 +30,7 @@ Its modules, lowest first:
     cli.py         train.py / sample.py --compile_topology
 """
 
-from mv2v_jax.aot.cli import compile_sampling_step, compile_train_step, default_sampling_mesh, parse_mesh
+from mv2v_jax.aot.cli import compile_sampling_step, compile_train_step
 from mv2v_jax.aot.compiling import Program, compile_program
 from mv2v_jax.aot.cost import step_cost
 from mv2v_jax.aot.experiment import Clip, clip_of, largest_variant, resolve_auto, turn_layout
@@ -53,13 +53,11 @@ __all__ = [
     "compile_program",
     "compile_sampling_step",
     "compile_train_step",
-    "default_sampling_mesh",
     "dit_forward_program",
     "format_report",
     "kernel_flops",
     "largest_variant",
     "libtpu_version",
-    "parse_mesh",
     "parse_topology",
     "resolve_auto",
     "sampling_step_program",

@@ -11,23 +11,7 @@ from mv2v_jax.aot.compiling import Program, compile_program
 from mv2v_jax.aot.programs import sampling_step_program, train_step_program
 from mv2v_jax.aot.report import format_report
 from mv2v_jax.aot.topology import Topology, tpu_topology
-
-
-def parse_mesh(text: str) -> dict[str, int]:
-    """`"data=2,sequence=4"` -> `{"data": 2, "sequence": 4}`."""
-    mesh = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, size = part.partition("=")
-        if not size.lstrip("-").isdigit():
-            raise ValueError(f"mesh {text!r}: expected axis=size pairs such as data=2,sequence=4")
-        mesh[name.strip()] = int(size)
-    return mesh
-
-
-def default_sampling_mesh(chips: int, guided: bool) -> dict[str, int]:
-    """Guidance's batch of 2 over data (no communication), the rest of the chips over the sequence."""
-    data = 2 if guided and chips % 2 == 0 else 1
-    return {"data": data, "sequence": chips // data}
+from mv2v_jax.parallel.mesh import default_sampling_mesh, parse_mesh
 
 
 def _print_compiled(build: Callable[[Topology], Program], topology_name: str) -> int:

@@ -49,15 +49,61 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 
-def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-    """A mesh over `MESH_AXES`; one axis may be -1 (all remaining devices)."""
-    devices = list(devices if devices is not None else jax.devices())
+# Inference holds the weights whole on every chip of a sampling mesh (split over tensor only): a turn's
+# forward has one or two examples, so the fsdp / sequence split of training would gather every weight on
+# every denoising step for memory a sampling chip does not need. Activations split as in training.
+SERVING_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = tuple(
+    (name, None if name == "embed" else axes) for name, axes in DEFAULT_RULES
+)
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+    """`"data=2,sequence=4"` -> `{"data": 2, "sequence": 4}`."""
+    mesh = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, size = part.partition("=")
+        if not size.lstrip("-").isdigit():
+            raise ValueError(f"mesh {text!r}: expected axis=size pairs such as data=2,sequence=4")
+        mesh[name.strip()] = int(size)
+    return mesh
+
+
+def default_sampling_mesh(chips: int, guided: bool) -> dict[str, int]:
+    """Guidance's batch of 2 over data (no communication), the rest of the chips over the sequence."""
+    data = 2 if guided and chips % 2 == 0 else 1
+    return {"data": data, "sequence": chips // data}
+
+
+def sampling_mesh(spec: str, guided: bool, devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+    """The mesh a turn's denoiser runs on: `spec` "auto" (`default_sampling_mesh` over every device of
+    `devices`, default this process's) or axis sizes such as "data=2,sequence=4" over the first of them
+    (one axis may be -1: the rest)."""
+    devices = list(devices if devices is not None else jax.local_devices())
+    shape = default_sampling_mesh(len(devices), guided) if spec == "auto" else parse_mesh(spec)
+    if -1 not in shape.values():
+        needed = math.prod(shape.values())
+        if needed > len(devices):
+            raise ValueError(f"mesh {spec!r} needs {needed} devices, this process has {len(devices)}")
+        devices = devices[:needed]
+    return make_mesh(shape, devices)
+
+
+def check_mesh_shape(shape: Mapping[str, int]) -> None:
+    """Refuses axes other than `MESH_AXES`, sizes below 1 other than -1, and more than one -1."""
     unknown = set(shape) - set(MESH_AXES)
     if unknown:
         raise ValueError(f"unknown mesh axes {sorted(unknown)}; expected a subset of {MESH_AXES}")
-    sizes = [int(shape.get(axis, 1)) for axis in MESH_AXES]
-    if sizes.count(-1) > 1:
+    if any(int(size) < 1 and int(size) != -1 for size in shape.values()):
+        raise ValueError(f"mesh axis sizes are >= 1 or -1 (the rest of the devices), got {dict(shape)}")
+    if list(shape.values()).count(-1) > 1:
         raise ValueError(f"at most one mesh axis may be -1, got {dict(shape)}")
+
+
+def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+    """A mesh over `MESH_AXES`; one axis may be -1 (all remaining devices)."""
+    devices = list(devices if devices is not None else jax.devices())
+    check_mesh_shape(shape)
+    sizes = [int(shape.get(axis, 1)) for axis in MESH_AXES]
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if len(devices) % known:

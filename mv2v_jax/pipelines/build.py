@@ -9,6 +9,9 @@ sample.retrieval      slots (the memory budget k), min_score, buckets (pipelines
 sample.long_edit      segment_frames, overlap
 sample.runtime        DiT execution overrides (dtype, attention, ...)
 sample.merge_schedule "" (the weights' own) or a name in memory.merging.MERGE_SCHEDULES (blocks, fraction, r)
+sample.mesh           where each turn's denoiser runs: "auto" (every device of this process: guidance's batch
+                      over data, the rest over sequence) or axis sizes, "data=2,sequence=4", over the first
+                      devices (parallel.mesh.sampling_mesh); the weights in the serving layout
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from mv2v_jax.io.video import VideoConfig
 from mv2v_jax.memory.merging import MERGE_SCHEDULES
 from mv2v_jax.memory.model import load_memory_dit
 from mv2v_jax.models.build import build_codec, build_embedder, build_text, existing_weights
+from mv2v_jax.parallel.mesh import check_mesh_shape, parse_mesh, sampling_mesh
 from mv2v_jax.pipelines.denoiser import SamplingConfig
 from mv2v_jax.pipelines.long_edit import LongEditPipeline
 from mv2v_jax.pipelines.nvs import NVSPipeline
@@ -70,6 +74,13 @@ def check_sample_config(sample: Mapping[str, Any], task: str | None = None) -> N
     schedule = sample.get("merge_schedule", "")
     if schedule and schedule not in MERGE_SCHEDULES:
         raise ValueError(f"unknown sample.merge_schedule {schedule!r}; choose one of {sorted(MERGE_SCHEDULES)}")
+    mesh = sample.get("mesh", "auto")
+    require(isinstance(mesh, str), "sample.mesh", mesh, 'a mesh is "auto" or axis sizes such as "data=2,sequence=4"')
+    if mesh != "auto":
+        try:
+            check_mesh_shape(parse_mesh(mesh))
+        except ValueError as e:
+            raise ValueError(f"sample.mesh: {e}") from None
     kinds_of = {"codec": CODECS, "text": TEXT_ENCODERS} | ({"embedder": EMBEDDERS} if task == "long_edit" else {})
     for section, kinds in kinds_of.items():
         kind = sample[section].get("kind") if hasattr(sample[section], "get") else None
@@ -171,4 +182,5 @@ def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEd
     _, patch_h, patch_w = model.config.dit.patch_size
     check_video_size(sample["video"], (codec.spatial * patch_h, codec.spatial * patch_w))
     text = build_text(sample["text"], model.config.dit.text_dim)
-    return PIPELINES[task](sample, model=model, codec=codec, sampling=sampling, text=text)
+    mesh = sampling_mesh(sample.get("mesh", "auto"), sampling.guidance != 1.0 and text.encoder is not None)
+    return PIPELINES[task](sample, model=model, codec=codec, sampling=sampling, text=text, mesh=mesh)

@@ -10,6 +10,7 @@ cache). The compilation time is kept apart from the sampling time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -28,6 +29,7 @@ from mv2v_jax.memory.builders import Conditions
 from mv2v_jax.memory.model import MemoryDiT
 from mv2v_jax.models.codec import LatentCodec
 from mv2v_jax.models.text.conditioning import TextConditioning
+from mv2v_jax.parallel.mesh import SERVING_RULES, state_shardings, use_mesh
 from mv2v_jax.pipelines.session import Stages
 from mv2v_jax.tasks import Task
 
@@ -62,11 +64,27 @@ class SamplingConfig:
 
 
 class Denoiser:
-    """Samples a turn's target latents from `MemoryDiT` on the streams `task` builds from the turn's `Conditions`."""
+    """Samples a turn's target latents from `MemoryDiT` on the streams `task` builds from the turn's `Conditions`.
 
-    def __init__(self, model: MemoryDiT, task: Task, sampling: SamplingConfig, text: TextConditioning):
+    With a `mesh`, the weights are laid out on it by `rules` (by default the serving layout: whole on
+    every chip but for a tensor split) and every velocity runs there: the turn's inputs replicated,
+    the activations split as the rules say (guidance's batch over data, the tokens over sequence).
+    """
+
+    def __init__(
+        self,
+        model: MemoryDiT,
+        task: Task,
+        sampling: SamplingConfig,
+        text: TextConditioning,
+        mesh: jax.sharding.Mesh | None = None,
+        rules=SERVING_RULES,
+    ):
         self.model, self.task, self.sampling, self.text = model, task, sampling, text
+        self.mesh, self.rules = mesh, rules
         self.graphdef, self.state = nnx.split(model)
+        if mesh is not None:
+            self.state = jax.device_put(self.state, state_shardings(self.state, mesh, rules))
         self.guided = sampling.guidance != 1.0 and text.encoder is not None
         self._compiled: dict[Any, Any] = {}  # input signature -> compiled velocity
         self._pending_compile = 0.0  # seconds of compilation not yet reported
@@ -94,20 +112,33 @@ class Denoiser:
         if signature not in self._compiled:
             start = time.perf_counter()
             print(f"compiling {what} (or loading it from the cache)...", end=" ", file=sys.stderr, flush=True)
-            self._compiled[signature] = jax.jit(self._velocity).lower(self.state, *args).compile()
+            with self._on_mesh():
+                self._compiled[signature] = jax.jit(self._velocity).lower(self.state, *args).compile()
             seconds = time.perf_counter() - start
             print(f"{seconds:.1f} s", file=sys.stderr, flush=True)
             self._pending_compile += seconds
         return self._compiled[signature]
 
+    def _on_mesh(self):
+        return contextlib.nullcontext() if self.mesh is None else use_mesh(self.mesh, self.rules)
+
+    def _place(self, args: tuple) -> tuple:
+        """The turn's inputs, whole on every device of the mesh (as they are without one)."""
+        if self.mesh is None:
+            return args
+        return jax.device_put(args, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec()))
+
     def _call(self, *args) -> jax.Array:
+        args = self._place(args)
         return self._program(*args)(self.state, *args)
 
     def prepare(self, conditions: Conditions, prompt: str, shape: tuple[int, ...]) -> float:
         """Compiles the program `sample` runs for these conditions without sampling (a later process then
         loads it from the persistent compilation cache); the seconds it took."""
         self._program(
-            jnp.zeros((1, *shape), jnp.float32), jnp.zeros((1,), jnp.float32), conditions, self.context(prompt)
+            *self._place(
+                (jnp.zeros((1, *shape), jnp.float32), jnp.zeros((1,), jnp.float32), conditions, self.context(prompt))
+            )
         )
         compiled, self._pending_compile = self._pending_compile, 0.0
         return compiled
@@ -158,7 +189,8 @@ class Denoiser:
 
     def record(self, cost: TurnCost, compiled_seconds: float) -> dict:
         """The turn record's cost fields: tokens by kind (memory that is real, padding apart), the FLOPs
-        of one forward as computed (padding included), and this process's compilations."""
+        of one forward as computed (padding included), this process's compilations, and the mesh axes
+        the denoiser was split over."""
         return {
             "tokens": {
                 "target": cost.target_tokens,
@@ -171,4 +203,5 @@ class Denoiser:
             "sampling": dataclasses.asdict(self.sampling),
             "compilations": self.compilations,
             "compiled_this_turn": compiled_seconds > 0,
+            "mesh": {} if self.mesh is None else {axis: n for axis, n in self.mesh.shape.items() if n > 1},
         }

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -81,14 +82,14 @@ class LongEditPipeline:
         overlap: int = 0,
         text: TextConditioning | None = None,
         fps: float = 16.0,
+        mesh: jax.sharding.Mesh | None = None,
     ):
         self.task = get_task("long_edit")
         self.task.check_model(model.config, codec.channels)
         self.model, self.codec, self.embed_frames, self.fps = model, codec, embed_frames, fps
         self.budget, self.segment_frames, self.overlap = budget, segment_frames, overlap
-        self.denoiser = Denoiser(
-            model, self.task, sampling, text or TextConditioning(text_dim=model.config.dit.text_dim)
-        )
+        text = text or TextConditioning(text_dim=model.config.dit.text_dim)
+        self.denoiser = Denoiser(model, self.task, sampling, text, mesh)
 
     def retrieve(self, session: Session, query: np.ndarray, latent_shape) -> tuple[MemoryBatch, list, list]:
         """The previous segment (always) and the most similar older ones whose sources' embeddings are

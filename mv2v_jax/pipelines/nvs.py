@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -58,12 +59,14 @@ class NVSPipeline:
         fov_radius: float = 1.0,
         text: TextConditioning | None = None,
         fps: float = 16.0,
+        mesh: jax.sharding.Mesh | None = None,
     ):
         task = get_task("nvs")
         task.check_model(model.config, codec.channels)
         self.model, self.codec, self.fps = model, codec, fps
         self.intrinsics, self.budget, self.fov_radius = intrinsics, budget, fov_radius
-        self.denoiser = Denoiser(model, task, sampling, text or TextConditioning(text_dim=model.config.dit.text_dim))
+        text = text or TextConditioning(text_dim=model.config.dit.text_dim)
+        self.denoiser = Denoiser(model, task, sampling, text, mesh)
 
     def retrieve(
         self, session: Session | None, target_cameras: np.ndarray, latent_shape
