@@ -69,8 +69,8 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "compile_mesh",
     None,
-    "with --compile_topology: the mesh, e.g. data=2,sequence=4 (default: "
-    "guidance's batch over data, the rest of the chips over sequence)",
+    "with --compile_topology: the mesh, e.g. data=2,sequence=4 (default: the config's sample.mesh, "
+    "as sampling on that slice would make it)",
 )
 FLAGS = flags.FLAGS
 

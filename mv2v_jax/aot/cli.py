@@ -11,7 +11,7 @@ from mv2v_jax.aot.compiling import Program, compile_program
 from mv2v_jax.aot.programs import sampling_step_program, train_step_program
 from mv2v_jax.aot.report import format_report
 from mv2v_jax.aot.topology import Topology, tpu_topology
-from mv2v_jax.parallel.mesh import default_sampling_mesh, parse_mesh
+from mv2v_jax.parallel.mesh import sampling_mesh
 
 
 def _print_compiled(build: Callable[[Topology], Program], topology_name: str) -> int:
@@ -32,13 +32,13 @@ def compile_train_step(config: Mapping[str, Any], topology_name: str) -> int:
 
 
 def compile_sampling_step(config: Mapping[str, Any], task: str, topology_name: str, mesh: str | None) -> int:
-    """`sample.py --compile_topology`: one sampling step of `task` on `mesh` (default
-    `default_sampling_mesh`) over the whole slice."""
+    """`sample.py --compile_topology`: one sampling step of `task` on the mesh sample.py would make on
+    that slice (`mesh`, default the config's `sample.mesh`: parallel.mesh.sampling_mesh)."""
 
     def build(topology: Topology) -> Program:
         sample = config["sample"]
         guided = sample["sampling"]["guidance"] != 1.0 and sample["text"]["kind"] != "none"
-        shape = parse_mesh(mesh) if mesh else default_sampling_mesh(topology.chips, guided)
-        return sampling_step_program(config, task, topology.devices, shape)
+        chosen = sampling_mesh(mesh or sample.get("mesh", "auto"), guided, topology.devices)
+        return sampling_step_program(config, task, list(chosen.devices.flat), dict(chosen.shape))
 
     return _print_compiled(build, topology_name)

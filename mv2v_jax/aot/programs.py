@@ -21,7 +21,14 @@ from mv2v_jax.config import dataclass_from_config
 from mv2v_jax.data.loader import TrainBatch
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig
-from mv2v_jax.parallel.mesh import DEFAULT_RULES, batch_sharding, make_mesh, state_shardings, use_mesh
+from mv2v_jax.parallel.mesh import (
+    DEFAULT_RULES,
+    SERVING_RULES,
+    batch_sharding,
+    make_mesh,
+    state_shardings,
+    use_mesh,
+)
 from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
 from mv2v_jax.tasks import get_task
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
@@ -123,15 +130,16 @@ def sampling_step_program(
     slots: int | None = None,
     depth: int | None = None,
     platform: str | None = "tpu",
+    rules=SERVING_RULES,
 ) -> Program:
     """One denoising step of a turn (`task_name` "nvs" or "long_edit") as sample.py runs it: the
     pipelines' `Denoiser` velocity with guidance (conditional and unconditional as a batch of 2 when the
-    config guides) and token merging at the config's r, on `mesh_shape` over `devices`."""
+    config guides) and token merging at the config's r, on `mesh_shape` over `devices`, the weights laid
+    out by `rules` (sample.py's serving layout)."""
     task = get_task(task_name)
     sample = config["sample"]
     clip = clip or clip_of(config)
     slots = slots or sample["retrieval"]["slots"]
-    rules = plain(config.get("mesh_rules", DEFAULT_RULES))
     mesh = make_mesh(dict(mesh_shape), list(devices))
     model_config = memory_config(config["model"], sample.get("runtime", {}), depth, platform)
     sampling = dataclass_from_config(SamplingConfig, plain(sample["sampling"]), "sample.sampling")
@@ -167,7 +175,7 @@ def sampling_step_program(
         notes,
         model_config.dit.scan_layers,
         at_depth=lambda d: sampling_step_program(
-            config, task_name, devices, mesh_shape, clip=clip, slots=slots, depth=d, platform=platform
+            config, task_name, devices, mesh_shape, clip=clip, slots=slots, depth=d, platform=platform, rules=rules
         ),
     )
 
