@@ -56,3 +56,24 @@ def test_restore_into_mesh_and_sharded_forward_matches(weights, rng):
         got = jax.jit(forward)(sharded, *args)
     assert got.sharding.spec[0] == ("data", "fsdp")
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=1e-5)
+
+
+def test_random_initialisation_makes_each_shard_on_its_device():
+    """init_on_mesh: the parameters `factory()` makes, each device holding only its shard of the fsdp-split
+    weights (the initialisers ran on the devices, under jit, not on the host and then copied)."""
+    from flax import nnx
+
+    from mv2v_jax.config import load_config
+    from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
+    from mv2v_jax.parallel.mesh import init_on_mesh
+
+    config = MemoryConfig.from_config(load_config("configs/tiny_nvs.py").model)
+    factory = lambda: MemoryDiT(config, rngs=nnx.Rngs(3))
+    model = init_on_mesh(factory, make_mesh({"fsdp": 8}))
+    ours, reference = jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(nnx.state(factory(), nnx.Param))
+    for a, b in zip(ours, reference, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    total = sum(a.nbytes for a in ours)
+    for device in range(8):
+        held = sum(next(s.data.nbytes for s in a.addressable_shards if s.device.id == device) for a in ours)
+        assert held < total / 6, (device, held, total)  # 1/8 of the split weights, the small ones whole

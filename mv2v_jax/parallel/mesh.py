@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -178,6 +178,15 @@ def state_shardings(state: nnx.State, mesh: jax.sharding.Mesh, rules=DEFAULT_RUL
     with spmd.logical_axis_rules(_rules(rules)):
         specs = nnx.get_partition_spec(state)
     return jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, _without_unit_axes(spec, mesh)), specs)
+
+
+def init_on_mesh(factory: Callable[[], nnx.Module], mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> nnx.Module:
+    """`factory()`'s module made on `mesh`: its initialisers run inside `jit` with every variable's
+    sharding (from its logical names) as the output's, so each device makes only its own shard and no
+    process ever holds the whole model (a 14B one included). The values are `factory()`'s."""
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(factory))
+    state = jax.jit(lambda: nnx.state(factory()), out_shardings=state_shardings(abstract_state, mesh, rules))()
+    return nnx.merge(graphdef, state)
 
 
 def batch_sharding(mesh: jax.sharding.Mesh, ndim: int, rules=DEFAULT_RULES) -> jax.sharding.NamedSharding:

@@ -32,7 +32,7 @@ from mv2v_jax.io.images import contact_sheet, to_uint8, write_png
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.memory.tokenizers import TokenizerConfig
 from mv2v_jax.models.weights import WeightsWriter, flatten_paths
-from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, to_host, use_mesh
+from mv2v_jax.parallel.mesh import batch_sharding, init_on_mesh, make_mesh, to_host, use_mesh
 from mv2v_jax.tasks import Task, get_task
 from mv2v_jax.train.checkpoint import Checkpointer, abstract_like, as_path
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
@@ -40,12 +40,12 @@ from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step, loss_fn
 
 
 def build_model(config: Mapping[str, Any], mesh: jax.sharding.Mesh) -> MemoryDiT:
-    """From converted weights (`config.init_weights`) straight into the mesh, or initialised at random."""
+    """From converted weights (`config.init_weights`) straight into the mesh, or initialised at random on
+    it (each device makes its own shard: parallel.mesh.init_on_mesh)."""
     if config.get("init_weights"):
         return load_memory_dit(config["init_weights"], mesh, **dict(config.get("runtime", {})))
-    model = MemoryDiT(MemoryConfig.from_config(config["model"]), rngs=nnx.Rngs(config["seed"]))
-    graphdef, state = nnx.split(model)
-    return nnx.merge(graphdef, jax.device_put(state, state_shardings(state, mesh, config["mesh_rules"])))
+    model_config = MemoryConfig.from_config(config["model"])
+    return init_on_mesh(lambda: MemoryDiT(model_config, rngs=nnx.Rngs(config["seed"])), mesh, config["mesh_rules"])
 
 
 def initial_state(config: Mapping[str, Any], mesh, optimizer, trainable) -> tuple[MemoryDiT, Any, TrainState]:
