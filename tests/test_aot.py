@@ -203,3 +203,25 @@ def test_cli_prints_the_report_and_exits_by_the_verdict(case):
     assert result.returncode == code, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1] == verdict, result.stdout
     assert "per chip: arguments" in result.stdout or "the compiler refused it" in result.stdout
+
+
+def test_wan14b_initialisation_makes_each_chips_shard_on_the_chip():
+    """train.py's random initialisation (parallel.mesh.sharded_init) of Wan2.1-14B over fsdp=32 of v5p-64:
+    each chip's outputs are its 1/32 of the parameters (plus the few small ones every chip holds whole),
+    with nothing full-size made anywhere: no temporaries to speak of and no collectives."""
+    import math
+
+    from flax import nnx
+
+    from mv2v_jax.config import load_config
+    from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig
+
+    dit = load_config("configs/wan_dit.py:wan2.1-t2v-14b").to_dict()
+    topology = aot.tpu_topology("v5p-64")
+    report = aot.compile_program(aot.init_program(dit, topology.devices, {"fsdp": -1}), topology)
+    config = WanDiTConfig.from_config(aot.resolve_auto(dit))
+    leaves = jax.tree.leaves(nnx.state(nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0)))))
+    parameter_bytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
+    assert parameter_bytes > 50 * 2**30  # 14B float32 parameters
+    assert parameter_bytes / 32 <= report.outputs < 1.1 * parameter_bytes / 32, aot.format_report(report)
+    assert report.temporaries < 0.01 * report.outputs and not report.collectives, aot.format_report(report)

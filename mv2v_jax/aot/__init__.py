@@ -35,7 +35,7 @@ from mv2v_jax.aot.compiling import Program, compile_program
 from mv2v_jax.aot.cost import step_cost
 from mv2v_jax.aot.experiment import Clip, clip_of, largest_variant, resolve_auto, turn_layout
 from mv2v_jax.aot.hlo import Collective, collectives, kernel_flops
-from mv2v_jax.aot.programs import dit_forward_program, sampling_step_program, train_step_program
+from mv2v_jax.aot.programs import dit_forward_program, init_program, sampling_step_program, train_step_program
 from mv2v_jax.aot.report import Report, format_report
 from mv2v_jax.aot.topology import CHIPS, Chip, GiB, Topology, libtpu_version, parse_topology, tpu_topology
 
@@ -55,6 +55,7 @@ __all__ = [
     "compile_train_step",
     "dit_forward_program",
     "format_report",
+    "init_program",
     "kernel_flops",
     "largest_variant",
     "libtpu_version",

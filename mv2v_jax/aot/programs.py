@@ -26,6 +26,7 @@ from mv2v_jax.parallel.mesh import (
     SERVING_RULES,
     batch_sharding,
     make_mesh,
+    sharded_init,
     state_shardings,
     use_mesh,
 )
@@ -228,3 +229,14 @@ def dit_forward_program(
             dit, devices, mesh_shape, grid, batch=batch, text_len=text_len, rules=rules, depth=d
         ),
     )
+
+
+def init_program(dit: Mapping[str, Any], devices: Sequence[Any], mesh_shape: Mapping[str, int], rules=DEFAULT_RULES):
+    """A plain Wan DiT's random initialisation on `mesh_shape` over `devices` (`parallel.mesh.sharded_init`,
+    as train.py makes a model without converted weights): its outputs per chip are the chip's shards."""
+    config = WanDiTConfig.from_config(resolve_auto(plain(dit)))
+    mesh = make_mesh(dict(mesh_shape), list(devices))
+    rules = plain(rules)
+    _, make = sharded_init(lambda: WanDiT(config, rngs=nnx.Rngs(0)), mesh, rules)
+    notes = [f"{config.num_layers} blocks of dim {config.dim}, parameters {config.param_dtype}"]
+    return Program("random initialisation", make, (), mesh, rules, config.num_layers, 1, notes, config.scan_layers)

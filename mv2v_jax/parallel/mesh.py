@@ -180,13 +180,20 @@ def state_shardings(state: nnx.State, mesh: jax.sharding.Mesh, rules=DEFAULT_RUL
     return jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, _without_unit_axes(spec, mesh)), specs)
 
 
-def init_on_mesh(factory: Callable[[], nnx.Module], mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> nnx.Module:
-    """`factory()`'s module made on `mesh`: its initialisers run inside `jit` with every variable's
-    sharding (from its logical names) as the output's, so each device makes only its own shard and no
-    process ever holds the whole model (a 14B one included). The values are `factory()`'s."""
+def sharded_init(
+    factory: Callable[[], nnx.Module], mesh: jax.sharding.Mesh, rules=DEFAULT_RULES
+) -> tuple[nnx.GraphDef, Callable[[], nnx.State]]:
+    """The graph of `factory()`'s module and its initialisation as a jitted function of no arguments whose
+    outputs carry every variable's sharding (from its logical names): run, each device makes only its
+    own shard, and no process ever holds the whole model (a 14B one included)."""
     graphdef, abstract_state = nnx.split(nnx.eval_shape(factory))
-    state = jax.jit(lambda: nnx.state(factory()), out_shardings=state_shardings(abstract_state, mesh, rules))()
-    return nnx.merge(graphdef, state)
+    return graphdef, jax.jit(lambda: nnx.state(factory()), out_shardings=state_shardings(abstract_state, mesh, rules))
+
+
+def init_on_mesh(factory: Callable[[], nnx.Module], mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> nnx.Module:
+    """`factory()`'s module made on `mesh` by `sharded_init`: the values are `factory()`'s."""
+    graphdef, make = sharded_init(factory, mesh, rules)
+    return nnx.merge(graphdef, make())
 
 
 def batch_sharding(mesh: jax.sharding.Mesh, ndim: int, rules=DEFAULT_RULES) -> jax.sharding.NamedSharding:
