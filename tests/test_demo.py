@@ -14,16 +14,22 @@ from mv2v_jax.io.video import read_all_frames, read_video
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.mark.slow
-def test_demo_writes_both_tasks_comparisons(tmp_path):
+def run_demo(out: Path, *args: str) -> subprocess.CompletedProcess:
+    """`make demo`'s command writing under `out`; it must succeed."""
     result = subprocess.run(
-        [sys.executable, "-m", "mv2v_jax.eval.demo", "--out", str(tmp_path), "--turns", "2", "--steps", "2"],
+        [sys.executable, "-m", "mv2v_jax.eval.demo", "--out", str(out), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=1800,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_demo_writes_both_tasks_comparisons(tmp_path):
+    result = run_demo(tmp_path, "--turns", "2", "--steps", "2")
     (run,) = list(tmp_path.iterdir())
     assert str(run) in result.stdout
     summary = json.loads((run / "summary.json").read_text())
@@ -59,14 +65,7 @@ def test_demo_shows_memory_winning_on_both_tasks(tmp_path):
     """The full `make demo` (every turn and sampler step): what the shipped models are for. With memory,
     the turns (segments) agree with each other more than without it, with no worse PSNR and detail no
     blurrier, and every turn after the first retrieves its memory."""
-    result = subprocess.run(
-        [sys.executable, "-m", "mv2v_jax.eval.demo", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_demo(tmp_path)
     (run,) = list(tmp_path.iterdir())
     summary = json.loads((run / "summary.json").read_text())
     assert summary["nvs"]["turns_retrieving"] == [2, 3, 4, 5]
