@@ -8,10 +8,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mv2v_jax.aot.compiling import Program, compile_program
+from mv2v_jax.aot.experiment import plain
 from mv2v_jax.aot.programs import sampling_step_program, train_step_program
 from mv2v_jax.aot.report import format_report
 from mv2v_jax.aot.topology import Topology, tpu_topology
+from mv2v_jax.config import dataclass_from_config
 from mv2v_jax.parallel.mesh import sampling_mesh
+from mv2v_jax.pipelines.denoiser import SamplingConfig
 
 
 def _print_compiled(build: Callable[[Topology], Program], topology_name: str) -> int:
@@ -37,7 +40,8 @@ def compile_sampling_step(config: Mapping[str, Any], task: str, topology_name: s
 
     def build(topology: Topology) -> Program:
         sample = config["sample"]
-        guided = sample["sampling"]["guidance"] != 1.0 and sample["text"]["kind"] != "none"
+        sampling = dataclass_from_config(SamplingConfig, plain(sample["sampling"]), "sample.sampling")
+        guided = sampling.guides(sample["text"]["kind"] != "none")
         chosen = sampling_mesh(mesh or sample.get("mesh", "auto"), guided, topology.devices)
         return sampling_step_program(config, task, list(chosen.devices.flat), dict(chosen.shape))
 

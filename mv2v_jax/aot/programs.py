@@ -144,7 +144,7 @@ def sampling_step_program(
     mesh = make_mesh(dict(mesh_shape), list(devices))
     model_config = memory_config(config["model"], sample.get("runtime", {}), depth, platform)
     sampling = dataclass_from_config(SamplingConfig, plain(sample["sampling"]), "sample.sampling")
-    guided = sampling.guidance != 1.0 and sample["text"]["kind"] != "none"
+    guided = sampling.guides(sample["text"]["kind"] != "none")
 
     text = TextConditioning(text_dim=model_config.dit.text_dim)  # unused: the context is an argument
     with use_mesh(mesh, rules):

@@ -182,5 +182,5 @@ def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEd
     _, patch_h, patch_w = model.config.dit.patch_size
     check_video_size(sample["video"], (codec.spatial * patch_h, codec.spatial * patch_w))
     text = build_text(sample["text"], model.config.dit.text_dim)
-    mesh = sampling_mesh(sample.get("mesh", "auto"), sampling.guidance != 1.0 and text.encoder is not None)
+    mesh = sampling_mesh(sample.get("mesh", "auto"), sampling.guides(text.encoder is not None))
     return PIPELINES[task](sample, model=model, codec=codec, sampling=sampling, text=text, mesh=mesh)

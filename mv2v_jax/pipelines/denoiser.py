@@ -62,6 +62,11 @@ class SamplingConfig:
     def make_sampler(self):
         return make_sampler(self.sampler, self.steps, self.shift, self.grid)
 
+    def guides(self, has_text: bool) -> bool:
+        """Whether a turn runs guidance (conditional and unconditional as a batch of 2): a scale other than
+        1, and a text encoder to make the two contexts."""
+        return self.guidance != 1.0 and has_text
+
 
 class Denoiser:
     """Samples a turn's target latents from `MemoryDiT` on the streams `task` builds from the turn's `Conditions`.
@@ -85,7 +90,7 @@ class Denoiser:
         self.graphdef, self.state = nnx.split(model)
         if mesh is not None:
             self.state = jax.device_put(self.state, state_shardings(self.state, mesh, rules))
-        self.guided = sampling.guidance != 1.0 and text.encoder is not None
+        self.guided = sampling.guides(text.encoder is not None)
         self._compiled: dict[Any, Any] = {}  # input signature -> compiled velocity
         self._pending_compile = 0.0  # seconds of compilation not yet reported
 
