@@ -1,4 +1,4 @@
-"""Ulysses or gathered keys/values: what each costs per chip, from the compiled TPU program.
+"""Ulysses, hybrid or gathered keys/values: what each costs per chip, from the compiled TPU program.
 
     python bench/sequence_attention.py
 
@@ -8,12 +8,15 @@ sends in the program's collectives and XLA's temporary buffers per chip, for the
 (sampling, guidance's batch of 2) and the forward and backward passes (training, batch 1). Token
 counts are one turn of ReCamMaster at 81x480x832 with 6 memory slots (96,642 tokens, padded to the
 split) and one LucyEdit segment at the same size with 4 (Wan2.2's VAE compresses 16x: 15,330 tokens).
+The hybrid (Ulysses within groups of gcd(heads, s) chips, keys and values gathered across the groups)
+is compiled where it is neither of the others: the 1.3B's 12 heads over 8 chips.
 Writes the "Sequence-parallel attention (compiled ahead of time)" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 
 import jax
 import jax.numpy as jnp
@@ -58,7 +61,9 @@ def main() -> None:
     for name, heads, tokens in CASES:
         for backward in (False, True):
             for sequence in (2, 4, 8):
-                for scheme in ("ulysses", "all_gather"):
+                for scheme in ("ulysses", "hybrid", "all_gather"):
+                    if scheme == "hybrid" and not 1 < math.gcd(heads, sequence) < sequence:
+                        continue  # it would be Ulysses (s divides the heads) or the gather (no common factor)
                     if scheme == "ulysses" and heads % sequence:
                         rows.append(
                             f"| {name} | {heads} | {'fwd+bwd' if backward else 'fwd'} | {sequence} | "
@@ -79,8 +84,11 @@ def main() -> None:
         f"libtpu {aot.libtpu_version()}; one block's self-attention (splash, bf16, head dim 128, segment ids) on a "
         "v5p mesh `{sequence: s}` (the first s chips of v5p:2x2x2), compiled on this CPU; forward: guidance's "
         "batch of 2; forward+backward: batch 1. Bytes: what each chip sends per call, ring algorithms "
-        "(all-to-all `size (s-1)/s`, all-gather `out (s-1)/s`, reduce-scatter `out (s-1)`); temporaries: "
-        "XLA's temporary buffers per chip. Segment ids are gathered in both schemes (int32, small).\n\n"
+        "(all-to-all `size (n-1)/n`, all-gather `out (n-1)/n`, reduce-scatter `out (n-1)`, n chips in the "
+        "collective's group); temporaries: "
+        "XLA's temporary buffers per chip. Segment ids are gathered in every scheme (int32, small). hybrid: "
+        "Ulysses all-to-alls within groups of u = gcd(heads, s) neighbouring chips, keys and values gathered "
+        "across the s/u groups.\n\n"
         "| backbone | heads | pass | s | scheme | GiB sent per chip | temporaries (GiB) | collectives |\n"
         "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
     )

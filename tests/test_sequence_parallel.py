@@ -1,8 +1,9 @@
 """Sequence (context) parallelism on 8 fake CPU devices.
 
-Attention split over the `sequence` mesh axis (Ulysses all-to-all over heads, or keys and values
-gathered) equals the single-device result, values and gradients, for the chunked kernel and for splash
-in interpret mode inside `shard_map`; token counts the axis does not divide are padded. The whole
+Attention split over the `sequence` mesh axis (Ulysses all-to-all over heads, keys and values
+gathered, or the hybrid of the two) equals the single-device result, values and gradients, for the
+chunked and XLA kernels and for splash in interpret mode inside `shard_map`; token counts the axis does
+not divide are padded. The whole
 MemoryDiT forward with token merging, and one train step, under {data, fsdp, sequence, tensor} meshes
 equal one device.
 """
@@ -18,7 +19,7 @@ from mv2v_jax.data.loader import to_train_batch, training_dataset
 from mv2v_jax.data.memory_sampling import MemorySampling
 from mv2v_jax.memory.builders import MemoryBatch, recammaster_streams
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
-from mv2v_jax.models.wan.attention import AttentionConfig, attention
+from mv2v_jax.models.wan.attention import AttentionConfig, attention, sequence_scheme
 from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, use_mesh
 from mv2v_jax.tasks import get_task
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
@@ -26,6 +27,7 @@ from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step
 
 KERNELS = {
     "chunked": dict(impl="chunked", block_q=16, block_kv=32),
+    "xla": dict(impl="xla"),
     "splash-interpret": dict(impl="splash", splash_block=128, interpret=True),
 }
 # 70 tokens: the sequence splits of 4 and 8 need padding.
@@ -53,12 +55,15 @@ def value_and_grads(config: AttentionConfig, q, k, v, segments, weights):
     return out, grads
 
 
-@pytest.mark.parametrize("scheme", ["ulysses", "all_gather"])
-@pytest.mark.parametrize("mesh_name", ["seq2-data2-tensor2", "seq4-fsdp2"])
+@pytest.mark.parametrize(
+    "mesh_name, heads, scheme",
+    [(mesh, 4, scheme) for mesh in ("seq2-data2-tensor2", "seq4-fsdp2") for scheme in ("ulysses", "all_gather")]
+    + [("seq8", 12, "hybrid")],  # Wan-1.3B's 12 heads over 8: all-to-alls in 2 groups of 4, gathered across them
+)
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_attention_matches_one_device(rng, kernel, mesh_name, scheme):
+def test_attention_matches_one_device(rng, kernel, mesh_name, heads, scheme):
     config = AttentionConfig(**KERNELS[kernel], sequence_parallel=scheme)
-    q, k, v, segments = qkv_segments(rng)
+    q, k, v, segments = qkv_segments(rng, h=heads)
     weights = jnp.asarray(rng.standard_normal(q.shape, dtype=np.float32))
     want_out, want_grads = jax.jit(value_and_grads, static_argnums=0)(config, q, k, v, segments, weights)
     with use_mesh(make_mesh(MESHES[mesh_name])):
@@ -79,7 +84,7 @@ def test_cross_attention_keeps_the_text_whole(rng):
 
 
 def test_ulysses_needs_heads_the_sequence_axis_divides(rng):
-    """4 heads cannot be split 8 ways: "ulysses" says so, "auto" gathers keys and values instead."""
+    """4 heads cannot be split 8 ways: "ulysses" says so, "auto" runs the hybrid instead."""
     q, k, v, segments = qkv_segments(rng)
     want = attention(q, k, v, segments, segments, AttentionConfig(**KERNELS["chunked"]))
     with use_mesh(make_mesh(MESHES["seq8"])):
@@ -88,6 +93,22 @@ def test_ulysses_needs_heads_the_sequence_axis_divides(rng):
         auto = AttentionConfig(**KERNELS["chunked"], sequence_parallel="auto")
         got = jax.jit(lambda q, k, v, s: attention(q, k, v, s, s, auto))(q, k, v, segments)
     np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "heads, sequence, scheme",
+    [
+        (12, 4, "ulysses"),
+        (24, 8, "ulysses"),
+        (12, 8, "hybrid"),
+        (6, 4, "hybrid"),
+        (3, 8, "all_gather"),
+        (12, 1, "none"),
+    ],
+)
+def test_auto_takes_the_scheme_that_sends_least(heads, sequence, scheme):
+    """Ulysses where the sequence axis divides the heads, the hybrid where they share a factor, else the gather."""
+    assert sequence_scheme(AttentionConfig(sequence_parallel="auto"), heads, sequence) == scheme
 
 
 # -- the whole model ------------------------------------------------------------------------------
@@ -124,15 +145,16 @@ def turn_inputs(rng, b=2, t=3, size=8, channels=4, slots=4):
 
 
 @pytest.mark.parametrize(
-    "mesh_name",
+    "mesh_name, heads",
     [
-        "seq2-data2-tensor2",
-        pytest.param("seq4-fsdp2", marks=pytest.mark.slow),
-        pytest.param("seq8", marks=pytest.mark.slow),
+        ("seq2-data2-tensor2", 4),
+        pytest.param("seq4-fsdp2", 4, marks=pytest.mark.slow),
+        pytest.param("seq8", 12, marks=pytest.mark.slow),  # the hybrid, at Wan-1.3B's 12 heads
     ],
 )
-def test_memory_dit_with_merging_matches_one_device(rng, mesh_name):
-    model = MemoryDiT(MemoryConfig.from_config(MODEL), rngs=nnx.Rngs(0))
+def test_memory_dit_with_merging_matches_one_device(rng, mesh_name, heads):
+    dit = MODEL["dit"] | {"num_heads": heads, "dim": 16 * heads}  # head dim 16
+    model = MemoryDiT(MemoryConfig.from_config(MODEL | {"dit": dit}), rngs=nnx.Rngs(0))
     kernel = model.dit.head.proj.kernel  # Wan zero-initialises the head; make the output carry the network
     kernel[...] = jax.random.normal(jax.random.key(3), kernel.shape) * 0.1
     graphdef, state = nnx.split(model)

@@ -23,18 +23,26 @@ On a mesh (`parallel.mesh.use_mesh`), the kernel runs inside `jax.shard_map`: th
 batch axes (data, fsdp), heads over tensor, and queries over the `sequence` axis. Mosaic (splash) and
 cuDNN kernels cannot be partitioned by XLA, and a split sequence needs explicit communication, so the
 chunked and XLA paths take `shard_map` too once the sequence is split. Self-attention then crosses the
-sequence axis of size s in one of two ways (`AttentionConfig.sequence_parallel`):
+sequence axis of size s in one of three ways (`AttentionConfig.sequence_parallel`), size being a chip's
+share of q:
 - `"ulysses"` (DeepSpeed-Ulysses; Wan's own multi-GPU inference): all-to-all q, k and v from
   `[B, N/s, H, D]` to `[B, N, H/s, D]`, run the kernel over the whole sequence for H/s heads, and
-  all-to-all the output back. Each chip sends `4 size (s-1)/s` per call, size being its share of q.
-  Needs the heads of a tensor shard divisible by s.
+  all-to-all the output back. Each chip sends `4 size (s-1)/s` per call. Needs the heads of a tensor
+  shard divisible by s.
 - `"all_gather"` (maxdiffusion's context parallelism): gather k and v over the sequence axis and run
   the local queries against every key. Each chip sends `2 size (s-1)` per call: s/2 times Ulysses.
-- `"auto"` (default): Ulysses when s divides the heads, otherwise all_gather (12 heads over 8 chips).
+- `"hybrid"`: Ulysses within groups of u = gcd(H, s) neighbouring chips, H being a tensor shard's heads
+  (`[B, N/s, H, D]` to `[B, N/g, H/u, D]`, g = s/u groups, each a contiguous run of tokens), k and v
+  gathered across the g groups (`[B, N, H/u, D]`), the output all-to-all'd back within the group. Each
+  chip sends `4 size (u-1)/u + 2 size (g-1)` and holds k and v of `g size` each where the gather holds
+  `s size`. u = s is Ulysses, u = 1 the gather.
+- `"auto"` (default): Ulysses when s divides the heads, else the hybrid when they share a factor (the
+  1.3B's 12 heads over 8 chips: u = 4, 5 size sent against the gather's 14), else all_gather.
 Measured on the compiled TPU v5p programs (BENCHMARKS.md, "Sequence-parallel attention"): at s = 4 for
 the 1.3B's 96,642-token turn Ulysses sends half the bytes of the gather in the forward pass and a
 quarter in training, and needs a third of the temporary memory (the gather holds every key and value
-of the sequence on each chip). Ring attention (k and v passed around the ring, overlapped with
+of the sequence on each chip); at s = 8 the hybrid sends a third of the gather's bytes with a quarter
+of its temporaries (forward). Ring attention (k and v passed around the ring, overlapped with
 compute) was not built: it sends what the gather sends, and needs the kernel's log-sum-exp, which
 splash returns only without a backward pass, so it would not have worked for training with splash
 or cuDNN. Token counts that s does not divide are padded with segment -1, which only padding sees.
@@ -53,7 +61,7 @@ from jax.sharding import PartitionSpec as P
 from mv2v_jax.parallel.mesh import current_mesh, logical_to_spec
 
 IMPLEMENTATIONS = ("auto", "chunked", "xla", "cudnn", "splash")
-SEQUENCE_PARALLEL = ("auto", "ulysses", "all_gather")
+SEQUENCE_PARALLEL = ("auto", "ulysses", "hybrid", "all_gather")
 
 # Finite so that a key block with every key masked gives exp(0) junk that the next valid block
 # wipes out (its running max is larger), instead of NaN from (-inf) - (-inf).
@@ -69,7 +77,7 @@ class AttentionConfig:
     block_kv: int = 2048  # chunked: at most this many keys per online-softmax step
     splash_block: int = 512  # splash: q and kv tile on TPU
     interpret: bool = False  # splash: run the Pallas kernel in interpret mode (CPU tests)
-    sequence_parallel: str = "auto"  # over a split sequence: "ulysses", "all_gather", or "auto" (see module doc)
+    sequence_parallel: str = "auto"  # over a split sequence: "ulysses", "hybrid", "all_gather", or "auto" (module doc)
 
     def __post_init__(self):
         if self.impl not in IMPLEMENTATIONS:
@@ -152,18 +160,33 @@ def _entry(axes: tuple[str, ...]):
 
 def sequence_scheme(config: AttentionConfig, local_heads: int, sequence: int) -> str:
     """How self-attention crosses a sequence split `sequence` ways with `local_heads` heads per tensor
-    shard: "ulysses" (all-to-all over heads) or "all_gather" (keys and values gathered)."""
+    shard: "ulysses", "hybrid" or "all_gather" (see module doc), or "none" for an unsplit sequence."""
     if sequence == 1:
         return "none"
-    divides = local_heads % sequence == 0
-    if config.sequence_parallel == "ulysses" and not divides:
+    common = math.gcd(local_heads, sequence)
+    if config.sequence_parallel == "ulysses" and common != sequence:
         raise ValueError(
             f"Ulysses attention splits the {local_heads} heads of each tensor shard over the sequence axis "
-            f"of {sequence}, which does not divide them; use sequence_parallel='all_gather' or 'auto'"
+            f"of {sequence}, which does not divide them; use sequence_parallel='hybrid', 'all_gather' or 'auto'"
         )
-    if config.sequence_parallel == "all_gather" or not divides:
-        return "all_gather"
-    return "ulysses"
+    if config.sequence_parallel != "auto":
+        return config.sequence_parallel
+    return "ulysses" if common == sequence else "hybrid" if common > 1 else "all_gather"
+
+
+def _ulysses_ways(scheme: str, local_heads: int, sequence: int) -> int:
+    """u: how many devices of the sequence axis split the heads between them (the all-to-all's group)."""
+    return {"ulysses": sequence, "hybrid": math.gcd(local_heads, sequence)}.get(scheme, 1)
+
+
+def _device_groups(sequence: int, ulysses_ways: int) -> tuple[list[list[int]] | None, list[list[int]] | None]:
+    """Positions along the sequence axis of the all-to-all groups (u neighbours, so that a group's queries
+    are consecutive tokens, in order) and of the gather groups (one device of each all-to-all group, all
+    with the same share of the heads); None where a group is the whole axis."""
+    gathered = sequence // ulysses_ways
+    ulysses = [[group * ulysses_ways + j for j in range(ulysses_ways)] for group in range(gathered)]
+    across = [list(column) for column in zip(*ulysses, strict=True)]
+    return (None if gathered == 1 else ulysses), (None if ulysses_ways == 1 else across)
 
 
 def _sharded(q, k, v, q_segments, kv_segments, config, impl, mesh, cross) -> jax.Array:
@@ -175,7 +198,10 @@ def _sharded(q, k, v, q_segments, kv_segments, config, impl, mesh, cross) -> jax
     heads = _dividing(mesh, _axes("act_heads"), h)
     seq = _axes("act_length")
     s = _mesh_size(mesh, seq)
-    scheme = "none" if cross else sequence_scheme(config, h // _mesh_size(mesh, heads), s)
+    local_heads = h // _mesh_size(mesh, heads)
+    scheme = "none" if cross else sequence_scheme(config, local_heads, s)
+    u = _ulysses_ways(scheme, local_heads, s)  # ulysses: s; all_gather, none: 1
+    ulysses_groups, gather_groups = _device_groups(s, u)
 
     # Every shard needs the same number of tokens: pad to a multiple of the split with segment -1, which
     # only the padding has (it sees itself; real queries, padding slots included, never see it).
@@ -188,18 +214,22 @@ def _sharded(q, k, v, q_segments, kv_segments, config, impl, mesh, cross) -> jax
     q = _pad_to(q, 1, s)
 
     def local(q, k, v, q_segments, kv_segments):
-        if scheme == "ulysses":  # [b, N/s, h, d] -> [b, N, h/s, d]: every token, a share of the heads
-            q, k, v = (jax.lax.all_to_all(a, seq, split_axis=2, concat_axis=1, tiled=True) for a in (q, k, v))
-        if scheme in ("ulysses", "all_gather"):
-            if scheme == "all_gather":
-                k, v = (jax.lax.all_gather(a, seq, axis=1, tiled=True) for a in (k, v))
+        if scheme != "none":
+            if u > 1:  # [b, N/s, h, d] -> [b, N/g, h/u, d]: the group's tokens, a share of the heads
+                q, k, v = (
+                    jax.lax.all_to_all(a, seq, 2, 1, tiled=True, axis_index_groups=ulysses_groups) for a in (q, k, v)
+                )
+            if u < s:  # every group's keys and values: [b, N, h/u, d]
+                k, v = (jax.lax.all_gather(a, seq, axis=1, tiled=True, axis_index_groups=gather_groups) for a in (k, v))
             if q_segments is not None:
                 kv_segments = jax.lax.all_gather(kv_segments, seq, axis=1, tiled=True)
-                if scheme == "ulysses":
-                    q_segments = jax.lax.all_gather(q_segments, seq, axis=1, tiled=True)
+                if u > 1:
+                    q_segments = jax.lax.all_gather(
+                        q_segments, seq, axis=1, tiled=True, axis_index_groups=ulysses_groups
+                    )
         out = _local(q, k, v, q_segments, kv_segments, config, impl)
-        if scheme == "ulysses":
-            out = jax.lax.all_to_all(out, seq, split_axis=1, concat_axis=2, tiled=True)
+        if u > 1:
+            out = jax.lax.all_to_all(out, seq, 1, 2, tiled=True, axis_index_groups=ulysses_groups)
         return out
 
     q_spec = P(_entry(batch), _entry(seq), _entry(heads), None)
