@@ -40,12 +40,13 @@ share of q:
   1.3B's 12 heads over 8 chips: u = 4, 5 size sent against the gather's 14), else all_gather.
 Measured on the compiled TPU v5p programs (BENCHMARKS.md, "Sequence-parallel attention"): at s = 4 for
 the 1.3B's 96,642-token turn Ulysses sends half the bytes of the gather in the forward pass and a
-quarter in training, and needs a third of the temporary memory (the gather holds every key and value
-of the sequence on each chip); at s = 8 the hybrid sends a third of the gather's bytes with a quarter
-of its temporaries (forward). Ring attention (k and v passed around the ring, overlapped with
-compute) was not built: it sends what the gather sends, and needs the kernel's log-sum-exp, which
-splash returns only without a backward pass, so it would not have worked for training with splash
-or cuDNN. Token counts that s does not divide are padded with segment -1, which only padding sees.
+quarter in training, and needs a third of the temporary memory (the gather holds every key and value of
+the sequence on each chip); at s = 8 the hybrid sends a third of the gather's bytes in the forward pass
+and a quarter in training, with a quarter to a third of its temporaries. Ring attention (k and v passed
+around the ring, overlapped with compute) was not built: it sends what the gather sends, and needs the
+kernel's log-sum-exp, which splash returns only without a backward pass, so it would not have worked for
+training with splash or cuDNN. Token counts that s does not divide are padded with segment -1, which
+only padding sees.
 Cross-attention keeps the text whole on every chip (`cross=True`): no communication.
 """
 
