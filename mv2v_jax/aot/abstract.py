@@ -14,6 +14,7 @@ from flax import nnx
 
 from mv2v_jax.memory.builders import Conditions, MemoryBatch
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
+from mv2v_jax.models.layers import in_compute_dtype
 from mv2v_jax.parallel.mesh import batch_sharding, state_shardings
 
 
@@ -22,9 +23,13 @@ def abstract(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
 
 
-def abstract_model(config: MemoryConfig, mesh: jax.sharding.Mesh, rules: Any) -> tuple[nnx.GraphDef, nnx.State]:
-    """The MemoryDiT's graph and its abstract state, each variable sharded by its logical names."""
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: MemoryDiT(config, rngs=nnx.Rngs(0))))
+def abstract_model(
+    config: MemoryConfig, mesh: jax.sharding.Mesh, rules: Any, serving: bool = False
+) -> tuple[nnx.GraphDef, nnx.State]:
+    """The MemoryDiT's graph and its abstract state, each variable sharded by its logical names; `serving`:
+    the weights held in their compute dtype, as sampling holds them (`models.layers.in_compute_dtype`)."""
+    serve = in_compute_dtype if serving else lambda model: model
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: serve(MemoryDiT(config, rngs=nnx.Rngs(0)))))
     return graphdef, abstract(state, state_shardings(state, mesh, rules))
 
 

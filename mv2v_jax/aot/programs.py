@@ -131,12 +131,14 @@ def sampling_step_program(
     slots: int | None = None,
     depth: int | None = None,
     platform: str | None = "tpu",
-    rules=SERVING_RULES,
+    serving: bool = True,
 ) -> Program:
     """One denoising step of a turn (`task_name` "nvs" or "long_edit") as sample.py runs it: the
     pipelines' `Denoiser` velocity with guidance (conditional and unconditional as a batch of 2 when the
-    config guides) and token merging at the config's r, on `mesh_shape` over `devices`, the weights laid
-    out by `rules` (sample.py's serving layout)."""
+    config guides) and token merging at the config's r, on `mesh_shape` over `devices`. `serving`: the
+    weights in sample.py's serving layout (`SERVING_RULES`, held in the compute dtype); False: as training
+    lays them out (float32, split over fsdp and sequence), for comparison."""
+    rules = SERVING_RULES if serving else DEFAULT_RULES
     task = get_task(task_name)
     sample = config["sample"]
     clip = clip or clip_of(config)
@@ -148,7 +150,7 @@ def sampling_step_program(
 
     text = TextConditioning(text_dim=model_config.dit.text_dim)  # unused: the context is an argument
     with use_mesh(mesh, rules):
-        graphdef, params = abstract_model(model_config, mesh, rules)
+        graphdef, params = abstract_model(model_config, mesh, rules, serving)
         denoiser = Denoiser(nnx.merge(graphdef, params), task, sampling, text)
         sds = batch_sds(mesh, rules)
         args = (
@@ -176,7 +178,7 @@ def sampling_step_program(
         notes,
         model_config.dit.scan_layers,
         at_depth=lambda d: sampling_step_program(
-            config, task_name, devices, mesh_shape, clip=clip, slots=slots, depth=d, platform=platform, rules=rules
+            config, task_name, devices, mesh_shape, clip=clip, slots=slots, depth=d, platform=platform, serving=serving
         ),
     )
 

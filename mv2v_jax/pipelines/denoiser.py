@@ -28,6 +28,7 @@ from mv2v_jax.memory.budget import TurnCost, turn_cost
 from mv2v_jax.memory.builders import Conditions
 from mv2v_jax.memory.model import MemoryDiT
 from mv2v_jax.models.codec import LatentCodec
+from mv2v_jax.models.layers import in_compute_dtype
 from mv2v_jax.models.text.conditioning import TextConditioning
 from mv2v_jax.parallel.mesh import SERVING_RULES, state_shardings, use_mesh
 from mv2v_jax.pipelines.session import Stages
@@ -71,9 +72,10 @@ class SamplingConfig:
 class Denoiser:
     """Samples a turn's target latents from `MemoryDiT` on the streams `task` builds from the turn's `Conditions`.
 
-    With a `mesh`, the weights are laid out on it by `rules` (by default the serving layout: whole on
-    every chip but for a tensor split) and every velocity runs there: the turn's inputs replicated,
-    the activations split as the rules say (guidance's batch over data, the tokens over sequence).
+    The weights are held in the dtype they compute in (`models.layers.in_compute_dtype`). With a `mesh`,
+    they are laid out on it by `rules` (by default the serving layout: whole on every chip but for a
+    tensor split) and every velocity runs there: the turn's inputs replicated, the activations split as
+    the rules say (guidance's batch over data, the tokens over sequence).
     """
 
     def __init__(
@@ -87,7 +89,7 @@ class Denoiser:
     ):
         self.model, self.task, self.sampling, self.text = model, task, sampling, text
         self.mesh, self.rules = mesh, rules
-        self.graphdef, self.state = nnx.split(model)
+        self.graphdef, self.state = nnx.split(in_compute_dtype(model))
         if mesh is not None:
             self.state = jax.device_put(self.state, state_shardings(self.state, mesh, rules))
         self.guided = sampling.guides(text.encoder is not None)
