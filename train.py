@@ -71,10 +71,12 @@ def _real(value) -> bool:
 
 def check_settings(config) -> None:
     """Refuses a training setting that makes no sense (`steps=0`, `batch_size=0`, a NaN learning rate,
-    ...), named as a user writes it, and a batch the devices cannot share."""
+    ...), named as a user writes it, a mesh the devices cannot make, and a batch the mesh cannot split."""
     import jax
 
-    from mv2v_jax.config import require
+    from mv2v_jax.config import ConfigValueError, require
+    from mv2v_jax.parallel.mesh import check_mesh_shape, process_batch_rows
+    from mv2v_jax.train.loop import training_mesh
 
     for key, (what, ok) in SETTINGS.items():
         section, _, name = key.rpartition(".")
@@ -83,8 +85,20 @@ def check_settings(config) -> None:
             require(ok(holder[name]), key, holder[name], f"must be {what}")
     available, wanted = len(jax.devices()), config.get("mesh_devices", 0)
     require(wanted <= available, "mesh_devices", wanted, f"this machine has {available} device(s)")
-    batch, hosts = config.get("batch_size", 1), jax.process_count()
-    require(batch % hosts == 0, "batch_size", batch, f"must divide among the {hosts} hosts")
+    for key, rest in (("mesh", True), ("mesh_dcn", False)):  # -1 (the rest of the devices) is for `mesh`
+        try:
+            check_mesh_shape(dict(config[key]), rest)
+        except ValueError as e:
+            raise ValueError(f"{key}: {e}") from None
+    try:
+        mesh = training_mesh(config)
+    except ValueError as e:
+        raise ValueError(f"mesh={dict(config.mesh)}, mesh_dcn={dict(config.mesh_dcn)}: {e}") from None
+    batch = config.get("batch_size", 1)
+    try:
+        process_batch_rows(mesh, batch, config["mesh_rules"])
+    except ValueError as e:
+        raise ConfigValueError("batch_size", batch, str(e)) from None
 
 
 def main(argv: list[str]) -> int:

@@ -140,6 +140,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         accumulate=1,
     )
     config.mesh = dict(data=1, fsdp=-1)  # ours: parameters, optimizer state and batch over every chip
+    # Axes split across TPU slices (processes where there is one slice), e.g. dict(data=2): then `mesh` is
+    # each slice's mesh. Default: one slice.
+    config.mesh_dcn = {}
     config.mesh_devices = 0  # every device
     config.mesh_rules = [list(r) for r in DEFAULT_RULES]
     config.batch_size = 4 if tiny else 32  # paper: 32 on 32 A100s, one example a chip; ours: 4 on a CPU

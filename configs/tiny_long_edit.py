@@ -127,6 +127,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.init_weights = ""
     config.runtime = {}
     config.mesh = dict(data=-1)
+    # Axes split across TPU slices (processes where there is one slice), e.g. dict(data=2): then `mesh` is
+    # each slice's mesh. Default: one slice.
+    config.mesh_dcn = {}
     config.mesh_devices = 0  # every device
     config.mesh_rules = [list(r) for r in DEFAULT_RULES]
     config.batch_size = 8

@@ -209,6 +209,7 @@ def experiment(root, **overrides) -> dict:
         ),
         trainable=[r"^dit/blocks/self_attn/", r"^tokenizers/", r"^mergers/"],
         mesh=dict(data=-1),
+        mesh_dcn={},
         mesh_devices=1,
         mesh_rules=DEFAULT_RULES,
         batch_size=2,

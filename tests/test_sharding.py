@@ -1,6 +1,8 @@
 """Multi-device: converted weights restore straight into a (data, fsdp, sequence, tensor) mesh of 8 fake CPU
 devices, and the sharded forward equals the single-device one."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ from torch_reference import tiny_wan_dit
 
 from convert_weights.wan_dit import convert_dit
 from mv2v_jax.models.wan.dit import load_dit
-from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, use_mesh
+from mv2v_jax.parallel.mesh import BatchRows, batch_sharding, make_mesh, process_batch_rows, use_mesh
 
 RUNTIME = dict(attention=dict(impl="chunked", block_q=32, block_kv=32))
 
@@ -34,6 +36,77 @@ def test_make_mesh_fills_and_validates():
         make_mesh({"data": 3, "fsdp": 4})
     with pytest.raises(ValueError, match="unknown mesh axes \\['model'\\]"):
         make_mesh({"model": 8})
+
+
+@dataclasses.dataclass(frozen=True)
+class StandIn:
+    """A device of another process (or slice): one process cannot have devices of several, and
+    `jax.sharding.Mesh` and the index maps read only these fields."""
+
+    id: int
+    process_index: int
+    slice_index: int = 0
+    platform: str = "cpu"
+    device_kind: str = "cpu"
+
+
+def owners(mesh, field="process_index") -> np.ndarray:
+    return np.vectorize(lambda d: getattr(d, field))(mesh.devices)
+
+
+def test_make_mesh_keeps_each_dcn_group_a_contiguous_block():
+    devices = [StandIn(i, process_index=i // 2) for i in range(8)]  # 4 processes of 2 devices
+    mesh = make_mesh({"data": 2}, devices, {"sequence": 4})
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 1, "sequence": 4, "tensor": 1}
+    # The sequence axis crosses the 4 processes; each holds the whole (inner) data axis.
+    np.testing.assert_array_equal(owners(mesh)[:, 0, :, 0], [[0, 1, 2, 3], [0, 1, 2, 3]])
+    mesh = make_mesh({"fsdp": -1}, devices, {"data": 2, "sequence": 2})  # -1: the rest of each process's devices
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "sequence": 2, "tensor": 1}
+    np.testing.assert_array_equal(owners(mesh)[:, :, :, 0], [[[0, 1], [0, 1]], [[2, 3], [2, 3]]])
+    # Slices, where the devices span several, are the groups; processes within a slice are not.
+    sliced = [StandIn(i, process_index=i // 2, slice_index=i // 4) for i in range(8)]
+    mesh = make_mesh({"fsdp": 4}, sliced, {"data": 2})
+    np.testing.assert_array_equal(owners(mesh, "slice_index")[:, :, 0, 0], [[0, 0, 0, 0], [1, 1, 1, 1]])
+    # The fake CPU devices are all one process: the ICI layout is the id order, and there is no DCN group.
+    assert [d.id for d in make_mesh({"data": 2, "tensor": 4}).devices.flat] == list(range(8))
+    with pytest.raises(ValueError, match="needs 2 processes, the 8 devices span 1"):
+        make_mesh({"data": -1}, dcn_shape={"data": 2})
+    with pytest.raises(ValueError, match="needs 4 devices, have 2 in each of 4 processes"):
+        make_mesh({"data": 4}, devices, {"sequence": 4})
+    with pytest.raises(ValueError, match="sizes are >= 1, got"):
+        make_mesh({"data": -1}, devices, {"sequence": -1})
+
+
+@pytest.mark.parametrize(
+    "ici, dcn, rows_by_process, shards",
+    [
+        # data across the processes: each loads its own rows, a shard of the records of its own
+        ({"sequence": 2}, {"data": 4}, [(0, 1), (2, 3), (4, 5), (6, 7)], 4),
+        # sequence across the processes: every process holds every example (different tokens of it)
+        ({"data": 2}, {"sequence": 4}, [tuple(range(8))] * 4, 1),
+        # both: processes 0 and 1 split the same examples' tokens, as do 2 and 3
+        ({"fsdp": 2}, {"data": 2, "sequence": 2}, [(0, 1, 2, 3), (0, 1, 2, 3), (4, 5, 6, 7), (4, 5, 6, 7)], 2),
+        # tensor inside each process, batch over data x fsdp across them
+        ({"tensor": 2}, {"data": 2, "fsdp": 2}, [(0, 1), (2, 3), (4, 5), (6, 7)], 4),
+    ],
+)
+def test_process_batch_rows_follow_the_mesh(ici, dcn, rows_by_process, shards):
+    mesh = make_mesh(ici, [StandIn(i, process_index=i // 2) for i in range(8)], dcn)
+    got = [process_batch_rows(mesh, 8, process=p) for p in range(4)]
+    assert [g.rows for g in got] == rows_by_process
+    assert {g.shards for g in got} == {shards}
+    # One shard per row set, in row order: the processes that load the same rows load the same records.
+    firsts = sorted({rows[0] for rows in rows_by_process})
+    assert [g.shard for g in got] == [firsts.index(rows[0]) for rows in rows_by_process]
+
+
+def test_process_batch_rows_of_one_process_and_rules():
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    assert process_batch_rows(mesh, 4) == BatchRows((0, 1, 2, 3), 0, 1)
+    # Rules that replicate the batch: any size splits.
+    assert process_batch_rows(mesh, 3, [("act_batch", None)]) == BatchRows((0, 1, 2), 0, 1)
+    with pytest.raises(ValueError, match="a batch of 6 does not split into the mesh's 4 batch shards"):
+        process_batch_rows(mesh, 6)
 
 
 def test_restore_into_mesh_and_sharded_forward_matches(weights, rng):

@@ -114,6 +114,7 @@ def micro_config(task: str = "nvs", **overrides) -> dict:
         ),
         trainable=[".*"],
         mesh=dict(data=-1),
+        mesh_dcn={},
         mesh_devices=1,  # one of the 8 fake CPU devices: the sharding test covers the mesh
         mesh_rules=DEFAULT_RULES,
         batch_size=4,

@@ -55,7 +55,7 @@ def train_step_program(
     global `batch_size` and memory `slots`; `variant` defaults to the largest one training draws."""
     clip = clip or clip_of(config)
     rules = plain(config.get("mesh_rules", DEFAULT_RULES))
-    mesh = make_mesh(dict(plain(config["mesh"])), list(devices))
+    mesh = make_mesh(dict(plain(config["mesh"])), list(devices), dict(plain(config.get("mesh_dcn", {}))))
     model_config = memory_config(config["model"], config.get("runtime", {}), depth, platform)
     sampling = plain(config["memory_sampling"])
     variant = variant or largest_variant(model_config, sampling)

@@ -1,8 +1,9 @@
 """Training batches with grain: shard per process, shuffle, sample memory, batch, checkpoint the iterator.
 
 The source is any random-access sequence of scene records (a TFDS array_record data source, or a list
-in tests). Each process reads its own slice of the records (`records[process_index::process_count]`),
-shuffles it with the config's seed and repeats it; every element is turned into a training example by
+in tests). Each process reads its shard's slice of the records (`records[shard::shards]`: processes
+that hold the same rows of the batch are one shard, parallel.mesh.process_batch_rows), shuffles it with
+the config's seed and repeats it; every element is turned into a training example by
 the task's example sampler (`Task.example`, data.memory_sampling) with an RNG that grain derives from
 (seed, element index), so an example is the same whether or not the run was interrupted. The
 iterator's state (a few integers) is saved with every checkpoint.
@@ -67,13 +68,19 @@ class _Sample(grain.transforms.RandomMap):
 
 
 def training_dataset(
-    records: Sequence[Mapping[str, Any]], example: Example, sampling: MemorySampling, batch_size: int, seed: int
+    records: Sequence[Mapping[str, Any]],
+    example: Example,
+    sampling: MemorySampling,
+    batch_size: int,
+    seed: int,
+    shard: int = 0,
+    shards: int = 1,
 ) -> grain.IterDataset:
-    """Endless per-process batches of training examples (numpy dicts, batch-major) drawn by `example`
-    (a task's example sampler)."""
+    """Endless per-process batches of `batch_size` training examples (numpy dicts, batch-major) drawn by
+    `example` (a task's example sampler) from `records[shard::shards]`."""
     if len(records) == 0:
         raise ValueError("the training source has no records")
-    dataset = grain.MapDataset.source(records)[jax.process_index() :: jax.process_count()]
+    dataset = grain.MapDataset.source(records)[shard::shards]
     dataset = dataset.seed(seed).shuffle().repeat().map(_Decode()).random_map(_Sample(example, sampling))
     return dataset.batch(batch_size, drop_remainder=True).to_iter_dataset()
 
@@ -82,8 +89,8 @@ def to_train_batch(batch: Mapping[str, np.ndarray], sharding: Callable[[np.ndarr
     """A numpy batch -> `TrainBatch` of device arrays (placed by `sharding(array)` when given); stored
     float16 latents become float32, the parameters' precision (the model casts to its compute dtype).
 
-    With a sharding, `batch` is this process's rows of the global batch (`training_dataset` gives each
-    process its own), and the arrays are global: their batch is every process's rows, in process order.
+    With a sharding, `batch` is this process's rows of the global batch (parallel.mesh.process_batch_rows,
+    ascending), and the arrays are global: each process's devices get their rows from its `batch`.
     """
 
     def put(array: np.ndarray) -> jax.Array:

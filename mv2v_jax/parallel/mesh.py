@@ -8,6 +8,13 @@ pod. The sequence axis splits the tokens of each example (one turn's forward is 
 81x480x832 and inference has a batch of 1-2, so batch axes alone cannot use more than 2 chips);
 attention gathers what it needs across it (models.wan.attention).
 
+`make_mesh` lays the devices out with `jax.experimental.mesh_utils`: on a TPU by its torus (each axis
+on physical links), on CPU and GPU in id order. Across TPU slices (or processes, where the devices
+are one slice) the config's `mesh_dcn` names the axes the slow data-centre network splits; each slice
+then holds a contiguous block of those axes. Which rows of a batch a process loads follows from the
+mesh (`process_batch_rows`): the rows its devices hold, so processes that split the same examples'
+tokens over the sequence axis load the same examples.
+
 The rules live in `flax.core.spmd`, which NNX itself reads: in flax 0.12 NNX's logical-axis API is
 `nnx.get_partition_spec` for variables (used here) and `nnx.logical_axis_rules`, a re-export of
 `flax.core.spmd.logical_axis_rules`, with no NNX function that maps activation names to a
@@ -16,7 +23,9 @@ The rules live in `flax.core.spmd`, which NNX itself reads: in flax 0.12 NNX's l
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
@@ -24,6 +33,7 @@ import jax
 import numpy as np
 from flax import nnx
 from flax.core import spmd
+from jax.experimental import mesh_utils
 
 MESH_AXES = ("data", "fsdp", "sequence", "tensor")
 
@@ -88,32 +98,83 @@ def sampling_mesh(spec: str, guided: bool, devices: Sequence[jax.Device] | None 
     return make_mesh(shape, devices)
 
 
-def check_mesh_shape(shape: Mapping[str, int]) -> None:
-    """Refuses axes other than `MESH_AXES`, sizes below 1 other than -1, and more than one -1."""
+def check_mesh_shape(shape: Mapping[str, int], rest: bool = True) -> None:
+    """Refuses axes other than `MESH_AXES`, sizes below 1 other than -1 (with `rest`: the rest of the
+    devices), and more than one -1."""
     unknown = set(shape) - set(MESH_AXES)
     if unknown:
         raise ValueError(f"unknown mesh axes {sorted(unknown)}; expected a subset of {MESH_AXES}")
-    if any(int(size) < 1 and int(size) != -1 for size in shape.values()):
-        raise ValueError(f"mesh axis sizes are >= 1 or -1 (the rest of the devices), got {dict(shape)}")
+    if any(int(size) < 1 and not (rest and int(size) == -1) for size in shape.values()):
+        allowed = ">= 1 or -1 (the rest of the devices)" if rest else ">= 1"
+        raise ValueError(f"mesh axis sizes are {allowed}, got {dict(shape)}")
     if list(shape.values()).count(-1) > 1:
         raise ValueError(f"at most one mesh axis may be -1, got {dict(shape)}")
 
 
-def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-    """A mesh over `MESH_AXES`; one axis may be -1 (all remaining devices)."""
+def _granules(devices: Sequence[jax.Device]) -> tuple[list[list[jax.Device]], bool]:
+    """`devices` grouped by what the slow (DCN) network joins, in order, and whether the groups are
+    processes: TPU slices where the devices span several, else processes (CPU and GPU devices have no
+    `slice_index`; one slice's hosts are the only coarser unit it has)."""
+    slices = {getattr(d, "slice_index", 0) for d in devices}
+    by_process = len(slices) == 1
+    key = (lambda d: d.process_index) if by_process else (lambda d: d.slice_index)
+    groups: dict[int, list[jax.Device]] = {}
+    for device in devices:
+        groups.setdefault(key(device), []).append(device)
+    return [groups[k] for k in sorted(groups)], by_process
+
+
+def _ici_grid(sizes: Sequence[int], devices: Sequence[jax.Device]) -> np.ndarray:
+    """`devices` laid out as `sizes` by the topology (a TPU's torus; on CPU and GPU, id order)."""
+    try:
+        # Splitting a physical axis over two mesh axes is allowed: a shape the torus cannot match
+        # axis for axis still gets a layout (the whole-axis one is tried first).
+        return mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
+    except AssertionError:  # a subset of a TPU slice that is no cuboid of chips has no topology to follow
+        return np.asarray(devices).reshape(sizes)
+
+
+def make_mesh(
+    shape: Mapping[str, int],
+    devices: Sequence[jax.Device] | None = None,
+    dcn_shape: Mapping[str, int] | None = None,
+) -> jax.sharding.Mesh:
+    """A mesh over `MESH_AXES` laid out by the devices' topology; one axis of `shape` may be -1 (the
+    rest of the devices).
+
+    `dcn_shape` (e.g. `{"data": 2}`) splits axes across slices (processes where the devices are one
+    slice): `shape` is then each slice's mesh, an axis's size is its `shape` size times its
+    `dcn_shape` size, and each slice holds a contiguous block of every axis `dcn_shape` splits, so only
+    those axes' collectives cross the slow network."""
     devices = list(devices if devices is not None else jax.devices())
+    dcn_shape = dict(dcn_shape or {})
     check_mesh_shape(shape)
+    check_mesh_shape(dcn_shape, rest=False)
+    dcn_sizes = [int(dcn_shape.get(axis, 1)) for axis in MESH_AXES]
+    granules, by_process = _granules(devices) if math.prod(dcn_sizes) > 1 else ([devices], False)
+    unit = "processes" if by_process else "slices"
+    if len(granules) != math.prod(dcn_sizes):
+        needed, span = math.prod(dcn_sizes), len(granules)
+        raise ValueError(f"DCN shape {dcn_shape} needs {needed} {unit}, the {len(devices)} devices span {span}")
+    if len({len(g) for g in granules}) > 1:
+        raise ValueError(f"DCN shape {dcn_shape}: the {len(granules)} {unit} hold different numbers of the devices")
+    per_granule = len(granules[0])
     sizes = [int(shape.get(axis, 1)) for axis in MESH_AXES]
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
-        if len(devices) % known:
-            raise ValueError(f"{len(devices)} devices cannot fill mesh {dict(shape)}")
-        sizes[sizes.index(-1)] = len(devices) // known
-    if math.prod(sizes) != len(devices):
+        if per_granule % known:
+            raise ValueError(f"{per_granule} devices cannot fill mesh {dict(shape)}")
+        sizes[sizes.index(-1)] = per_granule // known
+    if math.prod(sizes) != per_granule:
         raise ValueError(
-            f"mesh {dict(zip(MESH_AXES, sizes, strict=True))} needs {math.prod(sizes)} devices, have {len(devices)}"
+            f"mesh {dict(zip(MESH_AXES, sizes, strict=True))} needs {math.prod(sizes)} devices, have {per_granule}"
+            + (f" in each of {len(granules)} {unit}" if len(granules) > 1 else "")
         )
-    grid = np.asarray(devices).reshape(sizes)
+    if len(granules) == 1:
+        return jax.sharding.Mesh(_ici_grid(sizes, devices), MESH_AXES)
+    grid = mesh_utils.create_hybrid_device_mesh(
+        sizes, dcn_sizes, devices, process_is_granule=by_process, allow_split_physical_axes=True
+    )
     return jax.sharding.Mesh(grid, MESH_AXES)
 
 
@@ -201,6 +262,42 @@ def batch_sharding(mesh: jax.sharding.Mesh, ndim: int, rules=DEFAULT_RULES) -> j
     with spmd.logical_axis_rules(_rules(rules)):
         spec = spmd.get_pspec(("act_batch",) + (None,) * (ndim - 1))
     return jax.sharding.NamedSharding(mesh, _without_unit_axes(spec, mesh))
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchRows:
+    """The rows of the global batch one process loads.
+
+    rows: the rows its devices hold, ascending: its local batch, in the order
+        `jax.make_array_from_process_local_data` reads it.
+    shard, shards: its part of the record split (`records[shard::shards]`). Processes whose devices hold
+        the same rows (they split those examples' tokens or heads, not the batch) are one shard and load
+        the same records in the same order; `shards` is how many different row sets there are.
+    """
+
+    rows: tuple[int, ...]
+    shard: int
+    shards: int
+
+
+def process_batch_rows(
+    mesh: jax.sharding.Mesh, batch_size: int, rules=DEFAULT_RULES, process: int | None = None
+) -> BatchRows:
+    """The `BatchRows` of `process` (default this one) for a global batch of `batch_size` laid out by
+    `batch_sharding`: the union of the rows its devices hold."""
+    sharding = batch_sharding(mesh, 1, rules)
+    entry = sharding.spec[0] if sharding.spec else None
+    ways = math.prod(mesh.shape[a] for a in ((entry,) if isinstance(entry, str) else entry or ()))
+    if batch_size % ways:
+        raise ValueError(f"a batch of {batch_size} does not split into the mesh's {ways} batch shards")
+    held: dict[int, set[int]] = collections.defaultdict(set)
+    for device, (index,) in sharding.devices_indices_map((batch_size,)).items():
+        held[device.process_index].update(range(batch_size)[index])
+    row_sets = sorted({tuple(sorted(rows)) for rows in held.values()})
+    if sum(map(len, row_sets)) != batch_size or len({len(rows) for rows in row_sets}) > 1:
+        raise ValueError(f"the processes' rows of a batch of {batch_size} overlap or differ in size: {row_sets}")
+    rows = tuple(sorted(held[jax.process_index() if process is None else process]))
+    return BatchRows(rows, row_sets.index(rows), len(row_sets))
 
 
 def to_host(array: jax.Array) -> np.ndarray:

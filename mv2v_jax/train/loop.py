@@ -32,11 +32,24 @@ from mv2v_jax.io.images import contact_sheet, to_uint8, write_png
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.memory.tokenizers import TokenizerConfig
 from mv2v_jax.models.weights import WeightsWriter, flatten_paths
-from mv2v_jax.parallel.mesh import batch_sharding, init_on_mesh, make_mesh, to_host, use_mesh
+from mv2v_jax.parallel.mesh import (
+    batch_sharding,
+    init_on_mesh,
+    make_mesh,
+    process_batch_rows,
+    to_host,
+    use_mesh,
+)
 from mv2v_jax.tasks import Task, get_task
 from mv2v_jax.train.checkpoint import Checkpointer, abstract_like, as_path
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
 from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step, loss_fn
+
+
+def training_mesh(config: Mapping[str, Any]) -> jax.sharding.Mesh:
+    """The config's mesh (`mesh`, across slices `mesh_dcn`) over its first `mesh_devices` devices (0: all)."""
+    devices = jax.devices()[: config["mesh_devices"] or None]
+    return make_mesh(dict(config["mesh"]), devices, dict(config["mesh_dcn"]))
 
 
 def build_model(config: Mapping[str, Any], mesh: jax.sharding.Mesh) -> MemoryDiT:
@@ -77,7 +90,7 @@ def export_checkpoint(
     workdir = as_path(workdir)
     if not (workdir / "checkpoints").is_dir():  # before building the model, and creating the folder
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: not a training run's workdir")
-    mesh = make_mesh(dict(config["mesh"]), jax.devices()[: config["mesh_devices"] or None])
+    mesh = training_mesh(config)
     trainable = trainable_filter(list(config["trainable"]))
     with use_mesh(mesh, config["mesh_rules"]):
         model, _, state = initial_state(config, mesh, make_optimizer(dict(config["optimizer"])), trainable)
@@ -150,19 +163,20 @@ def train(
     sampling = dataclass_from_config(MemorySampling, config["memory_sampling"], "memory_sampling")
     workdir = as_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    devices = jax.devices()[: config["mesh_devices"] or None]  # 0: every device
-    mesh = make_mesh(dict(config["mesh"]), devices)
+    mesh = training_mesh(config)
     rules = config["mesh_rules"]
     optimizer = make_optimizer(dict(config["optimizer"]))
     trainable = trainable_filter(list(config["trainable"]))
     step_config = dict(config["step"])
     task = get_task(step_config["task"])
-    batch_size = config["batch_size"]
+    # This process loads the rows of the global batch its devices hold, from its shard of the records.
+    rows = process_batch_rows(mesh, config["batch_size"], rules)
+    load = functools.partial(training_dataset, batch_size=len(rows.rows), shard=rows.shard, shards=rows.shards)
 
     with use_mesh(mesh, rules):
         model, graphdef, state = initial_state(config, mesh, optimizer, trainable)
         paper_tokenizers = model.config.tokenizers
-        dataset = training_dataset(records, task.example, sampling, batch_size // jax.process_count(), config["seed"])
+        dataset = load(records, task.example, sampling, seed=config["seed"])
         iterator = iter(dataset)
         checkpointer = Checkpointer(workdir / "checkpoints", keep=config["keep_checkpoints"])
         if checkpointer.latest is not None:
@@ -178,9 +192,7 @@ def train(
 
         validation = None
         if validation_records:
-            val_data = training_dataset(
-                validation_records, task.example, sampling, batch_size // jax.process_count(), config["seed"] + 1
-            )
+            val_data = load(validation_records, task.example, sampling, seed=config["seed"] + 1)
             validation = to_train_batch(next(iter(val_data)), lambda a: shard(a.ndim))
             val_variant = StepVariant(paper_tokenizers, None)
 
