@@ -1,25 +1,24 @@
-"""Scale, compiled ahead of time: does each real-size step fit a TPU chip, and how long would it take.
+"""Scale, compiled ahead of time: does each real-size step fit a TPU chip, and a lower bound on its time.
 
-    python bench/scale.py                  # every row (hours on 2 busy cores: run it with nohup)
-    python bench/scale.py --rows nvs-s4    # some rows; results of earlier rows are kept in --results
+    python bench/scale.py                          # every row (about an hour on 2 busy cores), writes
+                                                   # BENCHMARKS.md and bench/scale.png
+    python bench/scale.py --rows wan14b-forward    # some rows, the table printed, nothing written
 
 Each row is the real program (mv2v_jax/aot/: `train.step.jit_train_step`, the sampling pipelines'
 `Denoiser` velocity, or the plain Wan DiT), compiled with libtpu on this CPU for a TPU v5p slice:
-XLA's memory per chip against the chip's HBM, and FLOPs per chip per step counted with every layer and
-the splash kernels (`aot.step_cost`: one more compile with two unrolled blocks per segment), turned into seconds at
-the chip's peak bf16 rate, a lower bound. The rows are the experiment configs of the real backbones
-(configs/recammaster_nvs.py, configs/lucy_edit_long.py; the training rows with one example per chip)
-and the Wan2.1-14B preset of configs/wan_dit.py. Writes the "Scale (compiled ahead of time)" section of
-BENCHMARKS.md and bench/scale.png.
+XLA's memory per chip against the chip's HBM, and the cost per chip per step with every layer counted
+(`aot.step_cost`: one more compile with two unrolled blocks per segment), in parts: XLA's FLOPs and
+HBM bytes, the splash kernels' by formula, and the bytes each chip sends in collectives; their roofline
+(`aot.roofline`) is a lower bound on the step's time, never a measured speed. The sampling rows compile
+the serving layout sample.py runs (bf16 weights whole on every chip) and, for comparison, the training
+layout (float32 weights split over fsdp x sequence). Only a run of every row writes, so the section
+comes from one command at one commit.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,13 +50,23 @@ class Row:
     build: Callable[[tuple], aot.Program]
 
 
-def nvs_sampling(sequence: int) -> Row:
+LAYOUTS = {True: "", False: "-training-layout"}  # serving (what sample.py runs) or the training layout
+
+
+def layout_name(serving: bool) -> str:
+    return "serving layout (bf16 weights on every chip)" if serving else "training layout (f32 weights split)"
+
+
+def nvs_sampling(sequence: int, serving: bool = True) -> Row:
     return Row(
-        f"nvs-s{sequence}",
-        "ReCamMaster-1.3B NVS sampling step, all 6 memory slots filled (turn 7 on), CFG batch 2",
+        f"nvs-s{sequence}{LAYOUTS[serving]}",
+        "ReCamMaster-1.3B NVS sampling step, all 6 memory slots filled (turn 7 on), CFG batch 2, "
+        + layout_name(serving),
         "v5p:2x2x2",
         sequence,
-        lambda devices: aot.sampling_step_program(experiment(NVS), "nvs", devices, {"sequence": sequence}),
+        lambda devices: aot.sampling_step_program(
+            experiment(NVS), "nvs", devices, {"sequence": sequence}, serving=serving
+        ),
     )
 
 
@@ -72,13 +81,15 @@ def training(name: str, what: str, topology: str, chips: int) -> Row:
     )
 
 
-def edit_sampling() -> Row:
+def edit_sampling(serving: bool) -> Row:
     return Row(
-        "edit-sample",
-        "LucyEdit-5B long-edit sampling step (6 memory slots), CFG batch 2",
+        f"edit-sample{LAYOUTS[serving]}",
+        f"LucyEdit-5B long-edit sampling step (6 memory slots), CFG batch 2, {layout_name(serving)}",
         "v5p-8",
         4,
-        lambda devices: aot.sampling_step_program(experiment(EDIT), "long_edit", devices, {"data": 2, "sequence": 2}),
+        lambda devices: aot.sampling_step_program(
+            experiment(EDIT), "long_edit", devices, {"data": 2, "sequence": 2}, serving=serving
+        ),
     )
 
 
@@ -96,52 +107,26 @@ def wan14b_forward() -> Row:
 NVS_TRAIN = "ReCamMaster-1.3B NVS training step, 6 memory slots, one example per chip"
 ROWS = [
     *(nvs_sampling(s) for s in (1, 2, 4, 8)),
+    *(nvs_sampling(s, serving=False) for s in (2, 4)),
     training(NVS, NVS_TRAIN, "v5p-8", 4),
     training(NVS, NVS_TRAIN, "v5p-64", 32),
-    edit_sampling(),
+    edit_sampling(serving=True),
+    edit_sampling(serving=False),
     training(EDIT, "LucyEdit-5B long-edit training step, 6 memory slots, one example per chip", "v5p-64", 32),
     wan14b_forward(),
 ]
 
 
-def run_row(row: Row, cost: bool) -> dict:
+def run_row(row: Row) -> aot.Report:
+    """The row's program compiled: memory per chip, and its cost per step unless the compiler refused it."""
     topology = aot.tpu_topology(row.topology)
     topology = dataclasses.replace(topology, devices=topology.devices[: row.chips])
-    start = time.perf_counter()
     program = row.build(topology.devices)
     report = aot.compile_program(program, topology)
+    if not report.error:
+        report.step = aot.step_cost(program, report)
     print(aot.format_report(report), flush=True)
-    result = dict(
-        key=row.key,
-        what=row.what,
-        topology=row.topology,
-        layout=topology.layout,
-        chips=row.chips,
-        mesh=report.mesh,
-        notes=report.notes,
-        error=report.error,
-        arguments=report.arguments,
-        outputs=report.outputs,
-        aliased=report.aliased,
-        temporaries=report.temporaries,
-        code=report.code,
-        total=report.total,
-        hbm=topology.chip.hbm_bytes,
-        fits=report.fits,
-        compile_seconds=round(report.compile_seconds),
-        collectives={k: dataclasses.asdict(v) for k, v in report.collectives.items()},
-    )
-    if cost and not report.error:
-        flops, collectives = aot.step_cost(program, report)
-        result |= dict(
-            flops=flops,
-            seconds_at_peak=flops / topology.chip.peak_flops,
-            step_collectives={k: dataclasses.asdict(v) for k, v in collectives.items()},
-            uncounted_kernels=sorted(set(report.uncounted)),
-        )
-        print(f"{row.key}: {flops / 1e12:.1f} TFLOP per chip, {result['seconds_at_peak']:.3f} s at peak", flush=True)
-    result["seconds"] = round(time.perf_counter() - start)
-    return result
+    return report
 
 
 def analytic_nvs_turn_flops() -> float:
@@ -158,117 +143,120 @@ def analytic_nvs_turn_flops() -> float:
 
 
 def gib(n: float) -> str:
-    return f"{n / aot.GiB:.1f}"
+    return f"{n / aot.GiB:,.1f}"
 
 
-def table(results: dict[str, dict]) -> str:
+def table(reports: dict[str, aot.Report]) -> str:
     lines = [
-        "| step | slice (chips) | mesh | per chip: arguments / outputs / temporaries (GiB) | total of HBM "
-        "(GiB) | fits | TFLOP per chip per step | s per step at peak | compile (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| step | slice (chips) | mesh | per chip: arguments / outputs / temporaries (GiB) | total of HBM (GiB) "
+        "| fits | TFLOP per chip: XLA + kernels' formula | HBM GiB per chip: XLA + kernels' formula "
+        "| GiB sent per chip | roofline s per step (binding) | compile (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in ROWS:
-        r = results.get(row.key)
-        if r is None:
+        if (r := reports.get(row.key)) is None:
             continue
-        mesh = " ".join(f"{k}={v}" for k, v in r["mesh"].items() if v > 1) or "1 chip"
-        memory = (
-            f"refused: {r['error'][:120]}"
-            if r["error"]
-            else f"{gib(r['arguments'])} / {gib(r['outputs'])} / {gib(r['temporaries'])}"
-        )
-        flops = f"{r['flops'] / 1e12:,.1f}" if "flops" in r else ""
-        seconds = f"{r['seconds_at_peak']:.3f}" if "seconds_at_peak" in r else ""
+        mesh = " ".join(f"{k}={v}" for k, v in r.mesh.items() if v > 1) or "1 chip"
+        hbm = r.topology.chip.hbm_bytes
+        if r.error:
+            memory, cost = f"refused: {r.error[:120]}", ["", "", "", ""]
+        else:
+            memory = f"{gib(r.arguments)} / {gib(r.outputs)} / {gib(r.temporaries)}"
+            step, bound = r.step, r.roofline
+            cost = [
+                f"{step.xla_flops / 1e12:,.1f} + {step.kernel_flops / 1e12:,.1f}",
+                f"{gib(step.xla_bytes)} + {gib(step.kernel_bytes)}",
+                gib(step.collective_bytes),
+                f"{bound.seconds:.3f} ({bound.binding})",
+            ]
         lines.append(
-            f"| {r['what']} | {r['topology']} ({r['chips']}) | {mesh} | {memory} | "
-            f"{gib(r['total'])} of {gib(r['hbm'])} | {'yes' if r['fits'] else '**no**'} | {flops} | {seconds} | "
-            f"{r['compile_seconds']} |"
+            f"| {row.what} | {row.topology} ({row.chips}) | {mesh} | {memory} | {gib(r.total)} of {gib(hbm)} | "
+            f"{'yes' if r.fits else '**no**'} | {' | '.join(cost)} | {r.compile_seconds:.0f} |"
         )
     return "\n".join(lines)
 
 
-def scaling(results: dict[str, dict]) -> str:
-    rows = [
-        results[f"nvs-s{s}"]
-        for s in (1, 2, 4, 8)
-        if f"nvs-s{s}" in results and "seconds_at_peak" in results[f"nvs-s{s}"]
-    ]
-    if not rows:
-        return ""
-    base = rows[0]["seconds_at_peak"] * rows[0]["chips"]
+def scaling(reports: dict[str, aot.Report]) -> str:
+    """Strong scaling of the serving-layout NVS sampling step over the sequence axis, by roofline seconds."""
+    rows = [reports[f"nvs-s{s}"] for s in (1, 2, 4, 8)]
+    chips = [len(r.topology.devices) for r in rows]
+    seconds = [r.roofline.seconds for r in rows]
     lines = [
-        "| chips (sequence axis) | s per step at peak | speed-up | efficiency | HBM per chip (GiB) "
+        "| chips (sequence axis) | roofline s per step (binding) | speed-up | efficiency | HBM per chip (GiB) "
         "| GiB sent per chip per step |",
         "|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        sent = sum(c["chip_bytes"] for c in r.get("step_collectives", {}).values())
-        speedup = rows[0]["seconds_at_peak"] / r["seconds_at_peak"]
+    for r, n, t in zip(rows, chips, seconds, strict=True):
         lines.append(
-            f"| {r['chips']} | {r['seconds_at_peak']:.3f} | {speedup:.2f}x | "
-            f"{base / (r['seconds_at_peak'] * r['chips']):.0%} | {gib(r['total'])} | {gib(sent)} |"
+            f"| {n} | {t:.3f} ({r.roofline.binding}) | {seconds[0] / t:.2f}x | {seconds[0] / (t * n):.0%} | "
+            f"{gib(r.total)} | {gib(r.step.collective_bytes)} |"
         )
-    chips = [r["chips"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    axes[0].plot(chips, [r["seconds_at_peak"] for r in rows], "o-", label="compiled FLOPs at peak")
-    axes[0].plot(chips, [rows[0]["seconds_at_peak"] / c for c in chips], "--", color="gray", label="ideal")
+    axes[0].plot(chips, seconds, "o-", label="roofline lower bound")
+    axes[0].plot(chips, [seconds[0] / n for n in chips], "--", color="gray", label="ideal")
     axes[0].set(xscale="log", yscale="log", xlabel="v5p chips (sequence axis)", ylabel="s per sampling step")
-    axes[0].set_xticks(chips, [str(c) for c in chips])
+    axes[0].set_xticks(chips, [str(n) for n in chips])
     axes[0].legend()
-    axes[1].plot(chips, [r["total"] / aot.GiB for r in rows], "o-")
+    axes[1].plot(chips, [r.total / aot.GiB for r in rows], "o-")
     axes[1].set(xscale="log", xlabel="v5p chips (sequence axis)", ylabel="HBM per chip (GiB)")
-    axes[1].set_xticks(chips, [str(c) for c in chips])
-    fig.suptitle("ReCamMaster-1.3B NVS turn, one sampling step (compiled for v5p)")
+    axes[1].set_xticks(chips, [str(n) for n in chips])
+    fig.suptitle("ReCamMaster-1.3B NVS turn, one sampling step, serving layout (compiled for v5p)")
     fig.tight_layout()
     fig.savefig(HERE / "scale.png", dpi=110)
     return "\n".join(lines)
 
 
+def section(reports: dict[str, aot.Report]) -> str:
+    chip = aot.CHIPS["v5p"]
+    notes = "\n".join(f"- {key}: " + "; ".join(r.notes) for key, r in reports.items())
+    return (
+        f"libtpu {aot.libtpu_version()}, compiled on this CPU for TPU v5p ({gib(chip.hbm_bytes)} GiB HBM as the "
+        f"compiler allows it, {chip.peak_flops / 1e12:.0f} TFLOP/s bf16, {chip.hbm_bandwidth / 1e9:,.0f} GB/s HBM, "
+        f"{chip.ici_bandwidth / 1e9:.0f} GB/s sent over the interconnect per chip: aot/topology.py). Experiment "
+        f"configs {NVS} and {EDIT} as they are (81-frame 480x832 clips, umT5's 512 text tokens, guidance 5 as a "
+        "batch of 2, 6 memory slots, merging at r=0.5 when sampling, bfloat16 compute, splash attention, full "
+        "remat in training), with `batch_size` one example per chip for training; the 14B row is the plain "
+        "Wan2.1-14B DiT of configs/wan_dit.py. Sampling rows: the serving layout sample.py runs (weights in "
+        "bf16, whole on every chip), and rows marked training layout (float32 weights split over fsdp x "
+        "sequence, as before) for comparison. Training compiles its largest step variant (every memory slot "
+        "at 1x4x4, no merging): the one that must fit. Sampling compiles one program per memory count "
+        "(pipelines.slots); the rows compile the largest, all 6 slots filled, which every later turn runs. v5p "
+        "slice names count TensorCores, two per chip: v5p-8 is 4 chips, v5p-64 is 32; the NVS sampling rows "
+        "use the first 1, 2, 4 and 8 chips of v5p:2x2x2 (v5p-16).\n\n"
+        "Every number is from the compiled programs, a bound, never a measured speed. Memory: XLA's plan per "
+        "chip, total = arguments + outputs - aliased + temporaries + code. Cost per chip per step with every "
+        "layer counted (the scan bodies count once in XLA's analysis; one more compile with 2 unrolled layers "
+        "per segment, extrapolated): XLA's FLOPs and HBM bytes accessed (`cost_analysis()`), and apart from "
+        "them the splash kernels', which XLA does not count, by formula (their matmuls; q, k, v read and the "
+        "output written once: a lower bound); GiB each chip sends in collectives (ring algorithms). Roofline: "
+        "max(FLOPs / peak, HBM bytes / HBM bandwidth, bytes sent / ICI bandwidth), a lower bound on the step's "
+        "time, the binding term named.\n\n"
+        + table(reports)
+        + "\n\nWhat each row compiled:\n\n"
+        + notes
+        + "\n\n### Strong scaling of one NVS sampling step over the sequence axis (serving layout)\n\n"
+        f"By the roofline bounds above, not by FLOPs alone. The analytic FLOPs of the step (memory/budget.py, "
+        f"both guidance passes): {analytic_nvs_turn_flops() / 1e12:,.0f} TFLOP in all.\n\n"
+        + scaling(reports)
+        + "\n\n![strong scaling](bench/scale.png)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", nargs="*", default=[r.key for r in ROWS], choices=[r.key for r in ROWS])
-    parser.add_argument("--results", default="outputs/scale.json", help="per-row results, kept between runs")
-    parser.add_argument("--no-cost", action="store_true", help="memory only: skip the unrolled cost compiles")
+    # Checking a few rows prints their table and writes nothing: the section comes from one full run.
+    parser.add_argument("--rows", nargs="+", choices=[r.key for r in ROWS], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    store = Path(args.results)
-    results = json.loads(store.read_text()) if store.exists() else {}
+    reports = {}
     for row in ROWS:
-        if row.key not in args.rows:
+        if args.rows and row.key not in args.rows:
             continue
         print(f"== {row.key}: {row.what} on {row.topology} ({row.chips} chips)", flush=True)
-        try:
-            results[row.key] = run_row(row, cost=not args.no_cost)
-        except Exception:  # one row's failure is printed and the others still run
-            traceback.print_exc()
-            continue
-        store.parent.mkdir(parents=True, exist_ok=True)
-        store.write_text(json.dumps(results, indent=1))
-    notes = {r.key: results[r.key]["notes"] for r in ROWS if r.key in results}
-    details = "\n".join(f"- {key}: " + "; ".join(n) for key, n in notes.items())
-    body = (
-        f"libtpu {aot.libtpu_version()}, compiled on this CPU for TPU v5p (95 GiB HBM, 459 TFLOP/s bf16 per chip). "
-        f"Experiment configs {NVS} and {EDIT} as they are (81-frame 480x832 clips, umT5's 512 text tokens, "
-        "guidance 5 as a batch of 2, 6 memory slots, merging at r=0.5 when sampling, bfloat16 compute, splash "
-        "attention, full remat in training), with `batch_size` one example per chip for training; the 14B row "
-        "is the plain Wan2.1-14B DiT of configs/wan_dit.py. Training compiles its largest step variant (every "
-        "memory slot at 1x4x4, no merging): the one that must fit. Sampling compiles one program per memory "
-        "count (pipelines.slots); the rows compile the largest, all 6 slots filled, which every later turn "
-        "runs. v5p slice names count TensorCores, two "
-        "per chip: v5p-8 is 4 chips, v5p-64 is 32; the sampling rows use the first 1, 2, 4 and 8 chips of "
-        "v5p:2x2x2 (v5p-16). Total = arguments + outputs - aliased + temporaries + code. FLOPs: XLA's count of "
-        "the compiled program with every layer counted (its scan bodies count one layer per segment; one more "
-        "compile with 2 unrolled layers per segment; extrapolated) plus the splash kernels' matmuls, which XLA "
-        "does not count; seconds at peak = FLOPs / 459e12, a lower bound (communication and memory-bound phases "
-        "not included).\n\n" + table(results) + "\n\nWhat each row compiled:\n\n" + details
-    )
-    if strong := scaling(results):
-        analytic = analytic_nvs_turn_flops()
-        body += (
-            "\n\n### Strong scaling of one NVS sampling step over the sequence axis\n\n"
-            f"The analytic FLOPs of the step (memory/budget.py, both guidance passes): {analytic / 1e12:,.0f} "
-            "TFLOP in all.\n\n" + strong + "\n\n![strong scaling](bench/scale.png)"
-        )
-    write_section("Scale (compiled ahead of time)", body)
+        reports[row.key] = run_row(row)
+    if args.rows:
+        print(table(reports))
+        return
+    write_section("Scale (compiled ahead of time)", section(reports))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """A program to compile (a jitted step and its abstract, sharded arguments) and compiling it for a TPU
-topology: XLA's memory plan per chip, the collectives, and the FLOPs as the program is written."""
+topology: XLA's memory plan per chip, the collectives, and the cost as the program is written."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 
 import jax
 
-from mv2v_jax.aot.hlo import collectives, kernel_flops
+from mv2v_jax.aot.hlo import collectives, kernels
 from mv2v_jax.aot.report import Report
+from mv2v_jax.aot.roofline import StepCost
 from mv2v_jax.aot.topology import Topology
 from mv2v_jax.parallel.mesh import use_mesh
 
@@ -63,7 +64,9 @@ def compile_program(program: Program, topology: Topology) -> Report:
     report.temporaries = memory.temp_size_in_bytes
     report.code = memory.generated_code_size_in_bytes
     hlo = compiled.as_text()
-    report.collectives = collectives(hlo)
-    kernels, report.uncounted = kernel_flops(hlo)
-    report.written_flops = float(compiled.cost_analysis()["flops"]) + kernels
+    splash, xla = kernels(hlo), compiled.cost_analysis()
+    report.uncounted = splash.uncounted
+    report.written = StepCost(
+        float(xla["flops"]), splash.flops, float(xla["bytes accessed"]), splash.hbm_bytes, collectives(hlo)
+    )
     return report

@@ -1,5 +1,6 @@
 """What a compiled (per-chip) HLO module says that its memory and cost analyses do not: the collectives
-it runs and the matmul FLOPs of its splash-attention kernels (XLA counts a Pallas kernel as none)."""
+it runs and the matmul FLOPs and HBM bytes of its splash-attention kernels (XLA counts a Pallas kernel as
+none)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "coll
 # Matmuls of each splash kernel (its name starts with the key): forward q k^T and p v; dq recomputes the
 # scores, dp = do v^T and dq = ds k; dk/dv recomputes the scores, dp, dv = p^T do and dk = ds^T q.
 SPLASH_MATMULS = {"splash_mha_fwd": 2, "splash_mha_dq": 3, "splash_mha_dkv": 4}
+_FLOATS = ("bf16", "f16", "f32")
 
 
 def _arrays(text: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -70,10 +72,19 @@ def collectives(hlo: str) -> dict[str, Collective]:
     return found
 
 
-def kernel_flops(hlo: str) -> tuple[float, list[str]]:
-    """Matmul FLOPs of the splash-attention custom calls in a compiled TPU module (XLA counts none), and
-    the names of other custom kernels found, whose FLOPs are not counted."""
-    flops, uncounted = 0.0, []
+@dataclasses.dataclass
+class Kernels:
+    """The splash-attention custom calls of a module, by formula (XLA counts a Pallas kernel as none)."""
+
+    flops: float = 0.0  # their matmuls
+    hbm_bytes: float = 0.0  # each float operand read once and each output written once: a lower bound
+    uncounted: list[str] = dataclasses.field(default_factory=list)  # other custom kernels, not counted
+
+
+def kernels(hlo: str) -> Kernels:
+    """Matmul FLOPs and HBM bytes of the splash-attention custom calls in a compiled TPU module, from the
+    operand shapes each call names, and the names of other custom kernels found."""
+    found = Kernels()
     for line in hlo.splitlines():
         if 'custom_call_target="tpu_custom_call"' not in line:
             continue
@@ -81,10 +92,14 @@ def kernel_flops(hlo: str) -> tuple[float, list[str]]:
         name = match["name"] if match else "?"
         matmuls = next((m for prefix, m in SPLASH_MATMULS.items() if name.startswith(prefix)), None)
         operands = re.search(r"operand_layout_constraints=\{((?:[^{}]*\{[^{}]*\})*)", line)
-        floats = [a for a in _arrays(operands.group(1) if operands else "") if a[0] in ("bf16", "f16", "f32")]
+        floats = [a for a in _arrays(operands.group(1) if operands else "") if a[0] in _FLOATS]
         if matmuls is None or len(floats) < 2:
-            uncounted.append(name)
+            found.uncounted.append(name)
             continue
         (_, q), (_, k) = floats[:2]
-        flops += matmuls * 2 * math.prod(q[:-1]) * k[-2] * q[-1]
-    return flops, uncounted
+        found.flops += matmuls * 2 * math.prod(q[:-1]) * k[-2] * q[-1]
+        # Results shaped like an operand (o, dq, dk, dv) go to HBM; the others are the kernel's VMEM scratch.
+        shapes = {shape for _, shape in floats}
+        written = [a for a in _arrays(match["type"]) if a[0] in _FLOATS and a[1] in shapes]
+        found.hbm_bytes += sum(_nbytes(*a) for a in floats + written)
+    return found

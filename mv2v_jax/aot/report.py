@@ -1,11 +1,11 @@
-"""A compiled program's report: memory per chip against the chip's HBM, its collectives and FLOPs, and
+"""A compiled program's report: memory per chip against the chip's HBM, its collectives and cost, and
 the text the CLIs print."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from mv2v_jax.aot.hlo import Collective
+from mv2v_jax.aot.roofline import Roofline, StepCost, roofline
 from mv2v_jax.aot.topology import GiB, Topology, libtpu_version
 
 
@@ -22,11 +22,10 @@ class Report:
     aliased: int = 0
     temporaries: int = 0
     code: int = 0
-    collectives: dict[str, Collective] = dataclasses.field(default_factory=dict)
     error: str = ""  # the compiler's refusal (e.g. out of HBM)
-    written_flops: float = 0.0  # per chip, as the program is written (a loop body once), splash included
-    uncounted: list[str] = dataclasses.field(default_factory=list)  # custom kernels whose FLOPs are unknown
-    flops: float | None = None  # per chip per step with every layer counted (step_cost)
+    written: StepCost = dataclasses.field(default_factory=StepCost)  # as the program is written: a loop body once
+    uncounted: list[str] = dataclasses.field(default_factory=list)  # custom kernels whose cost is unknown
+    step: StepCost | None = None  # per step with every layer counted (cost.step_cost)
     compile_seconds: float = 0.0
 
     @property
@@ -38,8 +37,8 @@ class Report:
         return not self.error and self.total <= self.topology.chip.hbm_bytes
 
     @property
-    def seconds_at_peak(self) -> float | None:
-        return None if self.flops is None else self.flops / self.topology.chip.peak_flops
+    def roofline(self) -> Roofline | None:
+        return None if self.step is None else roofline(self.step, self.topology.chip)
 
 
 def _gib(n: float) -> str:
@@ -64,12 +63,21 @@ def format_report(report: Report) -> str:
         f"({_gib(report.aliased)} of them aliased to arguments), temporaries {_gib(report.temporaries)}, "
         f"code {_gib(report.code)}; total {_gib(report.total)} of {_gib(t.chip.hbm_bytes)}"
     )
-    if report.collectives:
-        parts = [f"{kind} x{c.count} ({_gib(c.chip_bytes)} per chip)" for kind, c in sorted(report.collectives.items())]
+    if sent := report.written.collectives:
+        parts = [f"{kind} x{c.count} ({_gib(c.chip_bytes)} per chip)" for kind, c in sorted(sent.items())]
         lines.append("collectives in the program (a scanned layer's once): " + ", ".join(parts))
     else:
         lines.append("collectives in the program: none")
-    if report.flops is not None:
-        lines.append(f"{report.flops / 1e12:.1f} TFLOP per chip per step: {report.seconds_at_peak:.3f} s at peak")
+    if (step := report.step) is not None:
+        bound = report.roofline
+        lines.append(
+            f"per chip per step, every layer counted: {step.xla_flops / 1e12:.1f} TFLOP counted by XLA + "
+            f"{step.kernel_flops / 1e12:.1f} by the splash kernels' formula; HBM {_gib(step.xla_bytes)} by XLA + "
+            f"{_gib(step.kernel_bytes)} by the formula; {_gib(step.collective_bytes)} sent over the interconnect"
+        )
+        lines.append(
+            f"roofline lower bound {bound.seconds:.3f} s per step, {bound.binding}-bound (compute "
+            f"{bound.compute:.3f} s, HBM {bound.memory:.3f} s, interconnect {bound.interconnect:.3f} s)"
+        )
     lines.append("fits" if report.fits else "does not fit")
     return "\n".join(lines)

@@ -14,17 +14,26 @@ GiB = 2**30
 
 @dataclasses.dataclass(frozen=True)
 class Chip:
-    """Per-chip figures: HBM in bytes and the peak dense bf16 rate in FLOP/s (Cloud TPU documentation)."""
+    """Per-chip figures: HBM in bytes, the peak dense bf16 rate in FLOP/s, and HBM and interconnect
+    bandwidth in bytes/s (ICI: what one chip can send, all its links together)."""
 
     name: str
     hbm_bytes: int
     peak_flops: float
+    hbm_bandwidth: float
+    ici_bandwidth: float
 
 
+# HBM: what libtpu 0.0.42.1's compiler lets a program use, from its out-of-HBM refusal ("exceeds available
+# HBM (95.74G)", G meaning GiB); Cloud TPU documentation gives 95 GiB (v5p), 16 GB (v5e), 32 GB (v6e).
+# Rates: Cloud TPU documentation (cloud.google.com/tpu/docs/v5p, v5e, v6e): bf16 459 / 197 / 918 TFLOP/s;
+# HBM 2,765 / 819 / 1,638 GB/s; ICI 4,800 / 1,600 / 3,584 Gbps per chip, i.e. 600 / 200 / 448 GB/s out
+# (half the documentation's bidirectional 1,200 / 400 / 800 GB/s; for v6e the larger figure, keeping the
+# roofline a lower bound).
 CHIPS = {
-    "v5p": Chip("v5p", 95 * GiB, 459e12),
-    "v5e": Chip("v5e", 16 * GiB, 197e12),
-    "v6e": Chip("v6e", 32 * GiB, 918e12),
+    "v5p": Chip("v5p", int(95.74 * GiB), 459e12, 2765e9, 600e9),
+    "v5e": Chip("v5e", int(15.75 * GiB), 197e12, 819e9, 200e9),
+    "v6e": Chip("v6e", int(31.25 * GiB), 918e12, 1638e9, 448e9),
 }
 # Cloud TPU names count TensorCores for v5p (two per chip: v5p-8 is 4 chips) and chips for v5e / v6e.
 CORES_PER_CHIP = {"v5p": 2, "v5e": 1, "v6e": 1}
