@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from common import write_section  # bench/ is on sys.path when run as a script
 from mv2v_jax import aot
 from mv2v_jax.config import load_config
 from mv2v_jax.memory.budget import turn_cost
+from mv2v_jax.parallel.mesh import default_sampling_mesh
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -57,16 +59,16 @@ def layout_name(serving: bool) -> str:
     return "serving layout (bf16 weights on every chip)" if serving else "training layout (f32 weights split)"
 
 
-def nvs_sampling(sequence: int, serving: bool = True) -> Row:
+def nvs_sampling(mesh: dict[str, int], serving: bool = True) -> Row:
+    """`mesh` e.g. {"sequence": 4} (key nvs-s4), or {"data": 2, "sequence": 2} (nvs-d2s2: sample.py's
+    default on 4 chips, guidance's batch over data)."""
     return Row(
-        f"nvs-s{sequence}{LAYOUTS[serving]}",
+        f"nvs-{''.join(f'{axis[0]}{n}' for axis, n in mesh.items())}{LAYOUTS[serving]}",
         "ReCamMaster-1.3B NVS sampling step, all 6 memory slots filled (turn 7 on), CFG batch 2, "
         + layout_name(serving),
         "v5p:2x2x2",
-        sequence,
-        lambda devices: aot.sampling_step_program(
-            experiment(NVS), "nvs", devices, {"sequence": sequence}, serving=serving
-        ),
+        math.prod(mesh.values()),
+        lambda devices: aot.sampling_step_program(experiment(NVS), "nvs", devices, mesh, serving=serving),
     )
 
 
@@ -106,8 +108,9 @@ def wan14b_forward() -> Row:
 
 NVS_TRAIN = "ReCamMaster-1.3B NVS training step, 6 memory slots, one example per chip"
 ROWS = [
-    *(nvs_sampling(s) for s in (1, 2, 4, 8)),
-    *(nvs_sampling(s, serving=False) for s in (2, 4)),
+    *(nvs_sampling({"sequence": s}) for s in (1, 2, 4, 8)),
+    *(nvs_sampling(default_sampling_mesh(chips, guided=True)) for chips in (2, 4, 8)),
+    *(nvs_sampling({"sequence": s}, serving=False) for s in (2, 4)),
     training(NVS, NVS_TRAIN, "v5p-8", 4),
     training(NVS, NVS_TRAIN, "v5p-64", 32),
     edit_sampling(serving=True),
@@ -222,7 +225,9 @@ def section(reports: dict[str, aot.Report]) -> str:
         "at 1x4x4, no merging): the one that must fit. Sampling compiles one program per memory count "
         "(pipelines.slots); the rows compile the largest, all 6 slots filled, which every later turn runs. v5p "
         "slice names count TensorCores, two per chip: v5p-8 is 4 chips, v5p-64 is 32; the NVS sampling rows "
-        "use the first 1, 2, 4 and 8 chips of v5p:2x2x2 (v5p-16).\n\n"
+        "use the first 1, 2, 4 and 8 chips of v5p:2x2x2 (v5p-16): over the sequence axis alone, and in the "
+        "mesh sample.py picks by default (guidance's batch over data, the rest over sequence: "
+        "parallel.mesh.default_sampling_mesh; on v5p-8 that is data=2 x sequence=2).\n\n"
         "Every number is from the compiled programs, a bound, never a measured speed. Memory: XLA's plan per "
         "chip, total = arguments + outputs - aliased + temporaries + code. Cost per chip per step with every "
         "layer counted (the scan bodies count once in XLA's analysis; one more compile with 2 unrolled layers "

@@ -97,7 +97,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         # Every device of the process: guidance's batch of 2 over data, the rest over the sequence
         # (parallel.mesh.sampling_mesh); or axis sizes, e.g. --config.sample.mesh=data=2,sequence=4.
         mesh="auto",
-        runtime={},  # DiT execution overrides; dtype "auto" is bfloat16 compute on accelerators
+        # DiT execution overrides; dtype "auto" is bfloat16 compute on accelerators. ffn_chunk: ours, the FFN
+        # in steps of 8,192 tokens per chip, for the same result with 1.3 GiB less HBM per chip at s=2.
+        runtime=dict(ffn_chunk=8192),
     )
     # Ours (the paper does not say what trains for long editing): self-attention and the memory modules,
     # as ReCamMaster fine-tunes for its new condition. Memory reaches the target only through

@@ -1,6 +1,7 @@
 """MemoryDiT end to end: the base models are reproduced exactly without memory, ReCamMaster and LucyEdit
 checkpoints convert and match PyTorch, and a fixed memory budget compiles once for every turn."""
 
+import dataclasses
 import json
 import types
 
@@ -20,9 +21,12 @@ from mv2v_jax.memory.builders import MemoryBatch, lucy_edit_streams, recammaster
 from mv2v_jax.memory.merging import MergeConfig
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.memory.streams import Stream, pack_streams
+from mv2v_jax.models.layers import in_compute_dtype
 from mv2v_jax.models.wan.attention import AttentionConfig
 from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig, load_dit
 from mv2v_jax.models.weights import flatten_paths
+from mv2v_jax.parallel.mesh import make_mesh
+from mv2v_jax.train.loop import export_weights
 
 RUNTIME = dict(attention=dict(impl="chunked", block_q=64, block_kv=128))
 DIT = WanDiTConfig(
@@ -313,3 +317,47 @@ def test_another_merge_schedule_keeps_trained_mergers_and_pools_at_new_blocks(rn
     assert np.isfinite(np.asarray(out)).all() and seen == [list(early.block_indices(DIT.num_layers))]
     with pytest.raises(ValueError, match="kernel"):
         model.with_merge(MergeConfig(kernel=5))
+
+
+def test_serving_weights_in_the_compute_dtype_give_the_same_output(rng):
+    """`in_compute_dtype` (what sampling serves): every Linear that computes in bfloat16 holds bfloat16
+    weights, those that compute in float32 (time embedding, head) keep float32, the model it copied is
+    untouched, and the output is the same bit for bit (a Linear casts its weights on every call anyway)."""
+    dit = dataclasses.replace(DIT, dtype="bfloat16")
+    model = random_head(MemoryDiT(MemoryConfig(dit=dit), rngs=nnx.Rngs(0)))
+    served = in_compute_dtype(model)
+    dtypes = {
+        "/".join(map(str, path)): variable.value.dtype
+        for path, variable in nnx.to_flat_state(nnx.state(served))
+        if path[-1] == "kernel" and len(variable.value.shape) >= 2
+    }
+    assert dtypes["dit/blocks/ffn/fc1/kernel"] == jnp.bfloat16
+    assert dtypes["dit/blocks/self_attn/q/kernel"] == jnp.bfloat16
+    assert dtypes["dit/time_fc1/kernel"] == jnp.float32  # computes in float32, as Wan does
+    assert dtypes["dit/head/proj/kernel"] == jnp.float32
+    assert model.dit.blocks.ffn.fc1.kernel.value.dtype == jnp.float32
+    noisy, source, camera, memory = inputs(rng)
+    t, context = jnp.array([700.0, 20.0]), jnp.asarray(rng.standard_normal((2, 5, 16)), jnp.float32)
+    streams = recammaster_streams(noisy, source, camera, memory)
+    want = np.asarray(jitted(model, 0.5)(streams, t, context))
+    np.testing.assert_array_equal(np.asarray(jitted(served, 0.5)(streams, t, context)), want)
+    assert np.abs(want).max() > 0.1
+
+
+def test_sampling_restores_weights_straight_into_the_serving_layout(tmp_path):
+    """`load_memory_dit(..., mesh, serving=True)` (what sample.py does): each parameter read from the
+    float32 file straight into its compute dtype and its serving sharding (whole on every device of a
+    sequence split), with the values of the float32 model cast."""
+    dit = dataclasses.replace(DIT, dtype="bfloat16")
+    model = random_head(MemoryDiT(MemoryConfig(dit=dit), rngs=nnx.Rngs(0)))
+    path = export_weights(nnx.state(model), model.config, tmp_path / "weights", {})
+    mesh = make_mesh({"sequence": 4}, jax.devices()[:4])
+    served = load_memory_dit(path, mesh, serving=True, dtype="bfloat16")
+    want = nnx.to_flat_state(nnx.state(in_compute_dtype(model)))
+    got = dict(nnx.to_flat_state(nnx.state(served)))
+    for name, variable in want:
+        value = got[name].value
+        assert value.dtype == variable.value.dtype, name
+        assert value.sharding.mesh.shape == mesh.shape and value.sharding.is_fully_replicated, name
+        np.testing.assert_array_equal(np.asarray(value, np.float32), np.asarray(variable.value, np.float32))
+    assert got[("dit", "blocks", "ffn", "fc1", "kernel")].value.dtype == jnp.bfloat16

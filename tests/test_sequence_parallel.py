@@ -4,8 +4,8 @@ Attention split over the `sequence` mesh axis (Ulysses all-to-all over heads, ke
 gathered, or the hybrid of the two) equals the single-device result, values and gradients, for the
 chunked and XLA kernels and for splash in interpret mode inside `shard_map`; token counts the axis does
 not divide are padded. The whole
-MemoryDiT forward with token merging, and one train step, under {data, fsdp, sequence, tensor} meshes
-equal one device.
+MemoryDiT forward with token merging (with the FFN in token steps too), and one train step, under
+{data, fsdp, sequence, tensor} meshes equal one device.
 """
 
 import jax
@@ -145,34 +145,39 @@ def turn_inputs(rng, b=2, t=3, size=8, channels=4, slots=4):
 
 
 @pytest.mark.parametrize(
-    "mesh_name, heads",
+    "mesh_name, heads, ffn_chunk",
     [
-        ("seq2-data2-tensor2", 4),
-        pytest.param("seq4-fsdp2", 4, marks=pytest.mark.slow),
-        pytest.param("seq8", 12, marks=pytest.mark.slow),  # the hybrid, at Wan-1.3B's 12 heads
+        ("seq2-data2-tensor2", 4, 0),
+        ("seq2-data2-tensor2", 4, 13),  # the FFN in steps of 13 tokens per device, the last one padded
+        pytest.param("seq4-fsdp2", 4, 0, marks=pytest.mark.slow),
+        pytest.param("seq8", 12, 0, marks=pytest.mark.slow),  # the hybrid, at Wan-1.3B's 12 heads
     ],
 )
-def test_memory_dit_with_merging_matches_one_device(rng, mesh_name, heads):
+def test_memory_dit_with_merging_matches_one_device(rng, mesh_name, heads, ffn_chunk):
     dit = MODEL["dit"] | {"num_heads": heads, "dim": 16 * heads}  # head dim 16
-    model = MemoryDiT(MemoryConfig.from_config(MODEL | {"dit": dit}), rngs=nnx.Rngs(0))
+    make = lambda **runtime: MemoryDiT(MemoryConfig.from_config(MODEL | {"dit": dit | runtime}), rngs=nnx.Rngs(0))
+    model = make()
     kernel = model.dit.head.proj.kernel  # Wan zero-initialises the head; make the output carry the network
     kernel[...] = jax.random.normal(jax.random.key(3), kernel.shape) * 0.1
     graphdef, state = nnx.split(model)
     noisy, source, camera, memory = turn_inputs(rng)
     timestep, context = np.array([900.0, 100.0], np.float32), rng.standard_normal((2, 5, 16)).astype(np.float32)
 
-    @jax.jit
-    def forward(state, noisy, source, camera, memory, timestep, context):
-        streams = recammaster_streams(noisy, source, camera, memory)
-        return nnx.merge(graphdef, state)(streams, timestep, context, keep_ratio=0.5)
+    def forward(graphdef):
+        @jax.jit
+        def run(state, noisy, source, camera, memory, timestep, context):
+            streams = recammaster_streams(noisy, source, camera, memory)
+            return nnx.merge(graphdef, state)(streams, timestep, context, keep_ratio=0.5)
+
+        return run
 
     args = (noisy, source, camera, memory, timestep, context)
-    want = np.asarray(forward(state, *args))
+    want = np.asarray(forward(graphdef)(state, *args))
     mesh = make_mesh(MESHES[mesh_name])
     with use_mesh(mesh):
         sharded = jax.device_put(state, state_shardings(state, mesh))
         placed = jax.tree.map(lambda a: jax.device_put(a, batch_sharding(mesh, a.ndim)), args)
-        got = np.asarray(forward(sharded, *placed))
+        got = np.asarray(forward(nnx.split(make(ffn_chunk=ffn_chunk))[0])(sharded, *placed))
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
     assert np.abs(want).max() > 0.5  # the comparison sees the whole network, not a zero head
 

@@ -24,6 +24,7 @@ from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.memory.tokenizers import DynamicTokenizers, TokenizerConfig
 from mv2v_jax.models.wan.dit import ARCH_FIELDS, WanDiT, WanDiTConfig
 from mv2v_jax.models.wan.sequence import BlockAdapter
+from mv2v_jax.parallel.mesh import DEFAULT_RULES, SERVING_RULES
 
 # Block adapters by name: `name -> (model config, rngs) -> stacked per-block module`. The model holds each
 # under its name (so its parameters are `<name>/...`) and the DiT scans them with the blocks.
@@ -143,10 +144,12 @@ class MemoryDiT(nnx.Module):
         return self.dit(seq, timestep, context, adapters=adapters, hooks=hooks)
 
 
-def load_memory_dit(path, mesh: jax.sharding.Mesh | None = None, **runtime: Any) -> MemoryDiT:
-    """A `MemoryDiT` from a weights directory (convert_weights.recammaster / lucy_edit, or training).
+def load_memory_dit(path, mesh: jax.sharding.Mesh | None = None, *, serving: bool = False, **runtime: Any) -> MemoryDiT:
+    """A `MemoryDiT` from a weights directory (convert_weights.recammaster / lucy_edit, or training),
+    restored into `mesh` by the training rules, or with `serving` as sampling holds it (`SERVING_RULES`,
+    weights in their compute dtype).
 
-    `runtime` overrides the DiT's execution fields (`dtype`, `attention`, `scan_layers`, `remat`).
+    `runtime` overrides the DiT's execution fields (`dtype`, `attention`, `scan_layers`, `remat`, ...).
     """
     from mv2v_jax.models.weights import load_module, read_config
 
@@ -155,4 +158,5 @@ def load_memory_dit(path, mesh: jax.sharding.Mesh | None = None, **runtime: Any)
         raise ValueError(f"{path} holds a {record.get('model')!r}, not a MemoryDiT")
     dit = WanDiTConfig.from_config(dict(record["architecture"]) | runtime)
     config = MemoryConfig.from_config({"dit": dit, **record["memory"]})
-    return load_module(path, lambda: MemoryDiT(config, rngs=nnx.Rngs(0)), mesh)
+    rules = SERVING_RULES if serving else DEFAULT_RULES
+    return load_module(path, lambda: MemoryDiT(config, rngs=nnx.Rngs(0)), mesh, rules, serving)

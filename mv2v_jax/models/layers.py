@@ -40,7 +40,8 @@ def in_compute_dtype(module: nnx.Module) -> nnx.Module:
     on every call anyway, so inference keeps only the cast copy (half the HBM, half the bytes read).
     Layers that compute in float32 (Wan's time embedding and head) and non-Linear weights (norms,
     modulation: a few MB) stay as they are."""
-    copy = nnx.merge(*nnx.split(module))
+    graphdef, state = nnx.split(module)
+    copy = nnx.merge(graphdef, jax.tree.map(lambda value: value, state))  # new variables, the same arrays
     for _, layer in nnx.iter_modules(copy):
         if isinstance(layer, nnx.Linear) and layer.dtype is not None:
             for weight in (layer.kernel, layer.bias):

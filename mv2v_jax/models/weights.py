@@ -36,6 +36,7 @@ from flax import nnx, traverse_util
 
 from mv2v_jax.cache import cache_root
 from mv2v_jax.io.atomic import fsync_path, new_temporary, write_json
+from mv2v_jax.models.layers import in_compute_dtype
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, state_shardings
 
 CONFIG_FILE = "config.json"
@@ -420,19 +421,22 @@ def load_module(
     build: Callable[[], M],
     mesh: jax.sharding.Mesh | None = None,
     rules=DEFAULT_RULES,
+    serving: bool = False,
 ) -> M:
     """Restores a weights directory into the module `build()` would create.
 
     The module is never initialised for real: `build` runs under `nnx.eval_shape`, and every
     parameter is read straight into its sharding on `mesh` (replicated on the default device if
-    `mesh` is None). Missing, unexpected or mis-shaped parameters raise `WeightsError` naming them.
+    `mesh` is None) and, with `serving`, straight into the dtype it computes in (`in_compute_dtype`:
+    sampling's copy, the float32 file never whole in memory). Missing, unexpected or mis-shaped
+    parameters raise `WeightsError` naming them.
     """
     import orbax.checkpoint as ocp
 
     path = epath.Path(path)
     read_config(path)
     verify_checksums(path)
-    graphdef, abstract = nnx.split(nnx.eval_shape(build))
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: in_compute_dtype(build()) if serving else build()))
     if mesh is None:
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         shardings = jax.tree.map(lambda _: device, abstract)

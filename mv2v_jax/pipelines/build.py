@@ -174,7 +174,9 @@ def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEd
     check_sample_config(sample, task)
     sampling = dataclass_from_config(SamplingConfig, sample["sampling"], "sample.sampling")
     schedule = sample.get("merge_schedule", "")
-    model = load_memory_dit(existing_weights(sample["weights"], "model weights"), **_plain(sample.get("runtime", {})))
+    mesh = sampling_mesh(sample.get("mesh", "auto"), sampling.guides(sample["text"]["kind"] != "none"))
+    weights = existing_weights(sample["weights"], "model weights")
+    model = load_memory_dit(weights, mesh, serving=True, **_plain(sample.get("runtime", {})))
     if schedule:  # not the weights' own (memory.model.MemoryDiT.with_merge)
         model = model.with_merge(MERGE_SCHEDULES[schedule])
         sampling = dataclasses.replace(sampling, keep_ratio=MERGE_SCHEDULES[schedule].keep_ratio)
@@ -182,5 +184,4 @@ def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEd
     _, patch_h, patch_w = model.config.dit.patch_size
     check_video_size(sample["video"], (codec.spatial * patch_h, codec.spatial * patch_w))
     text = build_text(sample["text"], model.config.dit.text_dim)
-    mesh = sampling_mesh(sample.get("mesh", "auto"), sampling.guides(text.encoder is not None))
     return PIPELINES[task](sample, model=model, codec=codec, sampling=sampling, text=text, mesh=mesh)

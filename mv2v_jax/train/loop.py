@@ -49,7 +49,7 @@ from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step, loss_fn
 def training_mesh(config: Mapping[str, Any]) -> jax.sharding.Mesh:
     """The config's mesh (`mesh`, across slices `mesh_dcn`) over its first `mesh_devices` devices (0: all)."""
     devices = jax.devices()[: config["mesh_devices"] or None]
-    return make_mesh(dict(config["mesh"]), devices, dict(config["mesh_dcn"]))
+    return make_mesh(dict(config["mesh"]), devices, dict(config.get("mesh_dcn", {})))
 
 
 def build_model(config: Mapping[str, Any], mesh: jax.sharding.Mesh) -> MemoryDiT:
