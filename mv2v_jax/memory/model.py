@@ -22,7 +22,7 @@ from mv2v_jax.memory.camera import CAMERA_INPUTS, camera_adapter, token_rays
 from mv2v_jax.memory.merging import MergeConfig, TokenMerger, TokenMergers, merge_hooks
 from mv2v_jax.memory.streams import Stream, pack_streams
 from mv2v_jax.memory.tokenizers import DynamicTokenizers, TokenizerConfig
-from mv2v_jax.models.wan.dit import ARCH_FIELDS, WanDiT, WanDiTConfig
+from mv2v_jax.models.wan.dit import ARCH_FIELDS, ThroughBlocks, WanDiT, WanDiTConfig
 from mv2v_jax.models.wan.sequence import BlockAdapter
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, SERVING_RULES
 
@@ -123,6 +123,7 @@ class MemoryDiT(nnx.Module):
         context: jax.Array,
         *,
         keep_ratio: float | None = None,
+        through_blocks: ThroughBlocks | None = None,
     ) -> jax.Array:
         """Target velocity `[B, T, H, W, C]`.
 
@@ -131,6 +132,7 @@ class MemoryDiT(nnx.Module):
           timestep: `[B]` (or `[B, N]`), the DiT's `sigma * 1000`.
           context: `[B, L, text_dim]` text encoder states.
           keep_ratio: merge memory tokens with this r (static); None turns merging off.
+          through_blocks: how the DiT's blocks run (`WanDiT.__call__`); None: all of them.
         """
         seq = pack_streams(streams, self.tokenizers.mapping(self.dit.patch_embedding))
         if self.config.camera_input == "rays" and "camera" in seq.features:
@@ -141,7 +143,7 @@ class MemoryDiT(nnx.Module):
             mergers = {i: self.mergers[i] for i in blocks}
             hooks = merge_hooks(mergers, self.config.merge.fraction, self.dit.rope, keep_ratio)
         adapters = tuple(getattr(self, name) for name in self.config.adapters)
-        return self.dit(seq, timestep, context, adapters=adapters, hooks=hooks)
+        return self.dit(seq, timestep, context, adapters=adapters, hooks=hooks, through_blocks=through_blocks)
 
 
 def load_memory_dit(path, mesh: jax.sharding.Mesh | None = None, *, serving: bool = False, **runtime: Any) -> MemoryDiT:

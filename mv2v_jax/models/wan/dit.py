@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import einops
@@ -323,6 +323,40 @@ class Head(nnx.Module):
         return self.proj(layer_norm(x, self.config.eps) * (1 + scale) + shift)
 
 
+@dataclasses.dataclass(frozen=True)
+class BlockRunner:
+    """One forward's blocks, to run in parts: `run(state, start, stop)` runs blocks `start` to `stop - 1`,
+    each after its hook (and the hook after the last block when `stop` is `num_layers`), so running
+    `(0, k)` then `(k, num_layers)` is running `(0, num_layers)`."""
+
+    dit: WanDiT
+    context: jax.Array  # the embedded text `[B, L, D]`
+    adapters: tuple[BlockAdapter, ...]
+    hooks: Mapping[int, BlockHook]
+
+    @property
+    def num_layers(self) -> int:
+        return self.dit.config.num_layers
+
+    def __call__(self, state: BlockState, start: int, stop: int) -> BlockState:
+        bounds = sorted({start, stop, *(i for i in self.hooks if start < i < stop)})
+        for first, last in itertools.pairwise(bounds):
+            if first in self.hooks:
+                state = self.hooks[first](state, self.dit.block(first), first)
+            state = self.dit._run_blocks(state, self.context, first, last, self.adapters)
+        if stop == self.num_layers and stop in self.hooks:
+            state = self.hooks[stop](state, None, stop)
+        return state
+
+    def modulated_input(self, state: BlockState) -> jax.Array:
+        """Block 0's modulated self-attention input `[B, N, D]` for the state entering it."""
+        return self.dit.block(0).attention_input(state)
+
+
+# Given the state entering block 0 and the runner, the target tokens' states after the last block.
+ThroughBlocks = Callable[[BlockState, BlockRunner], jax.Array]
+
+
 class WanDiT(nnx.Module):
     """Wan diffusion transformer over packed token sequences."""
 
@@ -399,6 +433,7 @@ class WanDiT(nnx.Module):
         *,
         adapters: Sequence[BlockAdapter] = (),
         hooks: Mapping[int, BlockHook] | None = None,
+        through_blocks: ThroughBlocks | None = None,
     ) -> jax.Array:
         """Velocity of the target stream.
 
@@ -409,6 +444,9 @@ class WanDiT(nnx.Module):
           adapters: per-block modules scanned with the blocks, applied in order (see `BlockAdapter`).
           hooks: `{block index: hook}` run before that block (see `BlockHook`); index `num_layers`
             runs after the last block.
+          through_blocks: how the blocks run (sampling's step cache, pipelines.step_cache): given the state
+            entering block 0 and a `BlockRunner`, the target tokens' states after the last block
+            `[B, num_target, D]`; None runs every block.
         Returns:
           `[B, F, H, W, out_channels]` float32 on the target's latent grid.
         """
@@ -434,17 +472,11 @@ class WanDiT(nnx.Module):
             num_target=seq.num_target,
             layout=seq.layout,
         )
-        bounds = sorted({0, cfg.num_layers, *hooks})
-        for start, stop in itertools.pairwise(bounds):
-            if start in hooks:
-                state = hooks[start](state, self.block(start), start)
-            state = self._run_blocks(state, context, start, stop, tuple(adapters))
-        if cfg.num_layers in hooks:
-            state = hooks[cfg.num_layers](state, None, cfg.num_layers)
-
+        run = BlockRunner(self, context, tuple(adapters), hooks)
         n = seq.num_target
+        x = run(state, 0, cfg.num_layers).x[:, :n] if through_blocks is None else through_blocks(state, run)
         temb = temb[:, :n] if temb.ndim == 3 else temb
-        out = self.head(state.x[:, :n], temb)
+        out = self.head(x, temb)
         return self.unpatchify(out, seq.target_grid)
 
     def forward_video(self, latents: jax.Array, timestep: jax.Array, context: jax.Array) -> jax.Array:
