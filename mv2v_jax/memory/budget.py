@@ -35,6 +35,7 @@ class TurnCost:
     memory_tokens: int  # tokens of filled memory slots entering the first block
     padding_tokens: int  # tokens of empty memory slots entering the first block
     flops: int
+    first_block_flops: int  # what a step that reuses the other blocks' residual computes (pipelines.step_cache)
 
 
 def turn_cost(
@@ -55,7 +56,7 @@ def turn_cost(
     target = layout[0].stop - layout[0].start
     memory = [s.stop - s.start for s in layout if s.role == "memory"]
     filled = len(memory) if filled_memory is None else filled_memory
-    tokens, flops, per_block = layout[-1].stop, 0, []
+    tokens, flops, per_block, first_block_flops = layout[-1].stop, 0, [], 0
     for block in range(config.num_layers):
         if block in merge_blocks:
             groups, layout = plan_merge(layout, merge.fraction, keep_ratio)
@@ -65,4 +66,5 @@ def turn_cost(
             tokens = layout[-1].stop
         per_block.append(tokens)
         flops += block_flops(tokens, text_len, config)
-    return TurnCost(tuple(per_block), target, sum(memory[:filled]), sum(memory[filled:]), flops)
+        first_block_flops = first_block_flops or flops
+    return TurnCost(tuple(per_block), target, sum(memory[:filled]), sum(memory[filled:]), flops, first_block_flops)

@@ -4,6 +4,8 @@ sample.weights        MemoryDiT weights directory (convert_weights.recammaster /
 sample.codec, sample.text, sample.embedder: the base models (models.build)
 sample.video          frames, height, width, fps (what every turn's video is read and written at)
 sample.sampling       memory.pipelines.denoiser.SamplingConfig fields
+sample.cache          step caching (pipelines.step_cache.StepCacheConfig: kind, threshold, warmup, uncond_every;
+                      absent: off)
 sample.retrieval      slots (the memory budget k), min_score, buckets (pipelines.slots.MemoryBudget); NVS:
                       hfov_degrees, fov_radius
 sample.long_edit      segment_frames, overlap
@@ -31,6 +33,7 @@ from mv2v_jax.pipelines.denoiser import SamplingConfig
 from mv2v_jax.pipelines.long_edit import LongEditPipeline
 from mv2v_jax.pipelines.nvs import NVSPipeline
 from mv2v_jax.pipelines.slots import MemoryBudget
+from mv2v_jax.pipelines.step_cache import StepCacheConfig
 from mv2v_jax.tasks import get_task
 
 
@@ -69,6 +72,7 @@ def check_sample_config(sample: Mapping[str, Any], task: str | None = None) -> N
     shift, an unknown codec, a field of view of 180 degrees, ...), naming the key, before anything is
     loaded or created; with `task`, that task's keys too."""
     dataclass_from_config(SamplingConfig, sample["sampling"], "sample.sampling").make_sampler()
+    step_cache(sample)
     dataclass_from_config(VideoConfig, sample["video"], "sample.video")
     memory_budget(sample["retrieval"])
     schedule = sample.get("merge_schedule", "")
@@ -158,6 +162,11 @@ def _long_edit(sample: Mapping[str, Any], **parts: Any) -> LongEditPipeline:
     )
 
 
+def step_cache(sample: Mapping[str, Any]) -> StepCacheConfig:
+    """The `sample.cache` section's `StepCacheConfig` (absent: caching off)."""
+    return dataclass_from_config(StepCacheConfig, sample.get("cache", {}), "sample.cache")
+
+
 def memory_budget(retrieval: Mapping[str, Any]) -> MemoryBudget:
     """The `MemoryBudget` of a `sample.retrieval` section (its other keys are the task's retrieval geometry)."""
     fields = {k: retrieval[k] for k in ("slots", "min_score", "buckets") if k in retrieval}
@@ -184,4 +193,5 @@ def build_pipeline(sample: Mapping[str, Any], task: str) -> NVSPipeline | LongEd
     _, patch_h, patch_w = model.config.dit.patch_size
     check_video_size(sample["video"], (codec.spatial * patch_h, codec.spatial * patch_w))
     text = build_text(sample["text"], model.config.dit.text_dim)
-    return PIPELINES[task](sample, model=model, codec=codec, sampling=sampling, text=text, mesh=mesh)
+    parts = dict(model=model, codec=codec, sampling=sampling, text=text, mesh=mesh, cache=step_cache(sample))
+    return PIPELINES[task](sample, **parts)

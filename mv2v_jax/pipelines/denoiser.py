@@ -5,7 +5,8 @@ and the memory: `Task.streams`). Its velocity, classifier-free guidance included
 unconditional contexts as a batch of 2), is compiled ahead of time once per input signature: a turn
 feeds only the memories it has (pipelines.slots), so a session compiles one program per number of
 memory slots, at most k + 1, and reuses each (across processes through JAX's persistent compilation
-cache). The compilation time is kept apart from the sampling time.
+cache). The compilation time is kept apart from the sampling time. With step caching on
+(pipelines.step_cache), the cache the steps share is an argument and a result of that one program.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mv2v_jax.models.layers import in_compute_dtype
 from mv2v_jax.models.text.conditioning import TextConditioning
 from mv2v_jax.parallel.mesh import SERVING_RULES, state_shardings, use_mesh
 from mv2v_jax.pipelines.session import Stages
+from mv2v_jax.pipelines.step_cache import NO_STEP_CACHE, CachedBlocks, StepCacheConfig, StepCacheState, uncached_counts
 from mv2v_jax.tasks import Task
 
 MAX_STEPS = 1000
@@ -86,8 +88,9 @@ class Denoiser:
         text: TextConditioning,
         mesh: jax.sharding.Mesh | None = None,
         rules=SERVING_RULES,
+        cache: StepCacheConfig = NO_STEP_CACHE,
     ):
-        self.model, self.task, self.sampling, self.text = model, task, sampling, text
+        self.model, self.task, self.sampling, self.text, self.cache = model, task, sampling, text, cache
         self.mesh, self.rules = mesh, rules
         self.graphdef, self.state = nnx.split(in_compute_dtype(model))
         if mesh is not None:
@@ -95,17 +98,53 @@ class Denoiser:
         self.guided = sampling.guides(text.encoder is not None)
         self._compiled: dict[Any, Any] = {}  # input signature -> compiled velocity
         self._pending_compile = 0.0  # seconds of compilation not yet reported
+        self.last_counts: dict[str, int] = {}  # what the last sampled turn ran (`StepCacheState.counts`)
 
     def _streams(self, model: MemoryDiT, x: jax.Array, conditions: Conditions):
         return self.task.streams(x, conditions, model.config.tokenizers)
 
-    def _velocity(self, state, x, t, conditions, context):
-        model = nnx.merge(self.graphdef, state)
-        b = context.shape[0]  # 2 with guidance: conditional, then unconditional
+    def _passes(self, model: MemoryDiT, x, t, conditions, context, through_blocks=None) -> jax.Array:
+        """The velocity `[P, ...]` of each of `context`'s P passes."""
+        b = context.shape[0]
         repeat = lambda a: jnp.repeat(a, b, axis=0)
         streams = self._streams(model, repeat(x), jax.tree.map(repeat, conditions))
-        v = model(streams, jnp.repeat(t, b), context, keep_ratio=self.sampling.keep_ratio)
-        return v if b == 1 else v[1:] + self.sampling.guidance * (v[:1] - v[1:])
+        keep_ratio = self.sampling.keep_ratio
+        return model(streams, jnp.repeat(t, b), context, keep_ratio=keep_ratio, through_blocks=through_blocks)
+
+    def _guide(self, conditional: jax.Array, unconditional: jax.Array) -> jax.Array:
+        return unconditional + self.sampling.guidance * (conditional - unconditional)
+
+    def _velocity(self, state, x, t, conditions, context, cache: StepCacheState | None = None):
+        """The guided velocity; with a step cache (`self.cache.active`), `(velocity, the new cache)`."""
+        model = nnx.merge(self.graphdef, state)
+        if cache is None:
+            v = self._passes(model, x, t, conditions, context)  # 2 with guidance: conditional, unconditional
+            return v if v.shape[0] == 1 else self._guide(v[:1], v[1:])
+
+        def run(context, cache):
+            if self.cache.kind == "none":
+                v = self._passes(model, x, t, conditions, context)
+                return v, cache.replace(full_passes=cache.full_passes + context.shape[0])
+            blocks = CachedBlocks(self.cache, cache, context.shape[0])
+            return self._passes(model, x, t, conditions, context, blocks), blocks.state
+
+        def both(cache):
+            v, cache = run(context, cache)
+            return self._guide(v[:1], v[1:]), cache.replace(guidance=v[1:] - v[:1])
+
+        def conditional_only(cache):  # the unconditional velocity from the last step that ran it
+            v, cache = run(context[:1], cache)
+            return self._guide(v, v + cache.guidance), cache.replace(uncond_reused=cache.uncond_reused + 1)
+
+        if not self.guided:
+            v, cache = run(context, cache)
+        elif self.cache.uncond_every == 1:
+            v, cache = both(cache)
+        else:
+            after_warmup = cache.step - self.cache.warmup
+            unconditional = (after_warmup < 0) | (after_warmup % self.cache.uncond_every == 0)
+            v, cache = jax.lax.cond(unconditional, both, conditional_only, cache)
+        return v, cache.replace(step=cache.step + 1)
 
     @property
     def compilations(self) -> int:
@@ -139,14 +178,20 @@ class Denoiser:
         args = self._place(args)
         return self._program(*args)(self.state, *args)
 
+    def _cache_state(self, conditions: Conditions, shape: tuple[int, ...]) -> tuple[StepCacheState, ...]:
+        """The empty step cache the turn's velocity carries, as a trailing argument (none when inactive)."""
+        if not self.cache.active(self.guided):
+            return ()
+        x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+        target = self.task.layout(x, conditions, self.model.config.tokenizers)[0]
+        passes = 2 if self.guided else 1
+        return (StepCacheState.init(passes, target.stop - target.start, self.model.config.dit.dim, (1, *shape)),)
+
     def prepare(self, conditions: Conditions, prompt: str, shape: tuple[int, ...]) -> float:
         """Compiles the program `sample` runs for these conditions without sampling (a later process then
         loads it from the persistent compilation cache); the seconds it took."""
-        self._program(
-            *self._place(
-                (jnp.zeros((1, *shape), jnp.float32), jnp.zeros((1,), jnp.float32), conditions, self.context(prompt))
-            )
-        )
+        x, t = jnp.zeros((1, *shape), jnp.float32), jnp.zeros((1,), jnp.float32)
+        self._program(*self._place((x, t, conditions, self.context(prompt), *self._cache_state(conditions, shape))))
         compiled, self._pending_compile = self._pending_compile, 0.0
         return compiled
 
@@ -163,7 +208,19 @@ class Denoiser:
         context = self.context(prompt)
         noise = jax.random.normal(jax.random.key(seed), (1, *shape))
         sampler = self.sampling.make_sampler()
-        latents = denoise(lambda x, t: self._call(x, t[:1], conditions, context), noise, sampler)
+        cache = self._cache_state(conditions, shape)
+        if cache:
+
+            def velocity(x, t):
+                nonlocal cache
+                v, *cache = self._call(x, t[:1], conditions, context, *cache)
+                return v
+
+        else:
+            velocity = lambda x, t: self._call(x, t[:1], conditions, context)
+        latents = denoise(velocity, noise, sampler)
+        passes = 2 if self.guided else 1
+        self.last_counts = cache[0].counts() if cache else uncached_counts(len(sampler.timesteps), passes)
         compiled, self._pending_compile = self._pending_compile, 0.0
         return np.asarray(latents[0]), compiled
 
@@ -196,8 +253,13 @@ class Denoiser:
 
     def record(self, cost: TurnCost, compiled_seconds: float) -> dict:
         """The turn record's cost fields: tokens by kind (memory that is real, padding apart), the FLOPs
-        of one forward as computed (padding included), this process's compilations, and the mesh axes
-        the denoiser was split over."""
+        of one forward as computed (padding included), what the last sampled turn ran (passes computed
+        in full, passes that reused the step cache, steps skipped, steps whose unconditional pass was
+        reused) and the FLOPs it spent, this process's compilations, and the mesh axes the denoiser was
+        split over."""
+        counts = self.last_counts
+        # A reused step still runs block 0 with "first_block"; with "timestep" only the head (left out).
+        cached_flops = cost.first_block_flops if self.cache.kind == "first_block" else 0
         return {
             "tokens": {
                 "target": cost.target_tokens,
@@ -206,8 +268,13 @@ class Denoiser:
                 "per_block": list(cost.tokens_per_block),
             },
             "flops_per_forward": cost.flops,
-            "forwards": self.sampling.steps * (2 if self.guided else 1),
+            "forwards": counts["full_passes"],
+            "cached_forwards": counts["cached_passes"],
+            "steps_skipped": counts["skipped_steps"],
+            "uncond_reused": counts["uncond_reused"],
+            "flops": counts["full_passes"] * cost.flops + counts["cached_passes"] * cached_flops,
             "sampling": dataclasses.asdict(self.sampling),
+            "cache": dataclasses.asdict(self.cache),
             "compilations": self.compilations,
             "compiled_this_turn": compiled_seconds > 0,
             "mesh": {} if self.mesh is None else {axis: n for axis, n in self.mesh.shape.items() if n > 1},

@@ -32,6 +32,7 @@ from mv2v_jax.models.codec import LatentCodec
 from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
 from mv2v_jax.pipelines.session import Session, SessionError, Stages, TurnFiles
 from mv2v_jax.pipelines.slots import MemoryBudget, load_slots
+from mv2v_jax.pipelines.step_cache import NO_STEP_CACHE, StepCacheConfig
 from mv2v_jax.retrieval.bank import MemoryEntry
 from mv2v_jax.retrieval.similarity import segment_embedding, select_segments
 from mv2v_jax.tasks import get_task
@@ -83,13 +84,14 @@ class LongEditPipeline:
         text: TextConditioning | None = None,
         fps: float = 16.0,
         mesh: jax.sharding.Mesh | None = None,
+        cache: StepCacheConfig = NO_STEP_CACHE,
     ):
         self.task = get_task("long_edit")
         self.task.check_model(model.config, codec.channels)
         self.model, self.codec, self.embed_frames, self.fps = model, codec, embed_frames, fps
         self.budget, self.segment_frames, self.overlap = budget, segment_frames, overlap
         text = text or TextConditioning(text_dim=model.config.dit.text_dim)
-        self.denoiser = Denoiser(model, self.task, sampling, text, mesh)
+        self.denoiser = Denoiser(model, self.task, sampling, text, mesh, cache=cache)
 
     def retrieve(self, session: Session, query: np.ndarray, latent_shape) -> tuple[MemoryBatch, list, list]:
         """The previous segment (always) and the most similar older ones whose sources' embeddings are

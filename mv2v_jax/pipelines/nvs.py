@@ -37,6 +37,7 @@ from mv2v_jax.models.codec import TEMPORAL, LatentCodec
 from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
 from mv2v_jax.pipelines.session import Session, SessionError, Stages, TurnFiles
 from mv2v_jax.pipelines.slots import MemoryBudget, load_slots
+from mv2v_jax.pipelines.step_cache import NO_STEP_CACHE, StepCacheConfig
 from mv2v_jax.pipelines.turns import Turn
 from mv2v_jax.retrieval.bank import MemoryEntry
 from mv2v_jax.retrieval.fov import fov_bitmask, retrieve_by_fov
@@ -60,13 +61,14 @@ class NVSPipeline:
         text: TextConditioning | None = None,
         fps: float = 16.0,
         mesh: jax.sharding.Mesh | None = None,
+        cache: StepCacheConfig = NO_STEP_CACHE,
     ):
         task = get_task("nvs")
         task.check_model(model.config, codec.channels)
         self.model, self.codec, self.fps = model, codec, fps
         self.intrinsics, self.budget, self.fov_radius = intrinsics, budget, fov_radius
         text = text or TextConditioning(text_dim=model.config.dit.text_dim)
-        self.denoiser = Denoiser(model, task, sampling, text, mesh)
+        self.denoiser = Denoiser(model, task, sampling, text, mesh, cache=cache)
 
     def retrieve(
         self, session: Session | None, target_cameras: np.ndarray, latent_shape
