@@ -86,32 +86,18 @@ def train_steps(workdir: Path, split: str = "data") -> dict:
         for i in range(STEPS):
             state, metrics = step(state, batch(i), jax.random.fold_in(key, i))
             losses.append(float(metrics["loss"]))
-        iterator = iter(
-            training_dataset(
-                [latent_scene(i) for i in range(RECORDS)],
-                get_task("nvs").example,
-                sampling,
-                len(rows.rows),
-                0,
-                rows.shard,
-                rows.shards,
-            )
-        )
+
+        def records_iterator():
+            records = [latent_scene(i) for i in range(RECORDS)]
+            example = get_task("nvs").example
+            return iter(training_dataset(records, example, sampling, len(rows.rows), 0, rows.shard, rows.shards))
+
+        iterator = records_iterator()
         next(iterator)
         checkpointer = Checkpointer(workdir / "checkpoints")
         checkpointer.save(STEPS, state, iterator)
         checkpointer.wait()
-        fresh = iter(
-            training_dataset(
-                [latent_scene(i) for i in range(RECORDS)],
-                get_task("nvs").example,
-                sampling,
-                len(rows.rows),
-                0,
-                rows.shard,
-                rows.shards,
-            )
-        )
+        fresh = records_iterator()
         restored = checkpointer.restore(abstract_like(state), fresh)
         checkpointer.close()
         same = all(
