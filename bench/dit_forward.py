@@ -19,6 +19,7 @@ from common import summary, timed, write_section  # bench/ is on sys.path when r
 from flax import nnx
 
 from convert_weights.wan_dit import config_from_json, convert_state_dict
+from mv2v_jax.config import ArgumentParser, run_app
 from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig
 from mv2v_jax.models.weights import module_from_params
 
@@ -88,11 +89,11 @@ def measure(reference, ours: WanDiT, latent_shape, dtype, device, repeats: int) 
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="full 1.3B in bf16 on a GPU")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.full:
         layers, dtype, device, shapes = 30, torch.bfloat16, "cuda", [(21, 60, 104), (42, 60, 104)]
     else:
@@ -119,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, absl_flags=False)

@@ -32,6 +32,7 @@ from PIL import Image
 
 from convert_weights import dinov2 as dinov2_converter
 from convert_weights import umt5 as umt5_converter
+from mv2v_jax.config import ArgumentParser, run_app
 from mv2v_jax.models.text.umt5 import UMT5Config, UMT5Encoder, encode_tokens
 from mv2v_jax.models.vision.dinov2 import IMAGENET_MEAN, IMAGENET_STD, Dinov2, Dinov2Config, preprocess
 from mv2v_jax.models.weights import module_from_params
@@ -122,11 +123,11 @@ def preprocess_row(repeats: int) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=2, help="umT5 layers (umT5-XXL has 24)")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     rows = []
     for make in (partial(umt5_row, args.layers), dinov2_row, preprocess_row):
@@ -143,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, absl_flags=False)

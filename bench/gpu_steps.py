@@ -14,7 +14,6 @@ warm-up call. On a GPU, writes the "Sampling and training steps (GPU)" section o
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
@@ -24,6 +23,7 @@ from common import summary, write_section  # bench/ is on sys.path when run as a
 from scale import NVS, experiment
 
 from mv2v_jax import aot
+from mv2v_jax.config import ArgumentParser, run_app
 from mv2v_jax.parallel.mesh import use_mesh
 
 FILLED = {1: 0, 5: 4}  # memory videos retrieved at turn 1 and at turn 5
@@ -66,10 +66,10 @@ def peak_gib() -> str:
     return f"{stats['peak_bytes_in_use'] / 2**30:.1f}" if "peak_bytes_in_use" in stats else "n/a"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny widths and video: a dry run on any machine")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config = experiment(f"{NVS}:tiny" if args.small else NVS, batch_size=1)
     devices = jax.devices()[:1]
     platform = None if jax.default_backend() == "cpu" else jax.default_backend()  # "gpu": cuDNN, bfloat16
@@ -116,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, absl_flags=False)

@@ -34,7 +34,7 @@ import numpy as np
 from common import summary, timed, write_section  # bench/ is on sys.path when run as a script
 from flax import nnx
 
-from mv2v_jax.config import load_config
+from mv2v_jax.config import ArgumentParser, load_config, run_app
 from mv2v_jax.memory.budget import turn_cost
 from mv2v_jax.memory.builders import Conditions, MemoryBatch
 from mv2v_jax.memory.merging import MERGE_SCHEDULES, MergeConfig
@@ -240,12 +240,12 @@ def plot(series: dict, cpu: dict | None, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-cpu", action="store_true", help="the analytic parts only")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.turns < 7:
         parser.error("--turns must be at least 7 (the tables compare turn 5 and a full memory)")
     table, series = analytic(args.turns)
@@ -285,4 +285,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, absl_flags=False)

@@ -40,6 +40,8 @@ from mv2v_jax.retrieval.fov import (
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from test_fov import pole_turned, reference_cell_areas, reference_fov, rotation, trajectory  # the test's references
 
+from mv2v_jax.config import ArgumentParser, run_app
+
 FRAMES = 81
 REFERENCE_ENTRIES = 10  # the NumPy reference of the recomputation is timed on this many and scaled
 
@@ -104,11 +106,11 @@ def row(what: str, numpy_times: list[float], jax_times: list[float], numpy_scale
     return f"| {what} | {duration(numpy_times, numpy_scale)} | {duration(jax_times)} | {speedup:.0f}x |"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     intrinsics = Intrinsics.from_hfov(60, 480, 832)
@@ -193,4 +195,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, absl_flags=False)

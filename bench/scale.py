@@ -27,7 +27,7 @@ import matplotlib
 from common import write_section  # bench/ is on sys.path when run as a script
 
 from mv2v_jax import aot
-from mv2v_jax.config import load_config
+from mv2v_jax.config import ArgumentParser, load_config, run_app
 from mv2v_jax.memory.budget import turn_cost
 from mv2v_jax.parallel.mesh import default_sampling_mesh
 
@@ -247,11 +247,11 @@ def section(reports: dict[str, aot.Report]) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     # Checking a few rows prints their table and writes nothing: the section comes from one full run.
     parser.add_argument("--rows", nargs="+", choices=[r.key for r in ROWS], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     reports = {}
     for row in ROWS:
         if args.rows and row.key not in args.rows:
@@ -265,4 +265,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, absl_flags=False)

@@ -15,7 +15,6 @@ Writes the "Sequence-parallel attention (compiled ahead of time)" section of BEN
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import jax
@@ -24,6 +23,7 @@ from common import write_section  # bench/ is on sys.path when run as a script
 from jax.sharding import NamedSharding
 
 from mv2v_jax import aot
+from mv2v_jax.config import ArgumentParser, run_app
 from mv2v_jax.models.wan.attention import AttentionConfig, attention
 from mv2v_jax.parallel.mesh import logical_to_spec, make_mesh, use_mesh
 
@@ -54,8 +54,8 @@ def compiled(heads: int, tokens: int, sequence: int, scheme: str, backward: bool
         return jax.jit(train if backward else forward).lower(x, x, x, segments).compile()
 
 
-def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+def main(argv: list[str]) -> None:
+    ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     topology = aot.tpu_topology("v5p:2x2x2")
     rows = []
     for name, heads, tokens in CASES:
@@ -96,4 +96,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, absl_flags=False)

@@ -20,7 +20,7 @@ import numpy as np
 from common import summary, timed, write_section  # bench/ is on sys.path when run as a script
 from flax import nnx
 
-from mv2v_jax.config import load_config
+from mv2v_jax.config import ArgumentParser, load_config, run_app
 from mv2v_jax.data.loader import to_train_batch
 from mv2v_jax.data.memory_sampling import MemorySampling, nvs_example
 from mv2v_jax.data.synthetic import SceneConfig, generate_scene
@@ -60,11 +60,11 @@ def batch_from_scenes(config, batch_size: int):
     return to_train_batch({k: np.stack([e[k] for e in examples]) for k in examples[0]})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny_nvs.py")
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config = load_config(args.config)
     model = MemoryDiT(MemoryConfig.from_config(config.model), rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
@@ -116,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, absl_flags=False)

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from bench.common import write_section
-from mv2v_jax.config import load_config
+from mv2v_jax.config import ArgumentParser, load_config, run_app
 from mv2v_jax.data.synthetic import SceneConfig, generate_scene
 from mv2v_jax.io.video import write_video
 
@@ -82,11 +82,11 @@ def run_turn(work: Path, config: str, turn: int, cache: str) -> dict[str, float]
     return {"after_load": after_load, "compile": record["seconds"]["compile"], "wall": wall}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny_nvs.py")
     parser.add_argument("--turns", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config = load_config(args.config)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
@@ -120,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, absl_flags=False)

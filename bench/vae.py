@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 from common import summary, timed, write_section  # bench/ is on sys.path when run as a script
 
+from mv2v_jax.config import ArgumentParser, run_app
+
 
 def reference_model(path: Path):
     from diffusers import AutoencoderKLWan
@@ -140,14 +142,14 @@ def prepare_weights(folder: Path) -> None:
     convert_vae(folder / "diffusers", folder / "jax")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=9)
     parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory", nargs=2, metavar=("FRAMEWORK", "OPERATION"), help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     height, width = args.size
     if args.memory:
         print(json.dumps(measure_memory(*args.memory, args.weights, args.frames, height, width)))
@@ -196,4 +198,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, absl_flags=False)

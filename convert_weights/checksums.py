@@ -15,12 +15,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mv2v_jax.config import INTERRUPTED
+from mv2v_jax.config import ArgumentParser, run_app
 from mv2v_jax.models.weights import CHECKSUMS_FILE, add_checksums, verify_checksums
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def main(argv: Sequence[str]) -> int:
+    parser = ArgumentParser(
         prog="python -m convert_weights.checksums",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -38,11 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OSError) as e:  # WeightsError, an unreadable or read-only folder
             print(f"error: {e}", file=sys.stderr)
             failed = True
-        except KeyboardInterrupt:  # checksums.json is written atomically: there or not
-            print("error: interrupted (Ctrl-C)", file=sys.stderr)
-            return INTERRUPTED
     return int(failed)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_app(main, absl_flags=False)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -30,7 +29,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from convert_weights.sources import Tensors
-from mv2v_jax.config import INTERRUPTED, TRACEBACK_VAR, unexpected_error
+from mv2v_jax.config import ArgumentParser
 from mv2v_jax.models.weights import WeightsWriter, flatten_paths
 
 Path_ = tuple[str, ...]
@@ -242,14 +241,14 @@ def run_cli(
     prog: str,
     doc: str,
     run: Callable[[argparse.Namespace], Path],
-    argv: Sequence[str] | None = None,
+    argv: Sequence[str],
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
     param_dtypes: Sequence[str] = ("float32", "bfloat16"),
 ) -> int:
-    """The shared converter CLI: SRC OUT [--param-dtype] [--overwrite] plus `add_arguments`; errors
-    print and exit 1, Ctrl-C prints one line and exits 130 (OUT is left as it was). The first of
+    """The shared converter CLI (its `main`, under `run_app`): SRC OUT [--param-dtype] [--overwrite] plus
+    `add_arguments`; errors print and exit 1 (OUT is left as it was, as on Ctrl-C). The first of
     `param_dtypes` is the default ("auto": the checkpoint's)."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="checkpoint folder or file (see above)")
     parser.add_argument("out", help="output weights directory (written atomically)")
     parser.add_argument(
@@ -266,14 +265,6 @@ def run_cli(
         out = run(args)
     except (ValueError, OSError) as e:  # ConversionError, CheckpointError, an existing OUT, a full disk, ...
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted (Ctrl-C)", file=sys.stderr)
-        return INTERRUPTED
-    except Exception as e:  # not foreseen by the checks above: one line, the traceback on request
-        if os.environ.get(TRACEBACK_VAR):
-            raise
-        print(unexpected_error(e), file=sys.stderr)
         return 1
     print(f"wrote {out}")
     return 0

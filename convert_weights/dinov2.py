@@ -18,7 +18,6 @@ takes the hub's names, or transformers 5's in-memory ones (`attention.q_proj`, .
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from convert_weights.common import (
     write_weights,
 )
 from convert_weights.sources import StateDict, TensorSource
+from mv2v_jax.config import run_app
 from mv2v_jax.models.vision.dinov2 import ARCH_FIELDS, Dinov2, Dinov2Config
 from mv2v_jax.models.weights import nest_paths
 
@@ -168,7 +168,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], config: Dinov2Config, *, p
     return nest_paths(read_params(StateDict(hub_state_dict(state_dict)), RULES, expected, progress=progress))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str]) -> int:
     return run_cli(
         "python -m convert_weights.dinov2",
         __doc__,
@@ -178,4 +178,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_app(main, absl_flags=False)

@@ -10,12 +10,12 @@ tokenizers and mergers are derived (convert_weights.memory_dit). For the plain D
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convert_weights import memory_dit
 from convert_weights.memory_dit import run_memory_cli
+from mv2v_jax.config import run_app
 from mv2v_jax.models.wan.dit import WanDiTConfig
 from mv2v_jax.tasks import get_task
 
@@ -30,9 +30,9 @@ def convert_state_dict(
     return memory_dit.convert_state_dict(state_dict, config, progress=progress)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str]) -> int:
     return run_memory_cli("python -m convert_weights.lucy_edit", __doc__, get_task("long_edit").adapters, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_app(main, absl_flags=False)

@@ -121,7 +121,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], config: MemoryConfig, *, p
     return nest_paths(params | initial_memory_modules(source, config))
 
 
-def run_memory_cli(prog: str, doc: str, adapters: tuple[str, ...], argv: Sequence[str] | None = None) -> int:
+def run_memory_cli(prog: str, doc: str, adapters: tuple[str, ...], argv: Sequence[str]) -> int:
     """The recammaster / lucy_edit CLIs: the DiT converter's options, with the task's block adapters."""
     return run_cli(
         prog,

@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from mv2v_jax.config import REPO_CONFIGS, load_config, parse_flags
+from mv2v_jax.config import REPO_CONFIGS, load_config, run_app
 from mv2v_jax.models.weights import WeightsWriter
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -188,4 +188,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("out", None, "weights root: sets the config's weights_dir")
     flags.DEFINE_integer("seed", 0, "seed of every parameter's draw")
     flags.DEFINE_bool("overwrite", False, "replace weights folders that exist")
-    sys.exit(app.run(main, flags_parser=parse_flags))
+    run_app(main)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from convert_weights.common import (
     write_weights,
 )
 from convert_weights.sources import StateDict, Tensors, TensorSource
+from mv2v_jax.config import run_app
 from mv2v_jax.models.text.umt5 import ARCH_FIELDS, UMT5Config, UMT5Encoder
 from mv2v_jax.models.weights import nest_paths
 
@@ -238,7 +238,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], config: UMT5Config, *, pro
     return nest_paths(read_params(source, RULES, expected, rename=rename, progress=progress))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str]) -> int:
     return run_cli(
         "python -m convert_weights.umt5",
         __doc__,
@@ -249,4 +249,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_app(main, absl_flags=False)

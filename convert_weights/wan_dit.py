@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from convert_weights.common import (
     write_weights,
 )
 from convert_weights.sources import StateDict, Tensors, TensorSource
+from mv2v_jax.config import run_app
 from mv2v_jax.models.wan.dit import ARCH_FIELDS, WanDiT, WanDiTConfig
 from mv2v_jax.models.weights import nest_paths
 
@@ -266,7 +266,7 @@ def add_dit_arguments(parser) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str]) -> int:
     return run_cli(
         "python -m convert_weights.wan_dit",
         __doc__,
@@ -279,4 +279,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_app(main, absl_flags=False)

@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ from convert_weights.common import (
     write_weights,
 )
 from convert_weights.sources import StateDict, TensorSource
+from mv2v_jax.config import run_app
 from mv2v_jax.models.wan.vae import (
     ARCH_FIELDS,
     WAN21_LATENTS_MEAN,
@@ -330,7 +330,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], config: WanVAEConfig, *, p
     return nest_paths(read_params(source, RULES, expected, rename=rename, progress=progress))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str]) -> int:
     return run_cli(
         "python -m convert_weights.wan_vae",
         __doc__,
@@ -340,4 +340,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_app(main, absl_flags=False)

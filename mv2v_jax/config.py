@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.util
 import math
@@ -219,17 +220,33 @@ def close_progress_bars() -> None:
         bar.close()
 
 
-def run_app(main: Callable[[list[str]], int | None]) -> None:
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the CLIs that do not use absl flags (`run_app(main, absl_flags=False)`): a usage error
+    is one `error:` line naming the argument, exit 2, instead of argparse's usage block and `prog: error:`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (--help shows the usage)\n")
+
+
+def run_app(main: Callable[[list[str]], int | None], *, absl_flags: bool = True) -> None:
     """`absl.app.run(main)` with `parse_flags`, and Ctrl-C answered with one line and exit 130 instead of
     a traceback (`main`'s `finally` blocks, closing sessions and files, run on the way out). An exception
     `main` does not answer itself is one `unexpected_error` line and exit 1 (`MV2V_TRACEBACK=1`: the
-    traceback)."""
+    traceback). `absl_flags=False`: `main` parses its arguments itself (`ArgumentParser`) and gets them
+    without the program name; its return value is the exit status.
+
+    A SIGINT the launcher ignored (a background job of a script, `nohup`-style launchers) stays ignored:
+    that is how a shell keeps the terminal's Ctrl-C away from its background jobs, so the guard does not
+    restore it."""
     import os
 
     from absl import app
 
     try:
-        app.run(main, flags_parser=parse_flags)
+        if absl_flags:
+            app.run(main, flags_parser=parse_flags)
+        else:
+            sys.exit(main(sys.argv[1:]))
     except KeyboardInterrupt:
         close_progress_bars()
         # On a line of its own whatever the interrupt cut short (a bar mid-refresh, the terminal's "^C").

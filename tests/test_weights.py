@@ -4,6 +4,7 @@ converting a checkpoint holds one tensor at a time in memory, and a damaged file
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -192,6 +193,52 @@ def test_a_damaged_parameter_file_is_refused_naming_it(tmp_path, damage):
     expect = "files are missing: parameter head/kernel" if damage == "deleted" else "parameter head/kernel"
     with pytest.raises(WeightsError, match=rf"{tmp_path / 'w'}: {expect} \(params/head\.kernel/0\.0\)"):
         load_tiny(tmp_path / "w")
+
+
+@pytest.mark.parametrize(
+    "stray, named",
+    [
+        ("notes.txt", "notes.txt"),  # copied in by hand
+        (f"{PARAMS_DIR}/head.kernel/1.0", "parameter head/kernel (params/head.kernel/1.0)"),  # another conversion's
+        (f"{PARAMS_DIR}/old.kernel/0.0", "parameter old/kernel (params/old.kernel/0.0)"),
+    ],
+)
+def test_a_file_checksums_json_does_not_list_is_refused_naming_it(tmp_path, stray, named):
+    write_tiny(tmp_path / "w")
+    load_tiny(tmp_path / "w")  # verified once: the cache does not vouch for a file added since
+    (tmp_path / "w" / stray).parent.mkdir(exist_ok=True)
+    (tmp_path / "w" / stray).write_bytes(b"\0" * 64)
+    with pytest.raises(WeightsError, match=rf"{tmp_path / 'w'}: files not in checksums\.json: {re.escape(named)} "):
+        load_tiny(tmp_path / "w")
+    (tmp_path / "w" / "config.json").unlink()  # a listed file missing as well: both named, in one error
+    with pytest.raises(WeightsError, match=rf"files are missing: config\.json .*; files not in .*{re.escape(named)}"):
+        verify_checksums(tmp_path / "w")
+
+
+def files_and_times(path: Path) -> dict[str, int]:
+    return {p.relative_to(path).as_posix(): p.stat().st_mtime_ns for p in path.rglob("*")}
+
+
+@pytest.mark.parametrize("outcome", ["loads", "fails_its_checksums", "does_not_fit", "fails_in_orbax"])
+def test_loading_writes_nothing_inside_the_weights_directory(tmp_path, outcome):
+    write_tiny(tmp_path / "w")
+    chunk = tmp_path / "w" / PARAMS_DIR / "head.kernel" / "0.0"
+    build = lambda: Tiny(nnx.Rngs(1))
+    if outcome == "fails_its_checksums":
+        chunk.write_bytes(chunk.read_bytes()[:-4])
+    elif outcome == "does_not_fit":
+        build = lambda: nnx.Linear(8, 16, rngs=nnx.Rngs(1))
+    elif outcome == "fails_in_orbax":  # no checksums to catch it: orbax and tensorstore read the damaged file
+        (tmp_path / "w" / CHECKSUMS_FILE).unlink()
+        chunk.write_bytes(chunk.read_bytes()[:-4])
+    before = files_and_times(tmp_path / "w")
+    if outcome == "loads":
+        load_module(tmp_path / "w", build)
+    else:
+        with pytest.raises(WeightsError):
+            load_module(tmp_path / "w", build)
+    assert files_and_times(tmp_path / "w") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]  # no side folder beside it either
 
 
 def test_verification_hashes_once_per_directory(tmp_path, monkeypatch):

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mv2v_jax.config import load_config
+from mv2v_jax.config import ArgumentParser, load_config, run_app
 from mv2v_jax.data.synthetic import SceneConfig, generate_scene
 from mv2v_jax.eval import report
 from mv2v_jax.eval.benchmarks import write_section
@@ -260,8 +260,8 @@ def table(result: Mapping[str, Any]) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny_nvs.py")
     parser.add_argument("--weights", default=None, help="override the config's sample.weights")
     parser.add_argument("--scenes", type=int, default=16)
@@ -272,7 +272,7 @@ def main() -> None:
     parser.add_argument("--merge-schedule", default=None, help="a name in memory.merging.MERGE_SCHEDULES")
     parser.add_argument("--out", default=None, help="default outputs/consistency_<cameras>")
     parser.add_argument("--write-benchmarks", action="store_true", help="also write BENCHMARKS.md's section")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config = load_config(args.config)
     if args.weights:
         config.sample.weights = args.weights
@@ -291,4 +291,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, absl_flags=False)

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from mv2v_jax.config import load_config
+from mv2v_jax.config import ArgumentParser, load_config, run_app
 from mv2v_jax.data.synthetic import LongVideoConfig, SceneConfig, generate_long_edit
 from mv2v_jax.eval import consistency, edit_consistency
 from mv2v_jax.eval.consistency import HELD_OUT_SEED, key_frames, run_setting
@@ -167,8 +166,8 @@ def long_edit_demo(folder: Path, config_path: str, steps: int | None, weights: s
     return summary
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str]) -> int:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/demo")
     parser.add_argument("--nvs-config", default="configs/tiny_nvs.py")
     parser.add_argument("--edit-config", default="configs/tiny_long_edit.py")
@@ -176,7 +175,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the configs')")
     parser.add_argument("--nvs-weights", default=None, help="default: the config's, the shipped model")
     parser.add_argument("--edit-weights", default=None, help="default: the config's, the shipped model")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     run = Path(args.out) / time.strftime("run-%Y%m%d-%H%M%S")
     start = time.perf_counter()
     print("Memory-V2V demo: the shipped small models on a room and a long video they never saw, memory against none.")
@@ -210,4 +209,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_app(main, absl_flags=False)

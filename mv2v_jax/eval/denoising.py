@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mv2v_jax.config import dataclass_from_config, load_config
+from mv2v_jax.config import ArgumentParser, dataclass_from_config, load_config, run_app
 from mv2v_jax.data.encode_latents import open_latents
 from mv2v_jax.data.loader import decode_text, to_train_batch
 from mv2v_jax.data.memory_sampling import MemorySampling
@@ -193,13 +193,13 @@ def table(errors: dict[str, dict[str, float]], examples: int) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny_long_edit.py")
     parser.add_argument("--weights", default=None, help="default: the config's sample.weights")
     parser.add_argument("--examples", type=int, default=128, help="validation examples (drawn again past the split)")
     parser.add_argument("--write-benchmarks", action="store_true", help="also write BENCHMARKS.md's section")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config = load_config(args.config)
     weights = args.weights or config.sample.weights
     errors = denoising_errors(load_memory_dit(weights), config, args.examples)
@@ -211,4 +211,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_app(main, absl_flags=False)

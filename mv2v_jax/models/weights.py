@@ -7,12 +7,13 @@ model's `nnx.State`). Converters write it one tensor at a time (`WeightsWriter`)
 into the sharded layout of the current mesh, so no device ever holds the full model unless asked.
 
 A directory appears complete or not at all: it is written under a temporary name and renamed.
-`checksums.json` holds the sha256 of every file a load reads (config.json and everything under
-params/), written last; `load_module` checks it before restoring, so a damaged parameter file is
-refused up front, named. Hashing runs once per directory: what was verified is remembered in the user
-cache (mv2v_jax.cache) by each file's size, mtime, ctime and inode, so later loads only stat the files.
-Directories written before checksums existed load with a one-line warning naming the command that
-adds them (`python -m convert_weights.checksums DIR`).
+`checksums.json` holds the sha256 of every other file of the directory (config.json, everything
+under params/, a model card), written last; `load_module` checks it before restoring, so a damaged,
+missing or unlisted file (one left by another conversion, say) is refused up front, named. Loading
+writes nothing inside the directory. Hashing runs once per directory: what was verified is
+remembered in the user cache (mv2v_jax.cache) by each file's size, mtime, ctime and inode, so later
+loads only stat the files. Directories written before checksums existed load with a one-line warning
+naming the command that adds them (`python -m convert_weights.checksums DIR`).
 """
 
 from __future__ import annotations
@@ -215,9 +216,9 @@ def _quiet(logger: str) -> Iterator[None]:
 
 
 def _checksummed_files(path: Path) -> list[str]:
-    """Every file a load reads, relative to the weights directory: config.json and all of params/."""
-    params = sorted(p.relative_to(path).as_posix() for p in (path / PARAMS_DIR).rglob("*") if p.is_file())
-    return [CONFIG_FILE, *params]
+    """Every file of the weights directory but checksums.json, relative to it."""
+    files = (p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    return sorted(name for name in files if name != CHECKSUMS_FILE)
 
 
 def _sha256(file: Path) -> str:
@@ -233,7 +234,7 @@ def _hash_files(path: Path, names: list[str]) -> dict[str, str]:
 
 
 def write_checksums(path: str | os.PathLike) -> Path:
-    """Writes `checksums.json`: the sha256 of every file `load_module` reads, as the files are now."""
+    """Writes `checksums.json`: the sha256 of every other file of the directory, as the files are now."""
     path = Path(path)
     checksums = {"algorithm": "sha256", "files": _hash_files(path, _checksummed_files(path))}
     write_json(path / CHECKSUMS_FILE, checksums)
@@ -309,7 +310,8 @@ def _remember(path: Path) -> None:
 
 
 def verify_checksums(path: str | os.PathLike) -> None:
-    """Refuses a weights directory whose files differ from its checksums.json, naming each parameter.
+    """Refuses a weights directory whose files differ from its checksums.json, naming each parameter:
+    changed, missing, or there and not listed.
 
     Hashes every file once; while no file's size, mtime, ctime or inode changes (and checksums.json
     is the same), later calls only stat them. A directory without checksums.json loads unchecked,
@@ -328,9 +330,17 @@ def verify_checksums(path: str | os.PathLike) -> None:
         return
     expected, raw = recorded
     names = sorted(expected)
-    missing = [name for name in names if not (path / name).is_file()]
-    if missing:
-        raise WeightsError(f"{path}: files are missing: {_describe(missing)[0]}; convert or export the weights again")
+    present = set(_checksummed_files(path))
+    missing = [name for name in names if name not in present]
+    unlisted = sorted(present - expected.keys())
+    if missing or unlisted:
+        problems = [f"files are missing: {_describe(missing)[0]} (convert or export the weights again)"] * bool(missing)
+        if unlisted:  # not written with the weights (left by another conversion, copied in by hand)
+            problems.append(
+                f"files not in {CHECKSUMS_FILE}: {_describe(unlisted)[0]} (remove them; or, for a directory known "
+                f"to be good, delete {CHECKSUMS_FILE} and run `{ADD_CHECKSUMS} {path}`)"
+            )
+        raise WeightsError(f"{path}: {'; '.join(problems)}")
     cache = _cache_file(path)
     entry = _cache_entry(path, raw, names)  # before hashing: a file changed meanwhile is hashed again next time
     with contextlib.suppress(OSError, ValueError):

@@ -654,6 +654,14 @@ CASES: tuple[Case, ...] = (
         r"weights_deleted: files are missing: parameter dit/head/proj/kernel \(params/dit\.head\.proj\.kernel/",
     ),
     Case(
+        "weights_unlisted/",
+        "sample.py",
+        "a parameter folder from another conversion left in the directory, not in its checksums",
+        with_video("videos/good.mp4", "--config.sample.weights={root}/weights_unlisted"),
+        r"weights_unlisted: files not in checksums\.json: parameter dit/old/kernel \(params/dit\.old\.kernel/\.zarray, "
+        r"params/dit\.old\.kernel/0\.0\)",
+    ),
+    Case(
         "weights_truncated/",
         "sample.py",
         "a parameter file cut short",
@@ -1208,6 +1216,8 @@ def write_weights(root: Path) -> None:
         shutil.copytree(root / "weights", root / name)
         shutil.rmtree(root / name / kernel)
     (root / "weights_missing" / "checksums.json").unlink()  # as written before weights carried checksums
+    shutil.copytree(root / "weights", root / "weights_unlisted")
+    shutil.copytree(root / "weights_unlisted" / kernel, root / "weights_unlisted" / "params" / "dit.old.kernel")
     shutil.copytree(root / "weights", root / "weights_truncated")
     (chunk,) = (root / "weights_truncated" / kernel).glob("0.*")
     chunk.write_bytes(chunk.read_bytes()[:100])

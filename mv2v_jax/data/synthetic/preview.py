@@ -7,13 +7,13 @@ video's segments, source above edit; docs/synthetic_long_edit.png is `--long --s
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mv2v_jax.config import ArgumentParser
 from mv2v_jax.data.synthetic.long_video import LONG_PRESETS, generate_long_edit
 from mv2v_jax.data.synthetic.scene_config import PRESETS
 from mv2v_jax.data.synthetic.scenes import generate_scene
@@ -41,8 +41,8 @@ def write_long_preview(path: str | Path, video: Mapping[str, Any], columns: int 
     return write_contact_sheet(path, rows, labels=labels, frame_indices=frames)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mv2v_jax.data.synthetic", description=write_preview.__doc__)
+def main(argv: Sequence[str]) -> None:
+    parser = ArgumentParser(prog="python -m mv2v_jax.data.synthetic", description=write_preview.__doc__)
     parser.add_argument("out", type=Path, help="PNG to write")
     parser.add_argument("--long", action="store_true", help="a long video and its edit instead of a scene")
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS), help="PRESETS, or LONG_PRESETS")
