@@ -94,7 +94,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         ),  # ours: k = 6 as for NVS; slot 0 is always the previous segment (paper)
         long_edit=dict(segment_frames=SIZES[arg]["frames"], overlap=0),  # paper: independent 81-frame segments
         merge_schedule="",  # the weights' own; or a name in memory.merging.MERGE_SCHEDULES
-        # Step caching (pipelines.step_cache; docs/step_caching.md): off until measured (issue 25), e.g.
+        # Step caching (pipelines.step_cache; docs/step_caching.md): off until measured, e.g.
         # --config.sample.cache.kind=first_block.
         cache=dict(kind="none", threshold=0.05, warmup=2, uncond_every=1),
         # Every device of the process: guidance's batch of 2 over data, the rest over the sequence

@@ -157,7 +157,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         retrieval=dict(slots=3, min_score=0.0, buckets=(0, 3)),
         long_edit=dict(segment_frames=SEGMENT["frames"], overlap=0),  # paper: independent segments
         merge_schedule="",  # the weights' own; or a name in memory.merging.MERGE_SCHEDULES
-        # Step caching (pipelines.step_cache; docs/step_caching.md): off until measured (issue 25), e.g.
+        # Step caching (pipelines.step_cache; docs/step_caching.md): off until measured, e.g.
         # --config.sample.cache.kind=first_block.
         cache=dict(kind="none", threshold=0.05, warmup=2, uncond_every=1),
         # Ours: one device; a 4 M-parameter model gains nothing from more ("auto" spreads it over all).

@@ -45,7 +45,8 @@ class StepCacheConfig:
     pass every this many steps after the warm-up; 1: every step).
 
     Paper-silent (the paper samples every step): off by default; threshold 0.05 and warmup 2 are
-    unmeasured starting points in the range FBCache and TeaCache use for Wan (issue 25 measures them).
+    unmeasured starting points in the range FBCache and TeaCache use for Wan, to be measured before any
+    config turns caching on.
     """
 
     kind: str = "none"
