@@ -307,9 +307,9 @@ def test_another_merge_schedule_keeps_trained_mergers_and_pools_at_new_blocks(rn
     seen = []
     original = WanDiT.__call__
 
-    def spy(self, seq, t, context, *, adapters=(), hooks=None):
+    def spy(self, seq, t, context, *, hooks=None, **kwargs):
         seen.append(sorted(hooks))
-        return original(self, seq, t, context, adapters=adapters, hooks=hooks)
+        return original(self, seq, t, context, hooks=hooks, **kwargs)
 
     monkeypatch.setattr(WanDiT, "__call__", spy)
     streams = recammaster_streams(noisy, source, camera, memory)
