@@ -145,8 +145,10 @@ def outcomes(request, tmp_path_factory) -> dict[str, Outcome]:
                     holder.send_signal(signal.SIGKILL)
                     holder.wait()
             changed = sorted(name for name, digest in before.items() if after.get(name) != digest)
+            # What a case may leave (`leaves`) is allowed for its pair too: which of the two wrote a file is unknown.
+            leaves = [pattern for case in batch for pattern in case.leaves]
+            created = [n for n in sorted(after.keys() - before.keys()) if not any(map(Path(n).match, leaves))]
             for case, result in zip(batch, done, strict=True):
-                created = [n for n in sorted(after.keys() - before.keys()) if not any(map(Path(n).match, case.leaves))]
                 results[case.input] = Outcome(result.returncode, result.stderr, changed, created)
     if (root / "unwritable").is_dir():
         (root / "unwritable").chmod(0o755)  # so that pytest can clean up
