@@ -1,13 +1,10 @@
 """Memory-V2V long video editing on LucyEdit (Wan2.2-TI2V-5B with 96 input channels): the paper's setting.
 
-Weights, converted once into `weights_dir` (README, "Real weights"; every path below is also its own
-field, e.g. `--config.sample.embedder.weights=...`):
+Weights, downloaded from the releases `release` names (configs/releases.py) and converted once into
+`weights_dir` (README, "The real backbones", also for doing it by hand; every folder is also its own
+field, e.g. `--config.sample.embedder.weights=...`). LucyEdit is released for non-commercial use only:
 
-    python -m convert_weights.lucy_edit Lucy-Edit-Dev/transformer weights/lucy_edit
-    python -m convert_weights.wan_vae Lucy-Edit-Dev/vae weights/wan2.2_vae
-    python -m convert_weights.umt5 Lucy-Edit-Dev/text_encoder weights/umt5
-    cp -r Lucy-Edit-Dev/tokenizer weights/umt5_tokenizer
-    python -m convert_weights.dinov2 dinov2-base weights/dinov2-base
+    python -m convert_weights.fetch --config configs/lucy_edit_long.py --accept_license
 
 Sampling, and fine-tuning on long source/edited pairs (`data.source.manual_dir`, layout in
 mv2v_jax.data.tfds.long_edit_pairs):
@@ -61,6 +58,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.weights_dir = "weights/tiny-lucy_edit" if tiny else "weights"
     weights = config.get_ref("weights_dir")
     config.model = model_config(tiny)
+    # Where the weights are published: `python -m convert_weights.fetch` downloads and converts them.
+    config.release = load_config(f"{CONFIGS / 'releases.py'}:lucy_edit_long")
     config.init_weights = weights + "/lucy_edit"  # convert_weights.lucy_edit (fine-tuning starts here)
     config.sample = dict(
         weights=weights + "/lucy_edit",  # or a run's <workdir>/weights after training

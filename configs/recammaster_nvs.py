@@ -1,12 +1,10 @@
 """Memory-V2V novel view synthesis on ReCamMaster (Wan2.1-T2V-1.3B + camera layers): the paper's setting.
 
-Weights, converted once into `weights_dir` (README, "Real weights"; every path below is also its own
+Weights, downloaded from the releases `release` names (configs/releases.py) and converted once into
+`weights_dir` (README, "The real backbones", also for doing it by hand; every folder is also its own
 field, e.g. `--config.sample.codec.weights=...`):
 
-    python -m convert_weights.recammaster step20000.ckpt weights/recammaster
-    python -m convert_weights.wan_vae Wan2.1-T2V-1.3B/Wan2.1_VAE.pth weights/wan2.1_vae
-    python -m convert_weights.umt5 Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth weights/umt5
-    cp -r Wan2.1-T2V-1.3B/google/umt5-xxl weights/umt5_tokenizer
+    python -m convert_weights.fetch --config configs/recammaster_nvs.py
 
 Sampling, and fine-tuning as the paper does (MultiCamVideo from `data.source.manual_dir`):
 
@@ -65,6 +63,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.weights_dir = "weights/tiny-recammaster" if tiny else "weights"
     weights = config.get_ref("weights_dir")
     config.model = model_config(tiny)
+    # Where the weights are published: `python -m convert_weights.fetch` downloads and converts them.
+    config.release = load_config(f"{CONFIGS / 'releases.py'}:recammaster_nvs")
     config.init_weights = weights + "/recammaster"  # convert_weights.recammaster (fine-tuning starts here)
     config.sample = dict(
         weights=weights + "/recammaster",  # or a run's <workdir>/weights after training

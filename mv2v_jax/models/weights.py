@@ -236,8 +236,20 @@ def _hash_files(path: Path, names: list[str]) -> dict[str, str]:
 def write_checksums(path: str | os.PathLike) -> Path:
     """Writes `checksums.json`: the sha256 of every other file of the directory, as the files are now."""
     path = Path(path)
-    checksums = {"algorithm": "sha256", "files": _hash_files(path, _checksummed_files(path))}
-    write_json(path / CHECKSUMS_FILE, checksums)
+    return _write_checksums(path, _hash_files(path, _checksummed_files(path)))
+
+
+def add_to_checksums(path: str | os.PathLike, names: Iterable[str]) -> Path:
+    """Lists the files `names` (relative to the directory `path`) in its checksums.json, hashing only them:
+    files written beside converted weights (a model card). A directory without checksums.json gets one
+    listing just them."""
+    path = Path(path)
+    recorded = _read_checksums(path)
+    return _write_checksums(path, (recorded[0] if recorded else {}) | _hash_files(path, sorted(names)))
+
+
+def _write_checksums(path: Path, files: Mapping[str, str]) -> Path:
+    write_json(path / CHECKSUMS_FILE, {"algorithm": "sha256", "files": dict(files)})
     return path / CHECKSUMS_FILE
 
 
