@@ -21,8 +21,9 @@ every turn's cameras, the session) is checked before anything is loaded or creat
 appears with its first complete turn. Each turn writes an mp4, a contact sheet and a JSON record under
 `<session>/turns/`, together with its memory entry. Configuration lives in the config file's `sample`
 section (pipelines.build); override fields with --config.sample.x=y. Compiled programs are cached in
-~/.cache/mv2v_jax (MV2V_CACHE_DIR=/elsewhere moves it, =off disables it), and the last turn also
-prepares the program the next turn runs, so the next turn in a new process starts sampling in seconds.
+~/.cache/mv2v_jax (MV2V_CACHE_DIR=/elsewhere moves it, =off disables it). Once its turns are written and
+announced and the session is released, the command also prepares the program the next turn runs, so the
+next turn in a new process starts sampling in seconds (--noprepare_next_turn skips it).
 """
 
 from __future__ import annotations
@@ -138,11 +139,14 @@ def run_nvs(sample, session_path: Path) -> None:
         if restored := pipeline.restore_files(session):
             note(f"session {session_path}: wrote the missing files of turn(s) {restored} again from the memory bank")
         for turn in tqdm(turns, desc="turns", unit="turn", disable=len(turns) == 1):
-            print(describe(pipeline.run_turn(session, turn)))
-        if FLAGS.prepare_next_turn and cache_root() is not None:  # a program that outlives this process
-            pipeline.prepare_next_turn(session)
+            # Flushed: through a pipe, stdout would otherwise hold the result back until the process ends.
+            print(describe(pipeline.run_turn(session, turn)), flush=True)
     finally:
         session.close()
+    # After the turns are written, announced and the session released: the user has the result, and can
+    # start the next turn, while this compiles its program (one that outlives this process).
+    if FLAGS.prepare_next_turn and cache_root() is not None:
+        pipeline.prepare_next_turn(session)
 
 
 def run_long_edit(sample, session_path: Path) -> None:
@@ -173,7 +177,8 @@ def run_long_edit(sample, session_path: Path) -> None:
         for record in pipeline.run(session, prompt=FLAGS.prompt, seed=FLAGS.seed):
             print(
                 f"segment {record['segment']}: memory {[p['segment'] for p in record['retrieved']]} -> "
-                f"{record['files']['video']}"
+                f"{record['files']['video']}",
+                flush=True,
             )
         if (session.path / EDITED).exists():
             print(f"wrote {session.path / EDITED}")

@@ -1,17 +1,19 @@
-"""Turn start-up: how long a `sample.py` turn in a new process takes from model load to sampling.
+"""Turn start-up: how long a `sample.py` turn in a new process takes to sample and to write its mp4.
 
     python bench/turn_startup.py [--config configs/tiny_nvs.py] [--turns 3]
 
 Runs turn 1 of a session, then turns 2, 3, ... each as its own `sample.py` process sharing one
 compilation cache folder (`MV2V_CACHE_DIR`, empty at the start), as a user continuing a session does;
-then a turn with caching off, and a turn whose program no earlier process prepared (the caching-off
-process could not leave it). A turn feeds as many memory slots as it has memories, so turn k runs a
-program no earlier turn ran; each process prepares the next turn's program after its own turn
-(`--prepare_next_turn`, on by default). Each process reports, through a driver that wraps the model
-loader and the sampling loop (sample.py itself runs unchanged): seconds from the model being loaded to
-the first denoising step being done (encode, retrieval, compiling or loading the denoiser, one step),
-and the process's whole wall time (preparing the next turn included). Writes the "Turn start-up"
-section of BENCHMARKS.md.
+then a turn with caching off; then, in a second session with a cache folder of its own, a next turn
+whose program no earlier process prepared (its first turn ran with `--noprepare_next_turn`). A turn
+feeds its memories in the slots of one program per memory bucket (`sample.retrieval.buckets`), so a
+next turn may run a program no earlier turn ran: each process prepares it (`--prepare_next_turn`, on by
+default) once its own turn is written and announced. Each process reports, through a driver that wraps
+the model loader and the sampling loop (sample.py itself runs unchanged): seconds from the model being
+loaded to the first denoising step being done (encode, retrieval, compiling or loading the denoiser,
+one step). Measured from outside: seconds from launching the process to sample.py announcing the
+turn's mp4 on stdout (the file checked to be there then), and the process's whole wall time (preparing
+the next turn included). Writes the "Turn start-up" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -65,21 +67,35 @@ finally:
 """
 
 
-def run_turn(work: Path, config: str, turn: int, cache: str) -> dict[str, float]:
-    marks = work / f"marks_{turn}.json"
+def run_turn(
+    work: Path, config: str, turn: int, cache: str, session: str = "session", prepare: bool = True
+) -> dict[str, float]:
+    marks = work / f"marks_{session}_{turn}.json"
     command = [sys.executable, "-c", DRIVER, str(marks), "sample.py", "--config", config, "--task", "nvs"]
-    command += ["--session", str(work / "session"), "--camera", ("pan_left", "orbit_right", "zoom_in")[turn % 3]]
+    command += ["--session", str(work / session), "--camera", ("pan_left", "orbit_right", "zoom_in")[turn % 3]]
     command += ["--seed", str(turn)] + (["--video", str(work / "source.mp4")] if turn == 1 else [])
+    command += [] if prepare else ["--noprepare_next_turn"]
     environment = {**os.environ, "MV2V_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if result.returncode:
-        raise SystemExit(f"sample.py failed:\n{result.stderr[-3000:]}")
+    written = None
+    with tempfile.TemporaryFile("w+") as errors:
+        start = time.perf_counter()
+        with subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=errors, text=True
+        ) as process:
+            for line in process.stdout:  # "turn k: ... -> <session>/turns/turn_00k.mp4", flushed once it is in place
+                if written is None and line.rstrip().endswith(".mp4"):
+                    written = time.perf_counter() - start
+                    video = Path(line.rsplit(" -> ", 1)[1].strip())
+                    if not video.is_file():
+                        raise SystemExit(f"sample.py announced {video} before writing it")
+        wall = time.perf_counter() - start
+        if process.returncode or written is None:
+            errors.seek(0)
+            raise SystemExit(f"sample.py failed or announced no mp4:\n{errors.read()[-3000:]}")
     stamps = json.loads(marks.read_text())
-    record = json.loads(sorted((work / "session" / "turns").glob("turn_*.json"))[-1].read_text())
+    record = json.loads(sorted((work / session / "turns").glob("turn_*.json"))[-1].read_text())
     after_load = stamps["first_step"] - stamps["loaded"]
-    return {"after_load": after_load, "compile": record["seconds"]["compile"], "wall": wall}
+    return {"after_load": after_load, "compile": record["seconds"]["compile"], "written": written, "wall": wall}
 
 
 def main(argv: list[str]) -> None:
@@ -99,20 +115,29 @@ def main(argv: list[str]) -> None:
             name = f"next turn, new process, cache from turn {turn - 1}"
             rows.append((name, run_turn(work, args.config, turn, cache)))
         rows.append(("next turn, new process, caching off", run_turn(work, args.config, args.turns + 1, "off")))
-        name = "next turn, new process, its program not prepared (the previous process cached nothing)"
-        rows.append((name, run_turn(work, args.config, args.turns + 2, cache)))
+        unprepared = str(work / "cache_unprepared")
+        run_turn(work, args.config, 1, unprepared, session="unprepared", prepare=False)
+        name = "next turn, new process, its program not prepared (the previous process ran `--noprepare_next_turn`)"
+        rows.append((name, run_turn(work, args.config, 2, unprepared, session="unprepared")))
     lines = [
         "| turn (each its own `sample.py` process) | model load -> first step done (s) "
-        "| of which compile or cache load (s) | process wall time (s) |",
-        "|---|---|---|---|",
+        "| of which compile or cache load (s) | process start -> mp4 written (s) | process wall time (s) |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| {name} | {r['after_load']:.1f} | {r['compile']:.1f} | {r['wall']:.1f} |" for name, r in rows]
+    lines += [
+        f"| {name} | {r['after_load']:.1f} | {r['compile']:.1f} | {r['written']:.1f} | {r['wall']:.1f} |"
+        for name, r in rows
+    ]
     body = (
         f"`sample.py` turns of one session with {args.config}, each in a new process, as a user runs them. "
         "JAX's persistent compilation cache (on by default, `MV2V_CACHE_DIR`) lets a turn load the denoiser "
-        "that an earlier process compiled; turn k feeds k - 1 memories (up to the budget), a program no "
-        "earlier turn ran, so each process also compiles the next turn's program after its own turn "
-        "(`--prepare_next_turn`): that time is in its wall time, not in the next turn's start. Load average "
+        "that an earlier process compiled; turn k feeds k - 1 memories (up to the budget) in the slots of a "
+        "program per memory bucket, which may be one no earlier turn ran, so each process also compiles the "
+        "next turn's program once its own turn is written and announced (`--prepare_next_turn`): that time "
+        "is in its wall time, not in its mp4's nor in the next turn's start. The last row is turn 2 of a "
+        "second session, in a cache of its own, whose first turn prepared nothing. Process start -> mp4 "
+        "written: from launching the process to its line "
+        "naming the mp4 on stdout (the file is there then), imports and model load included. Load average "
         f"at the start: {load:.1f} (other work shared the cores).\n\n" + "\n".join(lines)
     )
     print(body)

@@ -34,4 +34,8 @@ def enable_compilation_cache() -> Path | None:
 
     folder = root / "jax"
     jax.config.update("jax_compilation_cache_dir", str(folder))
+    # Every program, not only those that took JAX's default 1 s to compile: a sampling turn also runs
+    # about 50 small ones (the sampler's arithmetic, retrieval's scores, the codec), whose compiling took
+    # a next turn of configs/tiny_nvs.py about 1 s of its 6 s of CPU time on 2 cores.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     return folder

@@ -40,9 +40,11 @@ def assets(tmp_path_factory):
     return tmp
 
 
-def sample(assets, *args, task="nvs", cache: Path | None = None, cwd: Path = ROOT):
+def sample(assets, *args, task="nvs", cache: Path | None = None, cwd: Path = ROOT, driver: str | None = None):
     """sample.py in a new process; `cache` is the user cache folder (mv2v_jax.cache; by default one the
-    module's tests share), every program kept."""
+    module's tests share), every program kept. `driver`: Python code that runs sample.py (its argv[1:]
+    is sample.py's command line); its stderr then goes into stdout, so lines keep the order they were
+    written in."""
     env = dict(os.environ) | {
         "MV2V_CACHE_DIR": str(cache or assets / "cache"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
@@ -57,12 +59,14 @@ def sample(assets, *args, task="nvs", cache: Path | None = None, cwd: Path = ROO
         "--config.sample.sampling.steps=2",
         "--config.sample.long_edit.segment_frames=9",
     ]
-    command = [sys.executable, str(ROOT / "sample.py"), "--config", str(ROOT / "configs/tiny_nvs.py"), *overrides]
+    python = [sys.executable, "-c", driver] if driver else [sys.executable]
+    command = [*python, str(ROOT / "sample.py"), "--config", str(ROOT / "configs/tiny_nvs.py"), *overrides]
     return subprocess.run(
         [*command, "--task", task, *args],
         cwd=cwd,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if driver else subprocess.PIPE,
         text=True,
         timeout=900,
     )
@@ -317,6 +321,44 @@ def test_lost_turn_files_are_written_again_from_the_bank(assets, tmp_path):
     assert (session / "turns" / "turn_001.json").read_text() == record
     assert read_video(session / "turns" / "turn_001.mp4", 9, None).frames.shape == (9, 32, 48, 3)
     assert (session / "turns" / "turn_001.png").stat().st_size > 0
+
+
+# Runs sample.py with the next turn's preparation spied on: when it starts, the spy says (on stderr)
+# which turn files are in place, after taking and releasing the session's lock (refused while held).
+SPY_ON_PREPARATION = """
+import json, runpy, sys
+from mv2v_jax.pipelines.nvs import NVSPipeline
+from mv2v_jax.retrieval.bank import MemoryBank
+
+prepare = NVSPipeline.prepare_next_turn
+
+def spied(self, session, *args, **kwargs):
+    MemoryBank.open(session.path / "bank").close()
+    files = sorted(p.name for p in (session.path / "turns").iterdir())
+    print("preparing the next turn; files in place:", json.dumps(files), file=sys.stderr, flush=True)
+    return prepare(self, session, *args, **kwargs)
+
+NVSPipeline.prepare_next_turn = spied
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_turn_is_written_and_announced_before_the_next_turn_is_prepared(assets, tmp_path):
+    """The turn's files are in place, its line is out (through a pipe, as a program reading sample.py
+    sees it) and the session is released before the next turn's program is compiled: the user has the
+    result, and could start the next turn, meanwhile."""
+    session = tmp_path / "session"
+    args = ("--session", str(session), "--video", str(assets / "source.mp4"), "--camera", "pan_left")
+    result = sample(assets, *args, driver=SPY_ON_PREPARATION)
+    assert result.returncode == 0, result.stdout[-3000:]
+    lines = result.stdout.splitlines()
+    position = lambda test: next((i for i, line in enumerate(lines) if test(line)), None)
+    announced = position(lambda line: line.startswith("turn 1: ") and line.endswith("turn_001.mp4"))
+    spied = position(lambda line: line.startswith("preparing the next turn; files in place: "))
+    compiled = position(lambda line: line.startswith("compiling the next turn's denoiser"))  # 0 -> 3 slots
+    assert None not in (announced, spied, compiled) and announced < spied < compiled, result.stdout[-3000:]
+    assert json.loads(lines[spied].split(": ", 1)[1]) == ["turn_001.json", "turn_001.mp4", "turn_001.png"]
 
 
 def test_merge_schedule_and_budget_are_checked_before_anything_loads():

@@ -191,7 +191,8 @@ class Denoiser:
         """Compiles the program `sample` runs for these conditions without sampling (a later process then
         loads it from the persistent compilation cache); the seconds it took."""
         x, t = jnp.zeros((1, *shape), jnp.float32), jnp.zeros((1,), jnp.float32)
-        self._program(*self._place((x, t, conditions, self.context(prompt), *self._cache_state(conditions, shape))))
+        args = self._place((x, t, conditions, self.context(prompt), *self._cache_state(conditions, shape)))
+        self._program(*args, what="the next turn's denoiser")
         compiled, self._pending_compile = self._pending_compile, 0.0
         return compiled
 

@@ -173,7 +173,8 @@ class NVSPipeline:
 
     def prepare_next_turn(self, session: Session, prompt: str = "") -> float:
         """Compiles (or loads) the program the session's next turn runs if every earlier output overlaps
-        it, so that a new process starts sampling in seconds; the seconds it took."""
+        it, so that a new process starts sampling in seconds; the seconds it took. It reads the session's
+        files only, so `session` may be closed already (another process may be running that turn)."""
         source = session.load_source()
         filled = min(len(session.bank), self.budget.slots)
         if source is None:
