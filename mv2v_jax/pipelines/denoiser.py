@@ -96,6 +96,7 @@ class Denoiser:
         if mesh is not None:
             self.state = jax.device_put(self.state, state_shardings(self.state, mesh, rules))
         self.guided = sampling.guides(text.encoder is not None)
+        self.passes = 2 if self.guided else 1  # DiT passes per step: conditional (and unconditional)
         self._compiled: dict[Any, Any] = {}  # input signature -> compiled velocity
         self._pending_compile = 0.0  # seconds of compilation not yet reported
         self.last_counts: dict[str, int] = {}  # what the last sampled turn ran (`StepCacheState.counts`)
@@ -184,8 +185,7 @@ class Denoiser:
             return ()
         x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
         target = self.task.layout(x, conditions, self.model.config.tokenizers)[0]
-        passes = 2 if self.guided else 1
-        return (StepCacheState.init(passes, target.stop - target.start, self.model.config.dit.dim, (1, *shape)),)
+        return (StepCacheState.init(self.passes, target.stop - target.start, self.model.config.dit.dim, (1, *shape)),)
 
     def prepare(self, conditions: Conditions, prompt: str, shape: tuple[int, ...]) -> float:
         """Compiles the program `sample` runs for these conditions without sampling (a later process then
@@ -220,8 +220,7 @@ class Denoiser:
         else:
             velocity = lambda x, t: self._call(x, t[:1], conditions, context)
         latents = denoise(velocity, noise, sampler)
-        passes = 2 if self.guided else 1
-        self.last_counts = cache[0].counts() if cache else uncached_counts(len(sampler.timesteps), passes)
+        self.last_counts = cache[0].counts() if cache else uncached_counts(len(sampler.timesteps), self.passes)
         compiled, self._pending_compile = self._pending_compile, 0.0
         return np.asarray(latents[0]), compiled
 
