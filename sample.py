@@ -148,8 +148,8 @@ def run_nvs(sample, session_path: Path) -> None:
 def run_long_edit(sample, session_path: Path) -> None:
     from mv2v_jax.io.video import VideoError
     from mv2v_jax.pipelines.build import build_pipeline, session_config
-    from mv2v_jax.pipelines.long_edit import EDITED, segment_starts
-    from mv2v_jax.pipelines.session import Session
+    from mv2v_jax.pipelines.long_edit import segment_starts
+    from mv2v_jax.pipelines.session import EDITED, Session
     from mv2v_jax.pipelines.turns import check_seed
 
     if given := [f"--{name}" for name in NVS_FLAGS if FLAGS[name].present]:
