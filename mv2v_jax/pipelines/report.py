@@ -123,12 +123,12 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Seque
     return _tag("table", _join([_tag("thead", head), _tag("tbody", body)]), **attrs)
 
 
-def _si(value: float, unit: str = "") -> str:
-    """6.83e9 -> "6.83 G" + unit."""
+def _si(value: float) -> str:
+    """6.83e9 -> "6.83 G"."""
     for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
-            return f"{value / factor:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}".rstrip()
+            return f"{value / factor:.3g} {prefix}"
+    return f"{value:.3g}"
 
 
 def colour(turn: int) -> str:
@@ -182,7 +182,7 @@ class _Canvas:
     def __init__(self, points: np.ndarray, size: tuple[int, int]):
         low, high = points.min(0), points.max(0)
         margin = 0.12 * max(float((high - low).max()), 1e-6)
-        self.low, self.high, self.size = low - margin, high + margin, size
+        self.low, self.high = low - margin, high + margin
         self.scale = min(size[0] / (self.high[0] - self.low[0]), size[1] / (self.high[1] - self.low[1]))
         middle = (self.low + self.high) / 2
         self.offset = np.array(size) / 2 - self.scale * np.array([middle[0], -middle[1]])
@@ -257,7 +257,10 @@ def camera_plot(turns: Sequence[ReportTurn], current: int | None, fed: Iterable[
     )
 
 
-def _camera_path(canvas: _Canvas, view: tuple[np.ndarray, np.ndarray], ray: float, n: int, state: str, turn) -> Html:
+def _camera_path(
+    canvas: _Canvas, view: tuple[np.ndarray, np.ndarray], ray: float, n: int, state: str, turn: ReportTurn
+) -> Html:
+    """Turn `n`'s cameras (`view`: their centres and directions from above) drawn as its `state` says."""
     centres, forward = view
     ends = centres + ray * forward
     stroke = GREY if state == "earlier" else colour(n)
@@ -296,7 +299,7 @@ def segment_timeline(
     height = arc_height + box + 30
     length = frames - starts[-1] if len(starts) else 0  # the last segment ends at the video's end
     x = lambda frame: pad + (width - 2 * pad) * frame / max(frames, 1)
-    middle = lambda i: (x(starts[i]) + x(min(starts[i] + length, frames))) / 2
+    middle = lambda i: (x(starts[i]) + x(starts[i] + length)) / 2
     records = {int(t.record.get("segment", t.number - 1)): t.record for t in turns}
     shown = [current] if current is not None else sorted(records)
     fed = {int(m["segment"]) for i in shown for m in records.get(i, {}).get("retrieved", [])}
@@ -313,7 +316,7 @@ def segment_timeline(
                 data_segment=i,
                 x=round(x(start) + 1, 1),
                 y=arc_height,
-                width=round(x(min(start + length, frames)) - x(start) - 2, 1),
+                width=round(x(start + length) - x(start) - 2, 1),
                 height=box,
                 rx=3,
                 fill=fill,
@@ -365,23 +368,22 @@ def segment_timeline(
 
 @dataclasses.dataclass(frozen=True)
 class _Kind:
-    """How a task's turns are shown: what one is called, the key naming a memory's turn in the records
-    and what to add to it for the turn number (segments count from 0), and the retrieval scores the
-    records hold (key, heading; the first is the one `min_score` applies to)."""
+    """How a task's session is shown: its title, what a turn is called, the key naming a memory's turn in
+    the records and what to add to it for the turn number (segments count from 0), and the retrieval
+    scores the records hold (key, heading; the first is the one `min_score` applies to)."""
 
+    title: str
     noun: str
     key: str
     first: int
     scores: tuple[tuple[str, str], ...]
 
 
+VIDEO_FOV = (("score", "VideoFOV score"), ("overlap", "overlap"), ("containment", "containment"))
 KINDS = {
-    "nvs": _Kind(
-        "turn", "turn", 0, (("score", "VideoFOV score"), ("overlap", "overlap"), ("containment", "containment"))
-    ),
-    "long_edit": _Kind("segment", "segment", 1, (("similarity", "similarity"),)),
+    "nvs": _Kind("novel view synthesis", "turn", "turn", 0, VIDEO_FOV),
+    "long_edit": _Kind("long video editing", "segment", "segment", 1, (("similarity", "similarity"),)),
 }
-TITLES = {"nvs": "novel view synthesis", "long_edit": "long video editing"}
 
 
 def _name(kind: _Kind, number: int) -> str:
@@ -616,7 +618,7 @@ class _Page:
         weights = (self.meta.get("config") or {}).get("weights", "")
         count = len(self.turns)
         about = [
-            f"{TITLES.get(self.task, self.task)} · {count} {self.kind.noun}{'s' if count != 1 else ''}",
+            f"{self.kind.title} · {count} {self.kind.noun}{'s' if count != 1 else ''}",
             Html(" · source "),
             _tag("code", source.get("video", "?")),
             f" ({self.frames} frames, sha256 {str(source.get('sha256', '?'))[:12]})",
@@ -635,7 +637,7 @@ class _Page:
             [
                 Html('<meta charset="utf-8">'),
                 Html('<meta name="viewport" content="width=device-width, initial-scale=1">'),
-                _tag("title", f"{self.name}: {TITLES.get(self.task, self.task)} session"),
+                _tag("title", f"{self.name}: {self.kind.title} session"),
                 _tag("style", Html(CSS)),
             ]
         )
