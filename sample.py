@@ -152,8 +152,8 @@ def run_nvs(sample, session_path: Path) -> None:
 def run_long_edit(sample, session_path: Path) -> None:
     from mv2v_jax.io.video import VideoError
     from mv2v_jax.pipelines.build import build_pipeline, session_config
-    from mv2v_jax.pipelines.long_edit import EDITED, segment_starts
-    from mv2v_jax.pipelines.session import Session
+    from mv2v_jax.pipelines.long_edit import segment_starts
+    from mv2v_jax.pipelines.session import EDITED, Session
     from mv2v_jax.pipelines.turns import check_seed
 
     if given := [f"--{name}" for name in NVS_FLAGS if FLAGS[name].present]:
@@ -193,6 +193,7 @@ def _has(section, dotted: str) -> bool:
 
 def main(argv: list[str]) -> int:
     from mv2v_jax.pipelines.build import check_sample_config, check_weights_exist
+    from mv2v_jax.pipelines.report import REPORT
     from mv2v_jax.retrieval.bank import BankError
 
     del argv
@@ -221,6 +222,8 @@ def main(argv: list[str]) -> int:
         check_sample_config(sample, FLAGS.task)
         check_weights_exist(sample, FLAGS.task)
         (run_nvs if FLAGS.task == "nvs" else run_long_edit)(sample, Path(FLAGS.session))
+        if (report := Path(FLAGS.session) / REPORT).exists():  # pipelines.report: the session on one page
+            print(f"report: {report.resolve().as_uri()}")
     except (ValueError, OSError, BankError) as e:  # VideoError, CameraError, SessionError, a full disk, ...
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -46,6 +46,10 @@ class TokenizerConfig:
     def patch_for_rank(self, rank: int) -> Patch:
         return self.ranked[rank] if rank < len(self.ranked) else self.rest
 
+    def label_for_rank(self, rank: int) -> str:
+        """The patch of `rank` as turn records write it, e.g. "1x4x4"."""
+        return "x".join(map(str, self.patch_for_rank(rank)))
+
 
 def tile_average_kernel(kernel: jax.Array, base: Patch, patch: Patch) -> jax.Array:
     """`[bt, bh, bw, C, D]` base kernel -> `[pt, ph, pw, C, D]` whose token is the mean of the base tokens

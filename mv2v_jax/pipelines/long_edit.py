@@ -30,14 +30,12 @@ from mv2v_jax.memory.builders import Conditions, MemoryBatch
 from mv2v_jax.memory.model import MemoryDiT
 from mv2v_jax.models.codec import LatentCodec
 from mv2v_jax.pipelines.denoiser import Denoiser, SamplingConfig, TextConditioning
-from mv2v_jax.pipelines.session import Session, SessionError, Stages, TurnFiles
+from mv2v_jax.pipelines.session import EDITED, Session, SessionError, Stages, TurnFiles
 from mv2v_jax.pipelines.slots import MemoryBudget, load_slots
 from mv2v_jax.pipelines.step_cache import NO_STEP_CACHE, StepCacheConfig
 from mv2v_jax.retrieval.bank import MemoryEntry
 from mv2v_jax.retrieval.similarity import segment_embedding, select_segments
 from mv2v_jax.tasks import get_task
-
-EDITED = "edited.mp4"  # the whole edited video, in the session folder
 
 
 def segment_starts(num_frames: int, segment_frames: int, overlap: int = 0) -> list[int]:
@@ -118,7 +116,13 @@ class LongEditPipeline:
         ids = [entries[rows[i]].entry_id for i in fed]
         memory, loaded = load_slots(session.bank, ids, self.budget, slot_shape)
         picked = [
-            {"slot": slot, "entry": entry.entry_id, "segment": entry.turn - 1, "similarity": scores[i]}
+            {
+                "slot": slot,
+                "entry": entry.entry_id,
+                "segment": entry.turn - 1,
+                "similarity": scores[i],
+                "tokenizer": self.model.config.tokenizers.label_for_rank(slot),
+            }
             for slot, (i, entry) in enumerate(zip(fed, loaded, strict=True))
         ]
         return memory, picked, skipped
@@ -143,6 +147,7 @@ class LongEditPipeline:
                 for e in sorted(session.bank.entries(), key=lambda e: e.turn)
             ]
             write_video(edited, stitch(segments, starts, video.shape[0]), self.fps)
+            session.write_report()  # with the edited video
         return records
 
     def _segment(self, session: Session, *, video, starts, index, prompt, seed) -> dict[str, Any]:

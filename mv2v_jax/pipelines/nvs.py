@@ -110,7 +110,7 @@ class NVSPipeline:
                 "score": float(scores.score[row]),
                 "overlap": float(scores.overlap[row]),
                 "containment": float(scores.containment[row]),
-                "tokenizer": "x".join(map(str, self.model.config.tokenizers.patch_for_rank(slot))),
+                "tokenizer": self.model.config.tokenizers.label_for_rank(slot),
             }
             for slot, (row, entry) in enumerate(zip(fed, loaded, strict=True))
         ]

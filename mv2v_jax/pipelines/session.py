@@ -4,6 +4,7 @@
     <session>/session.json       task, config hash, the source video (its name and content hash)
     <session>/source.npy         the NVS source latents, encoded once
     <session>/turns/turn_003.mp4 / .png / .json   per turn: the video, a contact sheet, the record
+    <session>/index.html         the session's report (pipelines.report), written after every turn
 
 A session belongs to one task and one configuration (its hash is checked on every open, so a
 session made with other weights, codec or retrieval settings is refused instead of mixed), and to
@@ -20,6 +21,8 @@ a turn's number is taken only by a whole turn, and what a reader finds under tur
 A new session is built in a hidden folder beside it (`.tmp-<name>-*`, locked while in use) and
 appears, renamed into place, with its first complete turn: a command that fails creates nothing.
 Leftovers of killed writes (hidden temporaries and unpublished folders) are removed by the next open.
+The report is written (atomically) after a turn's commit, so a failure to write it loses no turn; the
+next open writes one that a killed process left out of date.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -44,15 +48,19 @@ import numpy as np
 from mv2v_jax.io.atomic import TEMPORARY_PREFIX, atomic_output, check_can_create, fsync_path, new_temporary, write_json
 from mv2v_jax.io.images import write_contact_sheet
 from mv2v_jax.io.video import VideoClip, write_video
+from mv2v_jax.pipelines.report import REPORT, ReportTurn, write_report
 from mv2v_jax.retrieval.bank import EntryInfo, MemoryBank, MemoryEntry, config_hash
 
 SESSION_FILE = "session.json"
 SOURCE_FILE = "source.npy"
+EDITED = "edited.mp4"  # a long edit's whole edited video, once every segment is done
 BANK = "bank"
 TURNS = "turns"
 FILE_SUFFIXES = (".mp4", ".png", ".json")  # a turn's files: video, contact sheet, record
 # Keys of a bank entry's metadata that belong to the session: the turn record and its staged files.
 RECORD_KEY, STAGED_KEY = "record", "staged"
+
+log = logging.getLogger(__name__)
 
 
 class SessionError(ValueError):
@@ -273,6 +281,8 @@ class Session:
         if stored is not None:
             session = cls(path, path, task, stored, MemoryBank.open(path / BANK, task=task), None)
             session._repair()
+            if session._report_out_of_date():
+                session.write_report()
         else:
             session = cls._create(path, task, config, source, meta)
         session.source = source
@@ -349,7 +359,34 @@ class Session:
         self._place(staging, turn)
         if not self.published:
             self._publish()
+        self.write_report()
         return {**record, "entry": entry_id}
+
+    def write_report(self) -> None:
+        """Writes the session's report (pipelines.report) from its bank entries. A failure is logged, not
+        raised: the turns it shows are committed already, and the next turn or open writes it again."""
+        try:
+            turns = [
+                ReportTurn(
+                    record=info.metadata.get(RECORD_KEY, {"turn": info.turn}),
+                    files={name: p.relative_to(self.path).as_posix() for name, p in self.turn_files(info.turn).items()},
+                    cameras=self.bank.load(info.entry_id, arrays=("cameras",)).cameras
+                    if "cameras" in info.arrays
+                    else None,
+                )
+                for info in self.bank.entries()
+            ]
+            edited = EDITED if (self.root / EDITED).exists() else None
+            write_report(self.root / REPORT, self.path.name, self.meta, turns, edited=edited)
+        except Exception as e:  # the report is a view of committed turns: it never fails them
+            log.warning("session %s: could not write its report %s (%s: %s)", self.path, REPORT, type(e).__name__, e)
+
+    def _report_out_of_date(self) -> bool:
+        """Whether the report is missing or older than a turn's record (a process killed between them)."""
+        report, records = self.path / REPORT, list((self.path / TURNS).glob("turn_*.json"))
+        if not records:
+            return False
+        return not report.exists() or report.stat().st_mtime_ns < max(r.stat().st_mtime_ns for r in records)
 
     def _write_files(self, folder: Path, turn: int, files: TurnFiles, record, suffixes: Sequence[str]) -> None:
         stem = folder / f"turn_{turn:03d}"
