@@ -5,10 +5,14 @@ gathered, or the hybrid of the two) equals the single-device result, values and 
 chunked and XLA kernels and for splash in interpret mode inside `shard_map`; token counts the axis does
 not divide are padded. The whole
 MemoryDiT forward with token merging (with the FFN in token steps too), and one train step, under
-{data, fsdp, sequence, tensor} meshes equal one device.
+{data, fsdp, sequence, tensor} meshes equal one device. Without a mesh none of this machinery is traced.
 """
 
+import collections
+import dataclasses
+
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -20,6 +24,7 @@ from mv2v_jax.data.memory_sampling import MemorySampling
 from mv2v_jax.memory.builders import MemoryBatch, recammaster_streams
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
 from mv2v_jax.models.wan.attention import AttentionConfig, attention, sequence_scheme
+from mv2v_jax.models.wan.dit import FeedForward, WanDiT, WanDiTConfig
 from mv2v_jax.parallel.mesh import batch_sharding, make_mesh, state_shardings, use_mesh
 from mv2v_jax.tasks import get_task
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
@@ -180,6 +185,48 @@ def test_memory_dit_with_merging_matches_one_device(rng, mesh_name, heads, ffn_c
         got = np.asarray(forward(nnx.split(make(ffn_chunk=ffn_chunk))[0])(sharded, *placed))
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
     assert np.abs(want).max() > 0.5  # the comparison sees the whole network, not a zero head
+
+
+def primitives(fn, *args) -> collections.Counter:
+    """How often each primitive occurs in `fn`'s jaxpr, nested ones (loop bodies, shard_map) included."""
+    counts = collections.Counter()
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            counts[eqn.primitive.name] += 1
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, tuple | list) else (value,):
+                    if isinstance(sub, jax.extend.core.ClosedJaxpr | jax.extend.core.Jaxpr):
+                        walk(getattr(sub, "jaxpr", sub))
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return counts
+
+
+COLLECTIVES = ("all_to_all", "all_gather", "psum", "ppermute", "reduce_scatter")
+
+
+def test_one_device_runs_no_sequence_parallel_machinery(rng):
+    """Without a mesh (bench/dit_forward.py on one CPU) the forward is the kernels alone: no shard_map and no
+    collectives, which a split sequence brings; and the FFN at ffn_chunk=0 is two matmuls, no loop."""
+    config = WanDiTConfig.from_config(MODEL["dit"])
+    model = WanDiT(config, rngs=nnx.Rngs(0))
+    args = (
+        jnp.asarray(rng.standard_normal((1, 2, 8, 8, 4), dtype=np.float32)),
+        jnp.array([500]),
+        jnp.asarray(rng.standard_normal((1, 5, 16), dtype=np.float32)),
+    )
+    plain = primitives(model.forward_video, *args)
+    with use_mesh(make_mesh(MESHES["seq2-data2-tensor2"])):
+        split = primitives(model.forward_video, *args)
+    assert split["shard_map"] > 0 and sum(split[c] for c in COLLECTIVES) > 0  # what the plain forward must lack
+    assert plain["shard_map"] == 0 and sum(plain[c] for c in COLLECTIVES) == 0
+
+    x = jnp.asarray(rng.standard_normal((1, 20, config.dim), dtype=np.float32))
+    whole = primitives(FeedForward(config, nnx.Rngs(0)), x)
+    steps = primitives(FeedForward(dataclasses.replace(config, ffn_chunk=7), nnx.Rngs(0)), x)
+    assert whole["dot_general"] == 2 and whole["scan"] + whole["while"] == 0
+    assert steps["scan"] + steps["while"] > 0
 
 
 @pytest.mark.slow
