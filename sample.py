@@ -218,6 +218,9 @@ def main(argv: list[str]) -> int:
     if not FLAGS.session:
         print("error: --session is required", file=sys.stderr)
         return 1
+    if "://" in FLAGS.session:  # its memory bank is locked and fsynced, its videos encoded, as local files
+        print(f"error: --session {FLAGS.session}: a session is a local folder (not a bucket)", file=sys.stderr)
+        return 1
     try:
         check_sample_config(sample, FLAGS.task)
         check_weights_exist(sample, FLAGS.task)

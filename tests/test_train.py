@@ -25,7 +25,7 @@ from mv2v_jax.train.step import StepVariant, loss_fn
 
 
 def losses(workdir: Path) -> dict[int, float]:
-    """Loss per step from metrics.jsonl (a resumed run's later line for a step wins)."""
+    """Loss per step from metrics.jsonl."""
     out = {}
     for line in (workdir / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
@@ -147,7 +147,8 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from step" in resumed.stdout
     want, got = losses(tmp_path / "reference"), losses(run)
-    assert sorted(got) == list(range(1, steps + 1))
+    logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, steps + 1))  # the steps the killed run logged after its checkpoint, dropped
     for step in range(killed_at - 2, steps + 1):
         assert got[step] == pytest.approx(want[step], rel=1e-6, abs=1e-7), step
     assert (run / "weights" / "config.json").exists()

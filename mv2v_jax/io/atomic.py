@@ -4,6 +4,9 @@ Every writer in the library (videos, PNGs, camera files, weights configs, the me
 through `atomic_output`: write a temporary file beside the destination, fsync it, rename it over the
 destination, fsync the folder. JSON documents (session records, the bank's manifest, weights configs
 and checksums, camera files) go through `write_json`, one format for all.
+
+A destination in a bucket (`gs://...`, any URI `etils.epath` opens) has no rename: the file is written
+in a local temporary and uploaded as one object (`upload`), which appears whole or not at all.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ import errno
 import json
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from etils import epath
 
 # Every temporary starts with this, so a store can recognise (and remove) leftovers of a killed write.
 TEMPORARY_PREFIX = ".tmp-"
@@ -40,11 +47,23 @@ def new_temporary(folder: str | os.PathLike, prefix: str, suffix: str = "", dire
         return path
 
 
+def is_uri(path: str | os.PathLike) -> bool:
+    """A bucket's address (`gs://bucket/run`, as a string or an `etils.epath.Path`), not a local path.
+    (`pathlib.Path` turns one into a local path, `gs:/bucket/run` or `/gs/bucket/run`: such paths stay
+    strings or `etils.epath.Path`s.)"""
+    return "://" in os.fspath(path)
+
+
 def check_can_create(path: str | os.PathLike) -> None:
     """Raises the OSError that making the folder `path` and files in it would meet (a file where a
     folder should be, a read-only folder), without creating anything: a long job checks its output
-    folder before it starts. A URI (gs://...) is left to its store, which checks at the first write."""
-    if "://" in str(path):
+    folder before it starts. For a URI, its bucket must exist (a store may otherwise create a bucket
+    for a mistyped name); what may be written there the store checks at the first write."""
+    if is_uri(path):
+        scheme, _, rest = os.fspath(path).partition("://")
+        bucket = epath.Path(f"{scheme}://{rest.split('/')[0]}")
+        if not bucket.exists():
+            raise FileNotFoundError(errno.ENOENT, "no such bucket (create it first)", str(bucket))
         return
     path = Path(path).absolute()
     existing = path
@@ -65,6 +84,24 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def upload(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Copies the local file `source` to the URI `destination` as one object: an object store makes an
+    object visible only once its upload completes, so a reader sees the old object or the new one. An
+    upload that fails or is interrupted leaves the old one."""
+    target = epath.Path(destination).open("wb")
+    try:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, target, 16 << 20)
+    except BaseException:
+        # fsspec's files complete the upload of what they hold when closed, an exception's exit included:
+        # cancel it (a multi-part upload under way) and mark the file closed, so that nothing is published.
+        if hasattr(target, "discard"):
+            target.discard()
+            target.closed = True
+        raise
+    target.close()
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside `path` (same suffix) to write to; renames it over `path` on success.
@@ -74,8 +111,15 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     half-written one; on an exception the temporary file is removed. A process killed outright may
     leave the hidden temporary `.tmp-{name}.*{suffix}` beside `path`, never a partial `path`. An OSError
     of the write that names no file (a full disk) is raised naming `path`. The file gets the usual
-    permissions (0644 under the usual umask).
+    permissions (0644 under the usual umask). A URI `path` gets a local temporary, uploaded on success.
     """
+    if is_uri(path):
+        with tempfile.TemporaryDirectory(prefix="mv2v-upload-") as folder:
+            tmp = Path(folder) / f"{TEMPORARY_PREFIX}{epath.Path(path).name}"
+            tmp.touch(0o666)
+            yield tmp
+            upload(tmp, path)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = new_temporary(path.parent, f"{TEMPORARY_PREFIX}{path.name}.", path.suffix)

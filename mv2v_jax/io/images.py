@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from etils import epath
 from PIL import Image, ImageDraw, ImageFont
 
-from mv2v_jax.io.atomic import atomic_output
+from mv2v_jax.io.atomic import atomic_output, is_uri
 
 # Columns of a contact sheet when no frame indices are given: enough to see the motion of an
 # 81-frame clip, small enough to open at 832 pixels a frame.
@@ -52,8 +53,8 @@ def contact_sheet(rows: list[np.ndarray], pad: int = 2, labels: Sequence[str] | 
     return np.asarray(image)
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    path = Path(path)
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path | epath.Path:
+    path = epath.Path(path) if is_uri(path) else Path(path)  # pathlib makes a bucket's path a local one
     with atomic_output(path) as tmp:
         Image.fromarray(image).save(tmp)
     return path

@@ -6,7 +6,10 @@ model's `nnx.State`). Converters write it one tensor at a time (`WeightsWriter`)
 14B model needs memory for one stacked tensor, not the model; `load_module` restores it straight
 into the sharded layout of the current mesh, so no device ever holds the full model unless asked.
 
-A directory appears complete or not at all: it is written under a temporary name and renamed.
+A directory appears complete or not at all: it is written under a temporary name and renamed. A
+bucket (`gs://...`) cannot rename a folder; there the directory is written in a local temporary folder
+and uploaded one object at a time with `config.json`, without which `read_config` refuses a folder,
+last (`_publish`).
 `checksums.json` holds the sha256 of every other file of the directory (config.json, everything
 under params/, a model card), written last; `load_module` checks it before restoring, so a damaged,
 missing or unlisted file (one left by another conversion, say) is refused up front, named. Loading
@@ -25,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,7 +40,7 @@ from etils import epath
 from flax import nnx, traverse_util
 
 from mv2v_jax.cache import cache_root
-from mv2v_jax.io.atomic import fsync_path, new_temporary, write_json
+from mv2v_jax.io.atomic import fsync_path, is_uri, new_temporary, upload, write_json
 from mv2v_jax.models.layers import in_compute_dtype
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, state_shardings
 
@@ -85,9 +89,13 @@ class WeightsWriter:
     """
 
     def __init__(self, path: str | os.PathLike, overwrite: bool = False):
-        self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
+        self.destination = epath.Path(path) if is_uri(path) else None
+        where = self.destination or Path(path)
+        if where.exists() and not overwrite:
+            raise FileExistsError(f"{where} exists; pass overwrite=True (--overwrite) to replace it")
+        # A bucket's directory is made in a local folder (as large as the weights), uploaded by `commit`.
+        self._staging = Path(tempfile.mkdtemp(prefix="mv2v-weights-")) if self.destination else None
+        self.path = self._staging / where.name if self._staging else where
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = new_temporary(self.path.parent, f".{self.path.name}.", ".tmp", directory=True)
         (self._tmp / PARAMS_DIR).mkdir()
@@ -100,6 +108,8 @@ class WeightsWriter:
     def __exit__(self, *exc) -> None:
         if not self._committed:
             shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._staging:
+            shutil.rmtree(self._staging, ignore_errors=True)
 
     def create(self, path: tuple[str, ...], shape: tuple[int, ...], dtype, stacked: bool = False):
         """A writable tensorstore array for one parameter; `stacked` chunks it one layer per chunk."""
@@ -131,8 +141,9 @@ class WeightsWriter:
         """Writes a whole parameter."""
         self.create(path, array.shape, array.dtype)[...] = array
 
-    def commit(self, config: Mapping[str, Any]) -> Path:
-        """Writes orbax's index, config.json and checksums.json, then moves the directory into place."""
+    def commit(self, config: Mapping[str, Any]) -> Path | epath.Path:
+        """Writes orbax's index, config.json and checksums.json, then moves the directory into place (a
+        bucket's: uploads it); returns where it is."""
         dtypes = {path: array.dtype.numpy_dtype for path, array in self._arrays.items()}
         _write_orbax_index(self._tmp / PARAMS_DIR, dtypes)
         write_json(self._tmp / CONFIG_FILE, {"format_version": FORMAT_VERSION, **config})
@@ -151,8 +162,30 @@ class WeightsWriter:
             os.replace(self._tmp, self.path)
         fsync_path(self.path.parent)
         self._committed = True
+        if self.destination:
+            _publish(self.path, self.destination)
+            return self.destination
         _remember(self.path)  # hashed a moment ago: the first load need not hash again
         return self.path
+
+
+def _publish(local: Path, destination: epath.Path) -> None:
+    """Uploads the weights directory `local` to `destination` in a bucket, where a folder cannot be renamed
+    into place. Each object appears whole or not at all, and `read_config` refuses a folder without
+    config.json: so config.json goes first (the old directory's) and comes last (the new one's). A
+    reader meanwhile finds the old weights or none, never a directory that is partly the new one and
+    says it is complete; a killed upload leaves none, and the next export starts again. A reader that
+    opened the old directory before the replacement began may read a mix (checksums.json catches it
+    where it is checked: local directories)."""
+    if destination.exists():
+        (destination / CONFIG_FILE).unlink(missing_ok=True)
+        destination.rmtree()
+    files = [p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()]
+    later = [name for name in files if name != CONFIG_FILE]
+    workers = min(8, len(later) or 1)  # parameters upload side by side: a bucket's throughput is per stream
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda name: upload(local / name, destination / name), later))
+    upload(local / CONFIG_FILE, destination / CONFIG_FILE)
 
 
 class _Slots:
@@ -327,8 +360,12 @@ def verify_checksums(path: str | os.PathLike) -> None:
 
     Hashes every file once; while no file's size, mtime, ctime or inode changes (and checksums.json
     is the same), later calls only stat them. A directory without checksums.json loads unchecked,
-    with a warning naming the command that adds them.
+    with a warning naming the command that adds them. So does one in a bucket (`gs://...`): hashing it
+    would read the weights twice, and there is no inode to remember a check by.
     """
+    if is_uri(path):
+        log.warning("%s is in a bucket: its files are not checked against its %s", path, CHECKSUMS_FILE)
+        return
     path = Path(path)
     recorded = _read_checksums(path)
     if recorded is None:

@@ -19,6 +19,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
+from mv2v_jax.io.atomic import is_uri
+
 METRIC = "val_loss"  # lower is better
 
 
@@ -26,7 +28,7 @@ def as_path(path: str | os.PathLike) -> epath.Path:
     """A local path (made absolute, as orbax wants) or a URI such as `gs://bucket/run`, kept as it is
     (`pathlib` would turn it into the local folder `gs:/bucket/run`)."""
     path = epath.Path(path)
-    return path if "://" in str(path) else path.absolute()
+    return path if is_uri(path) else path.absolute()
 
 
 class Checkpointer:

@@ -14,20 +14,25 @@ import contextlib
 import functools
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 from tqdm import tqdm
 
 from mv2v_jax.config import dataclass_from_config
 from mv2v_jax.data.loader import TrainBatch, to_train_batch, training_dataset
 from mv2v_jax.data.memory_sampling import MemorySampling, step_variant
+from mv2v_jax.io.atomic import atomic_output, is_uri, upload
 from mv2v_jax.io.images import contact_sheet, to_uint8, write_png
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT, load_memory_dit
 from mv2v_jax.memory.tokenizers import TokenizerConfig
@@ -124,29 +129,92 @@ def export_weights(
         return writer.commit(config.record() | dict(record)) if primary else path
 
 
+METRICS = "metrics.jsonl"
+SYNC_SECONDS = 60  # a bucket's logs are uploaded at least this often while training
+
+
 class _Log:
-    """JSON lines and TensorBoard event files (process 0 only)."""
+    """metrics.jsonl and TensorBoard event files (process 0 only).
 
-    def __init__(self, workdir: os.PathLike):
+    A resumed run runs again the steps after its checkpoint: what the killed run logged for them is
+    dropped from metrics.jsonl (each step is there once) and purged from TensorBoard's view (the new
+    event file starts with TensorBoard's purge marker). A bucket's object cannot be appended to: in a
+    `gs://` workdir both are written in a local folder and uploaded whole, one object per file, by
+    `sync` (at every checkpoint, at most `SYNC_SECONDS` apart in between, and at the end).
+    """
+
+    def __init__(self, workdir: epath.Path, resumed: int):
         self.enabled = jax.process_index() == 0
-        if self.enabled:
-            from tensorboardX import SummaryWriter
+        if not self.enabled:
+            return
+        # tensorboardX's own writer: SummaryWriter hands events to a thread and its flush does not wait
+        # for them, so an upload after it could miss the latest steps; this one writes as it is called.
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import SessionLog
 
-            self.jsonl = (workdir / "metrics.jsonl").open("a")
-            self.tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+        self.bucket = workdir if is_uri(workdir) else None
+        self.folder = Path(tempfile.mkdtemp(prefix="mv2v-logs-")) if self.bucket else Path(workdir)
+        kept, dropped = _logged_until(workdir / METRICS, resumed)
+        if dropped or (self.bucket and kept):
+            with atomic_output(self.folder / METRICS) as tmp:
+                tmp.write_text("".join(line + "\n" for line in kept))
+        self.jsonl = (self.folder / METRICS).open("a")
+        (self.folder / "tensorboard").mkdir(exist_ok=True)
+        self.tensorboard = EventsWriter(str(self.folder / "tensorboard" / "events"))
+        if resumed:  # TensorBoard hides the earlier files' events from this step on
+            self._event(resumed + 1, session_log=SessionLog(status=SessionLog.START))
+        self.synced = time.monotonic()
+
+    def _event(self, step: int, **fields) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        self.tensorboard.write_event(Event(wall_time=time.time(), step=step, **fields))
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
             return
+        from tensorboardX.summary import scalar
+
         self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         self.jsonl.flush()
         for name, value in metrics.items():
-            self.tensorboard.add_scalar(name, value, step)
+            self._event(step, summary=scalar(name, value))
+        self.tensorboard.flush()
+        if time.monotonic() - self.synced > SYNC_SECONDS:
+            self.sync()
+
+    def sync(self) -> None:
+        """Uploads the files to the bucket (a local workdir's are in place already)."""
+        if self.enabled and self.bucket:
+            self._upload()
+
+    def _upload(self) -> None:
+        for file in self.folder.rglob("*"):
+            if file.is_file():
+                upload(file, self.bucket / file.relative_to(self.folder).as_posix())
+        self.synced = time.monotonic()
 
     def close(self) -> None:
         if self.enabled:
             self.jsonl.close()
             self.tensorboard.close()
+            if self.bucket:
+                self._upload()
+                shutil.rmtree(self.folder)
+
+
+def _logged_until(path: epath.Path, step: int) -> tuple[list[str], bool]:
+    """The lines of the metrics log `path` for steps up to `step`, and whether it had others (later steps,
+    or a line a killed run left half-written)."""
+    if not path.exists():
+        return [], False
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+    return kept, len(kept) < len(lines)
 
 
 def train(
@@ -203,9 +271,9 @@ def train(
                     trainable_part, frozen, graphdef, batch, jax.random.key(config["seed"]), val_variant, step_config
                 )[0]
 
-        log = _Log(workdir)
         key = jax.random.key(config["seed"])
         start, total = int(state.step), config["steps"]
+        log = _Log(workdir, start)
         metrics: dict[str, float] = {}
         progress = tqdm(
             range(start, total),
@@ -251,6 +319,7 @@ def train(
                 log.write(done, {"val_loss": val_loss})
             if done % config["checkpoint_every"] == 0 or done == total:
                 checkpointer.save(done, state, iterator, val_loss)
+                log.sync()  # a bucket's logs up to the checkpoint
         checkpointer.wait()
         if int(state.step) == total:
             final = final_params(state, trainable)

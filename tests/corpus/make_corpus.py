@@ -410,6 +410,13 @@ CASES: tuple[Case, ...] = (
         r"^error: \S*out/session holds no session yet: its first turn needs the source video \(--video\)$",
     ),
     Case(
+        "--session gs://bucket/session",
+        "sample.py",
+        "a session in a bucket (its bank's lock, fsyncs and video encoder need local files)",
+        sample("--session", "gs://bucket/session", "--video", "{root}/videos/good.mp4", "--camera", "pan_left"),
+        r"^error: --session gs://bucket/session: a session is a local folder \(not a bucket\)$",
+    ),
+    Case(
         "--camera_index 3 with a preset",
         "sample.py",
         "a camera file option for a preset trajectory",
