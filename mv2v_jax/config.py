@@ -33,12 +33,18 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         file = REPO_CONFIGS / file.name
     if not file.is_file():
         raise FileNotFoundError(f"config file {path} not found")
-    module_spec = importlib.util.spec_from_file_location(f"_config_{file.stem}", file)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = load_module(file)
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {file} has no get_config()")
     return module.get_config(arg) if arg else module.get_config()
+
+
+def load_module(file: str | Path) -> types.ModuleType:
+    """The Python file `file` run as a module: configs are files, not a package, and share values this way."""
+    module_spec = importlib.util.spec_from_file_location(f"_config_{Path(file).stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 class ConfigValueError(ValueError):
