@@ -19,13 +19,17 @@ import ml_collections
 
 T = TypeVar("T")
 
-REPO_CONFIGS = Path(__file__).parents[1] / "configs"
+# The project's configs: configs/ beside the package in a checkout, mv2v_jax/configs in a wheel (setup.py).
+REPO_CONFIGS = Path(__file__).parent / "configs"
+if not REPO_CONFIGS.is_dir():
+    REPO_CONFIGS = Path(__file__).parents[1] / "configs"
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """`get_config(arg)` of the file `spec` names (`path.py` or `path.py:arg`).
 
-    A bare file name is also looked up in the repository's `configs/` folder.
+    A file that is not there is looked up by name in the project's configs (`REPO_CONFIGS`), so
+    `configs/tiny_nvs.py` loads from any folder, and from an installed wheel.
     """
     path, _, arg = spec.partition(":")
     file = Path(path)
