@@ -2,7 +2,7 @@
 
 libtpu is installed (the `tpu` extra) to compile for TPU topologies on any host (aot/). Left alone,
 JAX would also start it as a backend where there is no TPU, and libtpu prints start-up errors; the
-package keeps JAX to the CPU there (mv2v_jax/__init__.py).
+package keeps JAX to the CPU there (mv2v_jax/__init__.py), without importing JAX itself.
 """
 
 import os
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mv2v_jax
 from mv2v_jax.io.video import write_video
 
 ROOT = Path(__file__).parents[1]
@@ -35,6 +36,7 @@ def alarms(output: str) -> list[str]:
 
 
 def tpu_chips() -> int:
+    """JAX's own count of the host's TPU chips (PCI ids; not public API)."""
     from jax._src.hardware_utils import num_available_tpu_chips_and_device_id
 
     return num_available_tpu_chips_and_device_id()[0]
@@ -55,9 +57,14 @@ def test_the_check_sees_libtpus_start_up_errors():
     assert not alarms("denoising: 100%|##########| 2/2\nturn 1: memory none -> outputs/s/turns/turn_001.mp4\n")
 
 
+def test_a_tpu_host_is_never_kept_to_the_cpu():
+    assert mv2v_jax.has_tpu_devices() or not tpu_chips()
+
+
 @pytest.mark.skipif(tpu_chips() > 0, reason="a TPU host starts libtpu, as it should")
-def test_the_library_keeps_jax_on_the_cpu_without_a_tpu():
-    code = "import mv2v_jax, jax; print(jax.default_backend(), float(jax.numpy.ones(3).sum()))"
+@pytest.mark.parametrize("imports", ["mv2v_jax, jax", "jax, mv2v_jax"])  # JAX not imported yet, and imported
+def test_the_library_keeps_jax_on_the_cpu_without_a_tpu(imports: str):
+    code = f"import {imports}; print(jax.default_backend(), float(jax.numpy.ones(3).sum()))"
     result = run_without_a_platform(["-c", code])
     assert result.stdout.split() == ["cpu", "3.0"]
     assert not alarms(result.stdout + result.stderr), result.stderr
