@@ -438,8 +438,12 @@ def _lock(path: Path, timeout: float) -> int:
             f"memory bank {path} is open for writing by another process ({holder}); "
             f"waited {timeout:g} s. Close that process's bank, or open this one with readonly=True"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
