@@ -4,19 +4,25 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint bench
+.PHONY: install constraints demo test test-slow lint bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Re-installs when pyproject.toml changes. torch is pinned to the CPU build on this disk (2.13.0).
+# Re-installs when pyproject.toml or constraints.txt change. constraints.txt holds the versions the tests
+# ran with, torch at 2.13.0 (the CPU build where an index offers it); pyproject.toml keeps the ranges.
 # The tpu extra brings libtpu, with which the tests compile the train and sampling steps for TPU v5p.
-$(INSTALLED): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test,tpu]'
+$(INSTALLED): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,tpu]'
 	touch $(INSTALLED)
 
 install: $(INSTALLED)
+
+# After changing a dependency in pyproject.toml (and running the tests): constraints.txt from $(VENV).
+constraints: | $(PY)
+	$(PY) -m pip install --quiet -e '.[test,tpu]'
+	$(PY) .ci/constraints.py
 
 # Both tasks with the shipped small models on held-out synthetic data, memory against no memory:
 # five novel-view turns and the segments of one long video; prints where the pictures and mp4s are.

@@ -19,13 +19,17 @@ import ml_collections
 
 T = TypeVar("T")
 
-REPO_CONFIGS = Path(__file__).parents[1] / "configs"
+# The project's configs: configs/ beside the package in a checkout, mv2v_jax/configs in a wheel (setup.py).
+REPO_CONFIGS = Path(__file__).parent / "configs"
+if not REPO_CONFIGS.is_dir():
+    REPO_CONFIGS = Path(__file__).parents[1] / "configs"
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """`get_config(arg)` of the file `spec` names (`path.py` or `path.py:arg`).
 
-    A bare file name is also looked up in the repository's `configs/` folder.
+    A file that is not there is looked up by name in the project's configs (`REPO_CONFIGS`), so
+    `configs/tiny_nvs.py` loads from any folder, and from an installed wheel.
     """
     path, _, arg = spec.partition(":")
     file = Path(path)
@@ -33,12 +37,18 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         file = REPO_CONFIGS / file.name
     if not file.is_file():
         raise FileNotFoundError(f"config file {path} not found")
-    module_spec = importlib.util.spec_from_file_location(f"_config_{file.stem}", file)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = load_module(file)
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {file} has no get_config()")
     return module.get_config(arg) if arg else module.get_config()
+
+
+def load_module(file: str | Path) -> types.ModuleType:
+    """The Python file `file` run as a module: configs are files, not a package, and share values this way."""
+    module_spec = importlib.util.spec_from_file_location(f"_config_{Path(file).stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 class ConfigValueError(ValueError):

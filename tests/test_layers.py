@@ -2,6 +2,7 @@
 lazy ones inside functions included, and check each against the layer order."""
 
 import ast
+import graphlib
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,49 @@ def test_the_layer_check_sees_a_violation():
     found = [m for _, m in imports(path, source)]
     assert found == ["mv2v_jax.pipelines.build", "mv2v_jax.train", "mv2v_jax.tasks"]
     assert [RANK[part(m)] > RANK["data"] for m in found] == [True, True, True]
+
+
+def library_modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (a package by its own name) -> its file."""
+    modules = {}
+    for path in library_files("mv2v_jax"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def module_graph(modules: dict[str, Path], sources: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports (`mv2v_jax.a.b` for `from mv2v_jax.a.b import name`), lazy
+    and TYPE_CHECKING imports included; a package's imports of its own submodules are left out.
+    `sources` stands in for the files' text (the checker's own test)."""
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for _, module in imports(path, (sources or {}).get(name)):
+            while module and module not in modules:
+                module = module.rpartition(".")[0]
+            if module and module != name and not module.startswith(f"{name}."):
+                targets.add(module)
+        graph[name] = targets
+    return graph
+
+
+def test_no_import_cycles():
+    """No module imports one that imports it back, even for type hints only (a circle hides a missing layer)."""
+    try:
+        graphlib.TopologicalSorter(module_graph(library_modules())).prepare()
+    except graphlib.CycleError as e:
+        pytest.fail(f"import cycle: {' -> '.join(e.args[1])}")
+
+
+def test_the_cycle_check_sees_a_cycle():
+    """A lazy import back is a cycle too; the same modules without it are not."""
+    modules = {name: ROOT / "mv2v_jax" / "data" / f"{name[-1]}.py" for name in ("mv2v_jax.data.a", "mv2v_jax.data.b")}
+    sources = {
+        "mv2v_jax.data.a": "from mv2v_jax.data.b import x",
+        "mv2v_jax.data.b": "def f():\n  from mv2v_jax.data.a import y",
+    }
+    with pytest.raises(graphlib.CycleError):
+        graphlib.TopologicalSorter(module_graph(modules, sources)).prepare()
+    sources["mv2v_jax.data.b"] = "import numpy"
+    graphlib.TopologicalSorter(module_graph(modules, sources)).prepare()

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mv2v_jax.aot.abstract import turn_conditions
-from mv2v_jax.config import load_config
+from mv2v_jax.config import REPO_CONFIGS, load_config
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
 from mv2v_jax.memory.streams import pack_streams
 from mv2v_jax.memory.tokenizers import TokenizerConfig
@@ -91,7 +91,7 @@ def clip_of(config: Mapping[str, Any]) -> Clip:
         spatial = codec["spatial"]
         channels = 3 * (codec.get("frequencies") or spatial) ** 2
     elif codec["kind"] == "wan_vae":
-        vae = WanVAEConfig.from_config(load_config(f"configs/wan_vae.py:{codec.get('preset', 'wan2.1')}"))
+        vae = WanVAEConfig.from_config(load_config(f"{REPO_CONFIGS / 'wan_vae.py'}:{codec.get('preset', 'wan2.1')}"))
         spatial, channels = vae.spatial_compression, vae.z_dim
     else:
         raise ValueError(f"unknown codec kind {codec['kind']!r}")

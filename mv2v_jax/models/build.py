@@ -46,14 +46,14 @@ def build_text(config: Mapping[str, Any], text_dim: int) -> TextConditioning:
 def build_embedder(config: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
     """DINOv2 `frames -> [N, D]` for long-edit retrieval; "dinov2_random" is a randomly initialised
     network of a preset (tests and the synthetic demo, where only similar-looking segments matter)."""
-    from mv2v_jax.config import load_config
+    from mv2v_jax.config import REPO_CONFIGS, load_config
     from mv2v_jax.models.vision.dinov2 import Dinov2, Dinov2Config, embed_frames, load_dinov2
 
     kind = config["kind"]
     if kind == "dinov2":
         model = load_dinov2(existing_weights(config["weights"], "DINOv2 weights"))
     elif kind == "dinov2_random":
-        preset = load_config(f"configs/dinov2.py:{config['preset']}")
+        preset = load_config(f"{REPO_CONFIGS / 'dinov2.py'}:{config['preset']}")
         model = Dinov2(Dinov2Config.from_config(preset), rngs=nnx.Rngs(config["seed"]))
     else:
         raise ValueError(f"unknown embedder kind {kind!r}; choose dinov2 or dinov2_random")

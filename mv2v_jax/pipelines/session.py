@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -45,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from mv2v_jax.io import locks
 from mv2v_jax.io.atomic import TEMPORARY_PREFIX, atomic_output, check_can_create, fsync_path, new_temporary, write_json
 from mv2v_jax.io.images import write_contact_sheet
 from mv2v_jax.io.video import VideoClip, write_video
@@ -217,17 +217,6 @@ def _differences(stored: Any, given: Any, key: str = "") -> list[str]:
     return found
 
 
-def _lock_folder(folder: Path) -> int:
-    """An fd holding the exclusive flock of `folder` (held through a rename: it is the inode's)."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _remove_stale_stagings(path: Path) -> None:
     """Removes `.tmp-<name>-*` folders beside `path` left by killed first turns (a live one is locked)."""
     if not path.parent.is_dir():
@@ -237,11 +226,9 @@ def _remove_stale_stagings(path: Path) -> None:
         if not (pattern.fullmatch(staging.name) and staging.is_dir()):
             continue
         try:
-            fd = _lock_folder(staging)
-        except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                continue  # another process is making it
-            raise
+            fd = locks.hold(staging, directory=True)
+        except BlockingIOError:
+            continue  # another process is making it
         try:
             shutil.rmtree(staging)
         finally:
@@ -295,7 +282,7 @@ class Session:
         missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = new_temporary(path.parent, f"{TEMPORARY_PREFIX}{path.name}-", directory=True)
-        lock_fd = _lock_folder(staging)
+        lock_fd = locks.hold(staging, directory=True)  # held through its rename into place
         try:
             hash_ = config_hash(config)
             bank = MemoryBank.create(staging / BANK, task, hash_, key=get_task(task).retrieval_key)

@@ -25,8 +25,8 @@ The manifest's format, its checks and the entry arrays' shapes are `retrieval.ma
 Checksums: the manifest records the sha256 of every .npy file (header included, so shape and dtype
 are covered too); `load` verifies them and raises `CorruptEntryError` naming the entry and array.
 
-Concurrency: one writer at a time, by an exclusive lock on session.lock (`filelock`, an `flock` on
-Unix), held from `create`/`open` to `close`; the holder writes its pid and host into the file. A
+Concurrency: one writer at a time, by an exclusive lock on session.lock (`io.locks`, an `flock`),
+held from `create`/`open` to `close`; the holder writes its pid and host into the file. A
 second writer waits up to `lock_timeout` seconds (default 0: it is refused at once) and then gets
 `BankLockedError` naming the holder's pid. Readers (`open(readonly=True)`) take no lock: they read
 the manifest at each call, and published entries never change, so a reader sees the session as of
@@ -49,9 +49,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import filelock
 import numpy as np
 
+from mv2v_jax.io import locks
 from mv2v_jax.io.atomic import TEMPORARY_PREFIX, fsync_path, write_json
 from mv2v_jax.retrieval.manifest import (
     ARRAYS,
@@ -168,10 +168,10 @@ def _write_array(path: Path, array: np.ndarray) -> dict[str, Any]:
 class MemoryBank:
     """A session directory of memory entries. Use `create` or `open`; close (or use `with`) to unlock."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], lock: filelock.FileLock | None):
+    def __init__(self, path: Path, manifest: dict[str, Any], lock: int | None):
         self.path = path
         self._manifest = manifest
-        self._lock = lock
+        self._lock = lock  # the fd holding session.lock; None for a reader
         self._manifest_stat = None  # a reader re-reads the manifest at its first use
 
     # Opening and closing
@@ -425,38 +425,29 @@ def _require_empty(path: Path) -> None:
         raise BankError(f"cannot create a memory bank in {path}: the directory is not empty ({others[:5]})")
 
 
-def _lock(path: Path, timeout: float) -> filelock.FileLock:
-    """The held exclusive lock of session `path`, waiting up to `timeout` seconds; the lock file then
-    names this process."""
+def _lock(path: Path, timeout: float) -> int:
+    """The fd holding the exclusive lock of session `path`, waiting up to `timeout` seconds; the lock
+    file then names this process. The file stays after `_unlock` (waiters share its inode)."""
     if not path.is_dir():
         raise BankFormatError(f"{path} is not a memory bank (no such directory)")
-
-    def name_the_holder(fd: int) -> None:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-
-    # The lock file stays (waiters share its inode) and is never replaced by a marker file that a
-    # killed writer would leave locked; one lock object may be released from another thread.
-    lock = filelock.FileLock(
-        path / LOCK,
-        timeout=timeout,
-        thread_local=False,
-        preserve_lock_file=True,
-        fallback_to_soft=False,
-        on_acquired=name_the_holder,
-    )
     try:
-        lock.acquire()
-    except filelock.Timeout:
+        fd = locks.hold(path / LOCK, timeout)
+    except BlockingIOError:
         holder = (path / LOCK).read_text(errors="replace").strip() or "unknown pid"
         raise BankLockedError(
             f"memory bank {path} is open for writing by another process ({holder}); "
             f"waited {timeout:g} s. Close that process's bank, or open this one with readonly=True"
         ) from None
-    return lock
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def _unlock(lock: filelock.FileLock | None) -> None:
-    if lock is not None and lock.is_locked:
-        os.truncate(lock.lock_file, 0)  # no holder any more
-        lock.release()
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.ftruncate(fd, 0)  # no holder any more
+        os.close(fd)

@@ -28,8 +28,6 @@ axes, metres, pinhole `K` from a horizontal field of view. The camera moves them
 """
 
 from mv2v_jax.data.synthetic.cameras import (
-    CAMERA_CLEARANCE,
-    CAMERA_STARTS,
     MAX_CAMERA_TRIES,
     SLOW_KINDS,
     camera_fits,
@@ -50,18 +48,23 @@ from mv2v_jax.data.synthetic.long_video import (
 )
 from mv2v_jax.data.synthetic.preview import main, write_long_preview, write_preview
 from mv2v_jax.data.synthetic.render import RAYS_PER_CHUNK, render
-from mv2v_jax.data.synthetic.scene_config import PRESETS, SceneConfig
+from mv2v_jax.data.synthetic.scene_config import (
+    CAMERA_CLEARANCE,
+    CAMERA_STARTS,
+    COLOURS,
+    MAX_WOBBLE,
+    OBJECT_COLOURS,
+    PRESETS,
+    SURFACE_KINDS,
+    SceneConfig,
+)
 from mv2v_jax.data.synthetic.scenes import HEADINGS, generate_scene
 from mv2v_jax.data.synthetic.world import (
     CEILING_PATTERNS,
-    COLOURS,
     FLOOR_PATTERNS,
     LANDMARK_SHAPES,
     MAX_OBJECT_TRIES,
-    MAX_WOBBLE,
     OBJECT_CHECK_TIMES,
-    OBJECT_COLOURS,
-    SURFACE_KINDS,
     SURFACE_NAMES,
     SURFACE_NORMALS,
     WALL_PALETTE,

@@ -10,21 +10,16 @@ from there (`shared_start_cameras`).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mv2v_jax.data.synthetic.scene_config import CAMERA_CLEARANCE, SceneConfig
+from mv2v_jax.data.synthetic.world import World
 from mv2v_jax.geometry import invert_pose
 from mv2v_jax.trajectories import TRAJECTORY_KINDS, camera_trajectory, direction, look_w2c
 
-if TYPE_CHECKING:
-    from mv2v_jax.data.synthetic.scene_config import SceneConfig
-    from mv2v_jax.data.synthetic.world import World
-
 SLOW_KINDS = ("pan_left", "pan_right", "translate_left", "translate_right", "zoom_in")
-CAMERA_CLEARANCE = 0.35  # metres between a camera and an object's surface, or a wall
 MAX_CAMERA_TRIES = 50  # trajectories resampled before falling back to a pan (which always fits)
-CAMERA_STARTS = ("random", "shared")  # SceneConfig.camera_start
 GROUP_JITTER = 25.0  # degrees a view's turning direction strays from its group's
 
 

@@ -37,8 +37,8 @@ from mv2v_jax.config import dataclass_from_config
 from mv2v_jax.data.synthetic.cameras import camera_fits
 from mv2v_jax.data.synthetic.captions import describe
 from mv2v_jax.data.synthetic.render import render
-from mv2v_jax.data.synthetic.scene_config import SceneConfig
-from mv2v_jax.data.synthetic.world import COLOURS, OBJECT_COLOURS, SURFACE_NAMES, WALL_PALETTE, World, draw_world, pale
+from mv2v_jax.data.synthetic.scene_config import COLOURS, OBJECT_COLOURS, SceneConfig
+from mv2v_jax.data.synthetic.world import SURFACE_NAMES, WALL_PALETTE, World, draw_world, pale
 from mv2v_jax.geometry import invert_pose
 from mv2v_jax.trajectories import direction, look_w2c
 

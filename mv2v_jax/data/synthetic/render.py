@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from mv2v_jax.data.synthetic.world import COLOURS, SURFACE_NAMES, SURFACE_NORMALS, Landmark, Surface, World
+from mv2v_jax.data.synthetic.scene_config import COLOURS
+from mv2v_jax.data.synthetic.world import SURFACE_NAMES, SURFACE_NORMALS, Landmark, Surface, World
 from mv2v_jax.trajectories import Vector, rotate_z
 
 RAYS_PER_CHUNK = 1 << 18  # bounds the renderer's temporaries (~50 floats a ray)

@@ -10,10 +10,30 @@ from typing import Any
 import numpy as np
 
 from mv2v_jax.config import dataclass_from_config
-from mv2v_jax.data.synthetic.cameras import CAMERA_CLEARANCE, CAMERA_STARTS
-from mv2v_jax.data.synthetic.world import MAX_WOBBLE, OBJECT_COLOURS, SURFACE_KINDS
 from mv2v_jax.geometry import Intrinsics
 from mv2v_jax.io.video import check_num_frames
+
+# Named colours (sRGB in [0, 1]): surfaces, landmarks and objects draw from these, so the prompt can
+# name what the video shows.
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.80, 0.15, 0.15),
+    "orange": (0.95, 0.55, 0.10),
+    "yellow": (0.95, 0.85, 0.20),
+    "green": (0.20, 0.65, 0.25),
+    "teal": (0.10, 0.60, 0.60),
+    "blue": (0.15, 0.30, 0.80),
+    "purple": (0.50, 0.25, 0.70),
+    "pink": (0.95, 0.55, 0.70),
+    "brown": (0.50, 0.32, 0.18),
+    "white": (0.92, 0.92, 0.90),
+    "grey": (0.55, 0.55, 0.55),
+    "black": (0.12, 0.12, 0.12),
+}
+OBJECT_COLOURS = tuple(c for c in COLOURS if c not in ("white", "grey"))  # stand out from the walls
+SURFACE_KINDS = ("patterns", "palette")  # SceneConfig.surfaces (data.synthetic.world)
+CAMERA_STARTS = ("random", "shared")  # SceneConfig.camera_start (data.synthetic.cameras)
+CAMERA_CLEARANCE = 0.35  # metres between a camera and an object's surface, or a wall
+MAX_WOBBLE = 0.2  # metres an object's orbit radius oscillates by, at most
 
 
 @dataclass(frozen=True)

@@ -17,32 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from mv2v_jax.data.synthetic.scene_config import SceneConfig
+from mv2v_jax.data.synthetic.scene_config import COLOURS, MAX_WOBBLE, OBJECT_COLOURS, SceneConfig
 
-# Named colours (sRGB in [0, 1]): surfaces, landmarks and objects draw from these, so the prompt can
-# name what the video shows.
-COLOURS: dict[str, tuple[float, float, float]] = {
-    "red": (0.80, 0.15, 0.15),
-    "orange": (0.95, 0.55, 0.10),
-    "yellow": (0.95, 0.85, 0.20),
-    "green": (0.20, 0.65, 0.25),
-    "teal": (0.10, 0.60, 0.60),
-    "blue": (0.15, 0.30, 0.80),
-    "purple": (0.50, 0.25, 0.70),
-    "pink": (0.95, 0.55, 0.70),
-    "brown": (0.50, 0.32, 0.18),
-    "white": (0.92, 0.92, 0.90),
-    "grey": (0.55, 0.55, 0.55),
-    "black": (0.12, 0.12, 0.12),
-}
-OBJECT_COLOURS = tuple(c for c in COLOURS if c not in ("white", "grey"))  # stand out from the walls
 WALL_PATTERNS = ("stripes", "checkers", "blobs", "gradient")
-SURFACE_KINDS = ("patterns", "palette")  # SceneConfig.surfaces
 WALL_PALETTE = OBJECT_COLOURS  # "palette" walls: four different ones of these
 FLOOR_PALETTE = ("grey", "brown", "white")  # "palette" floors; the ceiling is white
 PALE_GREY = 0.75  # what SceneConfig.palette_mix blends "palette" surfaces towards
@@ -54,7 +34,6 @@ LANDMARK_SHAPES = ("disc", "ring", "square", "diamond", "triangle", "cross", "st
 SURFACE_NAMES = ("wall x-", "wall x+", "wall y-", "wall y+", "floor", "ceiling")
 SURFACE_NORMALS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], np.float32)  # inward
 MAX_OBJECT_TRIES = 100  # paths drawn for an object before leaving it out
-MAX_WOBBLE = 0.2  # metres an object's orbit radius oscillates by, at most
 OBJECT_CHECK_TIMES = 65  # times in [0, 1] at which object paths are checked for collisions
 
 
