@@ -48,3 +48,4 @@ bench: install
 	$(PY) bench/memory_cost.py
 	$(PY) bench/train_step.py
 	$(PY) bench/turn_startup.py
+	$(PY) bench/step_cache.py

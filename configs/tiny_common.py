@@ -92,8 +92,10 @@ def sample_config(weights: str, retrieval: dict, long_edit: dict) -> dict:
         retrieval=retrieval,
         long_edit=long_edit,
         merge_schedule="",  # the weights' own; or a name in memory.merging.MERGE_SCHEDULES
-        # Step caching (pipelines.step_cache; docs/step_caching.md): off until measured, e.g.
-        # --config.sample.cache.kind=first_block.
+        # Step caching (pipelines.step_cache; docs/step_caching.md): off at these 20 steps, which the
+        # evaluations' tables were made with and caching was not measured at. At the real configs' 50 steps
+        # (BENCHMARKS.md "Step caching") first_block at 0.10 ran 2.7x-3.4x fewer forwards at >= 35 dB:
+        # --config.sample.sampling.steps=50 --config.sample.cache.kind=first_block --config.sample.cache.threshold=0.1
         cache=dict(kind="none", threshold=0.05, warmup=2, uncond_every=1),
         # Ours: one device; a 4 M-parameter model gains nothing from more ("auto" spreads it over all).
         mesh="sequence=1",

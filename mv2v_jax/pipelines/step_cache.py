@@ -44,9 +44,9 @@ class StepCacheConfig:
     warmup (the first steps always computed, both passes), uncond_every (guidance: the unconditional
     pass every this many steps after the warm-up; 1: every step).
 
-    Paper-silent (the paper samples every step): off by default; threshold 0.05 and warmup 2 are
-    unmeasured starting points in the range FBCache and TeaCache use for Wan, to be measured before any
-    config turns caching on.
+    Paper-silent (the paper samples every step): off unless a config turns it on. The real configs use
+    first_block at 0.10 with warmup 2, measured on the shipped models at 50 steps (bench/step_cache.py,
+    docs/step_caching.md).
     """
 
     kind: str = "none"
