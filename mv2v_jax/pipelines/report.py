@@ -243,18 +243,7 @@ def camera_plot(turns: Sequence[ReportTurn], current: int | None, fed: Iterable[
         state = "current" if n == current else "fed" if n in fed or current is None else "earlier"
         parts.append(_camera_path(canvas, views[n], ray, n, state, next(t for t in turns if t.number == n)))
     title = "every turn" if current is None else f"turn {current}"
-    return _tag(
-        "svg",
-        _join(parts),
-        class_="cameras",
-        width=width,
-        height=height,
-        viewBox=f"0 0 {width} {height}",
-        xmlns="http://www.w3.org/2000/svg",
-        role="img",
-        aria_label=f"top view of the camera paths, {title}",
-        fill="none",
-    )
+    return _svg(parts, "cameras", width, height, f"top view of the camera paths, {title}")
 
 
 def _camera_path(
@@ -349,16 +338,21 @@ def segment_timeline(
         _tag("text", "frame 0", x=pad, y=axis),
         _tag("text", f"frame {frames - 1}", x=width - pad, y=axis, text_anchor="end"),
     ]
+    return _svg(parts, "segments", width, height, "the long video's segments and what each retrieved")
+
+
+def _svg(parts: list[str], kind: str, width: float, height: float, label: str) -> str:
+    """An inline SVG drawing of class `kind` from its `parts`, described by `label` for screen readers."""
     return _tag(
         "svg",
         _join(parts),
-        class_="segments",
+        class_=kind,
         width=width,
         height=height,
         viewBox=f"0 0 {width} {height}",
         xmlns="http://www.w3.org/2000/svg",
         role="img",
-        aria_label="the long video's segments and what each retrieved",
+        aria_label=label,
         fill="none",
     )
 
