@@ -1,6 +1,6 @@
 """Memory-V2V long video editing on LucyEdit (Wan2.2-TI2V-5B with 96 input channels): the paper's setting.
 
-Weights, converted once into `weights_dir` (README, "Real weights"; every path below is also its own
+Weights, converted once into `weights_dir` (README, "The real backbones"; every path below is also its own
 field, e.g. `--config.sample.embedder.weights=...`):
 
     python -m convert_weights.lucy_edit Lucy-Edit-Dev/transformer weights/lucy_edit

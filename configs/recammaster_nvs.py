@@ -1,6 +1,6 @@
 """Memory-V2V novel view synthesis on ReCamMaster (Wan2.1-T2V-1.3B + camera layers): the paper's setting.
 
-Weights, converted once into `weights_dir` (README, "Real weights"; every path below is also its own
+Weights, converted once into `weights_dir` (README, "The real backbones"; every path below is also its own
 field, e.g. `--config.sample.codec.weights=...`):
 
     python -m convert_weights.recammaster step20000.ckpt weights/recammaster

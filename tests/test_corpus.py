@@ -26,6 +26,7 @@ from ctrl_c import take_ctrl_c
 REPO = Path(__file__).parents[1]
 WORKERS = 2
 ERROR_LINES = ("error: ", "FATAL Flags parsing error: ")  # how the CLIs report (absl for flags)
+UNCLEAN = r"Traceback \(most recent call last\)|Event loop is closed"  # never on a CLI's stderr
 LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
@@ -93,17 +94,18 @@ def run(case: Case, root: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, *(arg.replace("{root}", str(root)) for arg in case.argv)]
     if case.file_size_limit is not None:
         command = [sys.executable, "-c", FILE_SIZE_LIMIT, str(case.file_size_limit), *command]
+    env = environment() | dict(case.env)
     if case.interrupt is not None:
-        return run_interrupted(command, case.interrupt)
-    return subprocess.run(command, cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
+        return run_interrupted(command, case.interrupt, env)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
-def run_interrupted(command: list[str], trigger: str) -> subprocess.CompletedProcess:
+def run_interrupted(command: list[str], trigger: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     """Runs `command` and sends it SIGINT, as Ctrl-C does, once its stderr matches `trigger`."""
     process = subprocess.Popen(
         command,
         cwd=REPO,
-        env=environment(),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=take_ctrl_c,
@@ -173,7 +175,10 @@ def test_bad_input_is_named_and_nothing_is_lost(outcomes, case):
     assert outcome.returncode != 0, f"exit 0 on {case.input}:\n{error[-3000:]}"
     if case.exit_code is not None:
         assert outcome.returncode == case.exit_code, f"{case.input}: exit {outcome.returncode}:\n{error[-3000:]}"
-    if case.argv[0] != "-c":  # a CLI prints an error line, not a traceback
+    if case.warns is not None:
+        assert re.search(case.warns, error, re.MULTILINE), f"{case.input}: expected /{case.warns}/ in:\n{error[-3000:]}"
+    if case.argv[0] != "-c":  # a CLI prints an error line, not a traceback, and ends cleanly (orbax's threads too)
+        assert not re.search(UNCLEAN, error), f"{case.input}: a traceback or an unclean shutdown:\n{error[-3000:]}"
         error = "\n".join(line for line in error.splitlines() if line.startswith(ERROR_LINES))
     assert re.search(case.expect, error, re.MULTILINE), (
         f"{case.input}: expected /{case.expect}/ in:\n{outcome.stderr[-3000:]}"

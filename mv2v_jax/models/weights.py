@@ -36,7 +36,7 @@ from etils import epath
 from flax import nnx, traverse_util
 
 from mv2v_jax.cache import cache_root
-from mv2v_jax.io.atomic import fsync_path, new_temporary, write_json
+from mv2v_jax.io.atomic import fsync_path, make_parents, new_temporary, remove_empty, write_json
 from mv2v_jax.models.layers import in_compute_dtype
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, state_shardings
 
@@ -87,8 +87,8 @@ class WeightsWriter:
     def __init__(self, path: str | os.PathLike, overwrite: bool = False):
         self.path = Path(path)
         if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+            raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it")
+        self._made = make_parents(self.path.parent)  # removed again if nothing is committed
         self._tmp = new_temporary(self.path.parent, f".{self.path.name}.", ".tmp", directory=True)
         (self._tmp / PARAMS_DIR).mkdir()
         self._arrays: dict[tuple[str, ...], Any] = {}
@@ -100,6 +100,7 @@ class WeightsWriter:
     def __exit__(self, *exc) -> None:
         if not self._committed:
             shutil.rmtree(self._tmp, ignore_errors=True)
+            remove_empty(self._made)
 
     def create(self, path: tuple[str, ...], shape: tuple[int, ...], dtype, stacked: bool = False):
         """A writable tensorstore array for one parameter; `stacked` chunks it one layer per chunk."""

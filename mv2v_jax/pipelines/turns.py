@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from mv2v_jax.config import check_text
+
 MAX_SEED = 2**32 - 1  # JAX's PRNG keys take 32 bits of a seed: a larger one would repeat a smaller one
 CONVENTIONS, AXES = ("w2c", "c2w"), ("opencv", "opengl")
 TURN_KEYS = {
@@ -90,6 +92,8 @@ def _check_value(key: str, value: Any, where: str) -> Any:
         ok = isinstance(value, str) and (key != "camera" or value.strip() != "")
     if not ok:
         raise TurnError(f"{where} {key!r} must be {TURN_KEYS[key]}, got {value!r}")
+    if key == "prompt":
+        check_text(value, f"{where} 'prompt'")  # a JSON escape such as "\udc80" is no character
     return value
 
 
