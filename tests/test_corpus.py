@@ -41,8 +41,17 @@ FILE_SIZE_LIMIT = "import os, resource, sys; n = int(sys.argv[1]); resource.setr
 
 # One case per tool and kind of bad input: a video, a camera file, a session (damaged, locked by another
 # writer, interrupted), weights, flags and configs of sample.py and train.py, training data, latent
-# encoding, a converter, a dataset build.
+# encoding, a converter, a dataset build; a flag that would be ignored, text that is not UTF-8, an
+# over-long prompt and a late output path on a real backbone's config, a damaged latent dataset, a
+# checkpoint the config no longer fits, an evaluation's bad config.
 REPRESENTATIVE = {
+    "--compile_mesh without --compile_topology",
+    "--prompt of Latin-1 bytes",
+    "--prompt of 700 tokens",
+    "unwritable/tokenizer (convert_weights.random's last output)",
+    "data/damaged_latents/",
+    "runs/nvs/ (--export, model.dit.dim changed)",
+    "--config nope.py (eval.consistency)",
     "videos/empty.mp4",
     "cameras/nan.json",
     "sessions/busy/",

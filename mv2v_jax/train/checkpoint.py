@@ -201,11 +201,9 @@ def mismatch(
 ) -> str | None:
     """What differs between a checkpoint's array shapes and the ones a config makes, in words, or None."""
     if changed := [name for name in wanted if name in stored and stored[name] != wanted[name]]:
-        name = changed[0]
+        name = min(changed, key=lambda n: not n.startswith("params/"))  # a parameter, not its optimizer moment
         sizes = set().union(*(_changed_sizes(stored[n], wanted[n]) for n in changed))
-        same = {size for n in wanted if stored.get(n) == wanted[n] for size in wanted[n]}
-        candidates = [key for key, value in settings.items() if value in sizes]
-        likely = [key for key in candidates if settings[key] not in same] or candidates
+        likely = [key for key, value in settings.items() if value in sizes]  # a size that is new is one of these
         because = " or ".join(f"{key} (now {settings[key]})" for key in likely) or "a model setting"
         more = f" (and {len(changed) - 1} more arrays)" if len(changed) > 1 else ""
         return f"{name} is {stored[name]} there but {wanted[name]} here{more}: {because} changed since it was saved"
