@@ -159,7 +159,7 @@ def load_cameras(request: CameraRequest, frames: int) -> np.ndarray:
     from mv2v_jax.pipelines.presets import AMOUNTS, preset_trajectory
 
     if request.camera in AMOUNTS:
-        options = {"camera_index": request.index, "camera_convention": request.convention}
+        options = {"camera_index": request.index, "camera_convention": request.convention, "camera_axes": request.axes}
         if given := [f"{key}={value!r}" for key, value in options.items() if value is not None]:
             raise CameraError(f"{request.camera} is a preset trajectory: {', '.join(given)} only apply to camera files")
         return preset_trajectory(request.camera, frames)
@@ -173,7 +173,7 @@ def load_cameras(request: CameraRequest, frames: int) -> np.ndarray:
         request.camera,
         camera=int(index) if isinstance(index, str) and index.isdigit() else index,  # `3` means cam03
         convention=convention,
-        axes=(request.axes or "opencv") if convention else None,
+        axes=request.axes or ("opencv" if convention else None),  # given without a convention: refused there
         num_frames=frames,
     )
     return trajectory.w2c

@@ -1115,6 +1115,20 @@ CASES: tuple[Case, ...] = (
         r"^error: --config\.sample\.retrieval\.hfov_degrees: only --task nvs reads it; this is --task long_edit$",
     ),
     Case(
+        "--camera_axes opengl with a preset",
+        "sample.py",
+        "a camera file option for a preset trajectory (it would be ignored)",
+        with_video("videos/good.mp4", "--camera_axes", "opengl"),
+        r"^error: pan_left is a preset trajectory: camera_axes='opengl' only apply to camera files$",
+    ),
+    Case(
+        "cameras/far_trajectory.json + --camera_axes opengl",
+        "sample.py",
+        "axes for a trajectory file, which fixes its own (it would be ignored)",
+        with_camera("cameras/far_trajectory.json", "--camera_axes", "opengl"),
+        r"far_trajectory\.json: this trajectory file fixes its own convention; convention/axes apply to plain arrays",
+    ),
+    Case(
         "--noexport_ema without --export",
         "train.py",
         "an --export option for a training run",
