@@ -187,9 +187,11 @@ def _write_orbax_index(params: Path, dtypes: Mapping[tuple[str, ...], np.dtype])
             primary_host=None, active_processes={jax.process_index()}
         ),
     )
-    with _quiet("absl"):  # orbax warns that it found no OCDBT files to merge: none were asked for
-        checkpointer.save(scratch.absolute(), args=ocp.args.PyTreeSave(stand_in))
-    checkpointer.close()
+    try:
+        with _quiet("absl"):  # orbax warns that it found no OCDBT files to merge: none were asked for
+            checkpointer.save(scratch.absolute(), args=ocp.args.PyTreeSave(stand_in))
+    finally:  # on an error too (a full disk): orbax's threads end before the interpreter does
+        checkpointer.close()
     folders = {p.name for p in scratch.iterdir() if (p / ".zarray").is_file()}  # zarr v2 arrays
     expected = {".".join(path) for path in dtypes}
     if folders != expected:
@@ -396,7 +398,8 @@ def _stored_tree(path: epath.Path, expected: Iterable[tuple[str, ...]] = ()) -> 
     import orbax.checkpoint as ocp
 
     try:
-        metadata = ocp.StandardCheckpointer().metadata(path / PARAMS_DIR).item_metadata
+        with ocp.StandardCheckpointer() as reader:  # closed on every way out, as below
+            metadata = reader.metadata(path / PARAMS_DIR).item_metadata
     except Exception as e:  # orbax's errors for an unreadable checkpoint share no type
         raise WeightsError(f"{path / PARAMS_DIR}: unreadable parameter index ({e}); convert the weights again") from e
     if metadata is None:  # orbax read the index and every array's header: something is missing or damaged
@@ -457,7 +460,8 @@ def load_module(
     pure = nnx.to_pure_dict(targets)
     _check_tree(path, flatten_paths(pure))
     try:
-        restored = ocp.StandardCheckpointer().restore(path / PARAMS_DIR, pure)
+        with ocp.StandardCheckpointer() as reader:  # closed on an error too: no orbax thread outlives the load
+            restored = reader.restore(path / PARAMS_DIR, pure)
     except Exception as e:
         cause = e.__cause__ or e.__context__ or e  # tensorstore's message, which names the file
         raise WeightsError(f"{path}: reading the parameters failed, a file is damaged or truncated: {cause}") from e
