@@ -1115,6 +1115,13 @@ CASES: tuple[Case, ...] = (
         r"^error: --config\.sample\.retrieval\.hfov_degrees: only --task nvs reads it; this is --task long_edit$",
     ),
     Case(
+        "--compile_mesh data=x",
+        "sample.py --compile_topology",
+        "a mesh that is not axis=size pairs (named before libtpu loads)",
+        ("sample.py", "--config", "{root}/config.py", "--compile_topology", "v5p-8", "--compile_mesh", "data=x"),
+        r"^error: --compile_mesh data=x: mesh 'data=x': expected axis=size pairs such as data=2,sequence=4$",
+    ),
+    Case(
         "--camera_axes opengl with a preset",
         "sample.py",
         "a camera file option for a preset trajectory (it would be ignored)",
