@@ -1133,7 +1133,8 @@ CASES: tuple[Case, ...] = (
         "sample.py",
         "axes for a trajectory file, which fixes its own (it would be ignored)",
         with_camera("cameras/far_trajectory.json", "--camera_axes", "opengl"),
-        r"far_trajectory\.json: this trajectory file fixes its own convention; convention/axes apply to plain arrays",
+        r"far_trajectory\.json: this trajectory file fixes its own convention; a convention and axes "
+        r"\(--camera_convention, --camera_axes\) apply to plain arrays",
     ),
     Case(
         "--noexport_ema without --export",
