@@ -263,7 +263,10 @@ def run_cli(
         add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        if Path(args.out).exists() and not args.overwrite:  # before SRC is read
+        src, out = Path(args.src).absolute(), Path(args.out).absolute()
+        if out == src or out in src.parents:  # --overwrite would replace what is being read
+            raise ValueError(f"OUT {args.out} is SRC or holds it; write the weights to another folder")
+        if out.exists() and not args.overwrite:  # before SRC is read
             raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
         check_can_create(args.out)
         out = run(args)

@@ -1031,6 +1031,13 @@ CASES: tuple[Case, ...] = (
         r"^error: \S*converted/dit exists; pass --overwrite to replace it$",
     ),
     Case(
+        "checkpoints/dit/ -> checkpoints/dit (--overwrite)",
+        "convert_weights.wan_dit",
+        "the output folder is the checkpoint being read (it would be replaced)",
+        convert("wan_dit", "checkpoints/dit", "{root}/checkpoints/dit", "--overwrite"),
+        r"^error: OUT \S*checkpoints/dit is SRC or holds it; write the weights to another folder$",
+    ),
+    Case(
         "videos/mixed_sizes/ (as a checkpoint)",
         "convert_weights.wan_dit",
         "a folder without any checkpoint file",
