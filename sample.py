@@ -254,15 +254,6 @@ def main(argv: list[str]) -> int:
     if FLAGS.config is None or "sample" not in FLAGS.config:
         print("error: --config must name an experiment config with a `sample` section", file=sys.stderr)
         return 1
-    try:
-        check_flags()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if FLAGS.compile_topology:
-        from mv2v_jax.aot import compile_sampling_step
-
-        return compile_sampling_step(FLAGS.config, FLAGS.task, FLAGS.compile_topology, FLAGS.compile_mesh)
     sample = FLAGS.config.sample
     if missing := [key for key in (*SAMPLE_KEYS, *TASK_KEYS[FLAGS.task]) if not _has(sample, key)]:
         task = FLAGS.config.get("step", {}).get("task", "?")
@@ -272,6 +263,15 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
+    try:
+        check_flags()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if FLAGS.compile_topology:
+        from mv2v_jax.aot import compile_sampling_step
+
+        return compile_sampling_step(FLAGS.config, FLAGS.task, FLAGS.compile_topology, FLAGS.compile_mesh)
     if not FLAGS.session:
         print("error: --session is required", file=sys.stderr)
         return 1
