@@ -36,6 +36,7 @@ from etils import epath
 from flax import nnx, traverse_util
 
 from mv2v_jax.cache import cache_root
+from mv2v_jax.interrupts import deferred_interrupt
 from mv2v_jax.io.atomic import fsync_path, new_temporary, write_json
 from mv2v_jax.models.layers import in_compute_dtype
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, state_shardings
@@ -186,9 +187,10 @@ def _write_orbax_index(params: Path, dtypes: Mapping[tuple[str, ...], np.dtype])
             primary_host=None, active_processes={jax.process_index()}
         ),
     )
-    with _quiet("absl"):  # orbax warns that it found no OCDBT files to merge: none were asked for
+    # _quiet: orbax warns that it found no OCDBT files to merge (none were asked for).
+    with _quiet("absl"), deferred_interrupt("the weights' index is written"):
         checkpointer.save(scratch.absolute(), args=ocp.args.PyTreeSave(stand_in))
-    checkpointer.close()
+        checkpointer.close()
     folders = {p.name for p in scratch.iterdir() if (p / ".zarray").is_file()}  # zarr v2 arrays
     expected = {".".join(path) for path in dtypes}
     if folders != expected:
@@ -456,7 +458,8 @@ def load_module(
     pure = nnx.to_pure_dict(targets)
     _check_tree(path, flatten_paths(pure))
     try:
-        restored = ocp.StandardCheckpointer().restore(path / PARAMS_DIR, pure)
+        with deferred_interrupt("the weights are read"), ocp.StandardCheckpointer() as checkpointer:
+            restored = checkpointer.restore(path / PARAMS_DIR, pure)
     except Exception as e:
         cause = e.__cause__ or e.__context__ or e  # tensorstore's message, which names the file
         raise WeightsError(f"{path}: reading the parameters failed, a file is damaged or truncated: {cause}") from e

@@ -19,6 +19,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
+from mv2v_jax.interrupts import deferred_interrupt
+
 METRIC = "val_loss"  # lower is better
 
 
@@ -60,33 +62,41 @@ class Checkpointer:
         """The committed step with the lowest validation loss (the latest if none has one)."""
         return self.manager.best_step()
 
+    # Ctrl-C during orbax's calls takes effect when they return (mv2v_jax.interrupts): cut in their
+    # middle, they leave tensorstore's threads calling into a closed event loop.
+
     def save(self, step: int, state: Any, iterator: grain.DatasetIterator, val_loss: float | None = None) -> None:
         """Starts an async save of `step` (with its validation loss, when there is one); steps the
         retention policy drops are deleted once it is committed."""
-        self.manager.wait_until_finished()  # one save in flight at a time
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator)),
-            metrics=None if val_loss is None else {METRIC: float(val_loss)},
-        )
+        with deferred_interrupt("the checkpoint is saved"):
+            self.manager.wait_until_finished()  # one save in flight at a time
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator)
+                ),
+                metrics=None if val_loss is None else {METRIC: float(val_loss)},
+            )
 
-    def restore(self, abstract_state: Any, iterator: grain.DatasetIterator, step: int | None = None) -> Any:
+    def restore(
+        self, abstract_state: Any, iterator: grain.DatasetIterator | None = None, step: int | None = None
+    ) -> Any:
         """The state at `step` (default: the latest) laid out like `abstract_state` (ShapeDtypeStructs
-        with shardings); `iterator` is moved to where that step's data stopped."""
+        with shardings); `iterator`, when given, is moved to where that step's data stopped."""
         step = self.latest if step is None else step
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), data=grain.checkpoint.CheckpointRestore(iterator)
-            ),
-        )
-        return restored.state
+        args = {"state": ocp.args.StandardRestore(abstract_state)}
+        if iterator is not None:
+            args["data"] = grain.checkpoint.CheckpointRestore(iterator)
+        with deferred_interrupt("the checkpoint is read"):
+            return self.manager.restore(step, args=ocp.args.Composite(**args)).state
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.close()
+        """Waits for the save in flight to be committed (a run stopped by Ctrl-C keeps its last save)."""
+        with deferred_interrupt("the checkpoint is saved"):
+            self.manager.close()
 
 
 def abstract_like(state: Any) -> Any:

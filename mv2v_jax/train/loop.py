@@ -21,7 +21,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
@@ -97,10 +96,7 @@ def export_checkpoint(
         checkpointer = Checkpointer(workdir / "checkpoints", keep=config["keep_checkpoints"])
         if checkpointer.latest is None:
             raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
-        step = checkpointer.latest if step is None else step
-        restored = checkpointer.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_like(state)))
-        ).state
+        restored = checkpointer.restore(abstract_like(state), step=step)
         checkpointer.close()
         return export_weights(
             final_params(restored, trainable, ema),
@@ -173,12 +169,15 @@ def train(
     rows = process_batch_rows(mesh, config["batch_size"], rules)
     load = functools.partial(training_dataset, batch_size=len(rows.rows), shard=rows.shard, shards=rows.shards)
 
-    with use_mesh(mesh, rules):
+    # `closing`: the checkpointer (its save in flight committed) and the logs are closed however the loop
+    # ends, Ctrl-C included, so that the run resumes from its last save with its metrics written.
+    with use_mesh(mesh, rules), contextlib.ExitStack() as closing:
         model, graphdef, state = initial_state(config, mesh, optimizer, trainable)
         paper_tokenizers = model.config.tokenizers
         dataset = load(records, task.example, sampling, seed=config["seed"])
         iterator = iter(dataset)
         checkpointer = Checkpointer(workdir / "checkpoints", keep=config["keep_checkpoints"])
+        closing.callback(checkpointer.close)
         if checkpointer.latest is not None:
             state = checkpointer.restore(abstract_like(state), iterator)
             print(f"resumed from step {int(state.step)} in {checkpointer.directory}")
@@ -204,6 +203,7 @@ def train(
                 )[0]
 
         log = _Log(workdir)
+        closing.callback(log.close)
         key = jax.random.key(config["seed"])
         start, total = int(state.step), config["steps"]
         metrics: dict[str, float] = {}
@@ -270,8 +270,6 @@ def train(
                             labels=["ground truth latents", "sampled latents"],
                         ),
                     )
-        checkpointer.close()
-        log.close()
     return metrics
 
 
