@@ -397,7 +397,8 @@ def _stored_tree(path: epath.Path, expected: Iterable[tuple[str, ...]] = ()) -> 
     import orbax.checkpoint as ocp
 
     try:
-        metadata = ocp.StandardCheckpointer().metadata(path / PARAMS_DIR).item_metadata
+        with deferred_interrupt("the weights are read"), ocp.StandardCheckpointer() as checkpointer:
+            metadata = checkpointer.metadata(path / PARAMS_DIR).item_metadata
     except Exception as e:  # orbax's errors for an unreadable checkpoint share no type
         raise WeightsError(f"{path / PARAMS_DIR}: unreadable parameter index ({e}); convert the weights again") from e
     if metadata is None:  # orbax read the index and every array's header: something is missing or damaged

@@ -40,18 +40,19 @@ class Checkpointer:
         lowest_loss = checkpoint_managers.BestN(
             get_metric_fn=lambda metrics: metrics[METRIC], reverse=True, n=1, keep_checkpoints_without_metrics=False
         )
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
-                create=True,
-                enable_async_checkpointing=True,
-                preservation_policy=checkpoint_managers.AnyPreservationPolicy(
-                    [checkpoint_managers.LatestN(n=keep), lowest_loss]
+        with deferred_interrupt("the checkpoints are listed"):  # it reads their metadata
+            self.manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(
+                    create=True,
+                    enable_async_checkpointing=True,
+                    preservation_policy=checkpoint_managers.AnyPreservationPolicy(
+                        [checkpoint_managers.LatestN(n=keep), lowest_loss]
+                    ),
+                    best_fn=lambda metrics: metrics[METRIC],
+                    best_mode="min",
                 ),
-                best_fn=lambda metrics: metrics[METRIC],
-                best_mode="min",
-            ),
-        )
+            )
 
     @property
     def latest(self) -> int | None:
