@@ -1,13 +1,15 @@
 """Ctrl-C that ends a tool with one line and exit 130 wherever it lands, never a crash.
 
 Python turns SIGINT into a KeyboardInterrupt raised in the main thread at whatever bytecode runs
-next. Three places of this project's stack do not survive that (`bench/interrupts.py` finds them):
+next. Four places of this project's stack do not survive that (`bench/interrupts.py` finds them):
 
 - orbax runs its tensorstore reads and writes in an asyncio loop of the main thread. Cut there, the
   loop is closed while tensorstore's threads still finish the reads, and each one then calls into the
   closed loop: `RuntimeError: Event loop is closed` tracebacks from native threads, sometimes a
   restore reported as a damaged file (exit 1), and native threads calling into Python while the
   interpreter shuts down. `deferred_interrupt` holds Ctrl-C until such a call returns.
+- an import cut in its middle (JAX, orbax, PyAV and TensorBoard are imported where first used) can
+  turn into an ImportError or lose the KeyboardInterrupt: `whole_imports` finishes each import first.
 - jax's gc callback (`_xla_gc_callback`), `__del__` methods and weakref callbacks cannot raise: a
   KeyboardInterrupt landing in one is printed as "Exception ignored in ..." and lost, and the tool
   carries on (jax-ml/jax#18246). `redeliver_lost_interrupts` raises it again in the main thread.
@@ -20,6 +22,7 @@ next. Three places of this project's stack do not survive that (`bench/interrupt
 from __future__ import annotations
 
 import _thread
+import builtins
 import contextlib
 import os
 import signal
@@ -32,11 +35,12 @@ RESEND_AFTER_S = 0.01  # a Ctrl-C a gc callback swallowed is sent again this muc
 
 
 @contextlib.contextmanager
-def deferred_interrupt(what: str) -> Iterator[None]:
+def deferred_interrupt(what: str | None = None) -> Iterator[None]:
     """Ctrl-C inside the block raises KeyboardInterrupt when the block ends, not in its middle: for
     calls that leave native threads calling back into Python when cut (orbax's reads and writes). The
-    first Ctrl-C says what it waits for (`what`: "the weights are read"). Only the main thread gets
-    KeyboardInterrupt, and a SIGINT that is ignored or has another handler is left as it is."""
+    first Ctrl-C says what it waits for (`what`: "the weights are read"; None: a wait too short to
+    mention). Only the main thread gets KeyboardInterrupt, and a SIGINT that is ignored or has another
+    handler (an enclosing block's) is left as it is."""
     if (
         threading.current_thread() is not threading.main_thread()
         or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
@@ -46,7 +50,7 @@ def deferred_interrupt(what: str) -> Iterator[None]:
     pressed = []
 
     def hold(signum: int, frame: Any) -> None:
-        if not pressed:
+        if not pressed and what:
             print(f"\nnote: Ctrl-C: stopping once {what}", file=sys.stderr)
         pressed.append(signum)
 
@@ -57,6 +61,27 @@ def deferred_interrupt(what: str) -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if pressed:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def whole_imports() -> Iterator[None]:
+    """Every import statement in the block finishes before a Ctrl-C takes effect. The tools import JAX,
+    orbax, PyAV and TensorBoard where they are first used (so that `--help` answers at once), and an
+    import cut in its middle goes wrong: an extension module's initialisation turns the KeyboardInterrupt
+    into an ImportError, a half-initialised module stays behind ("cannot load module more than once per
+    process"), or the KeyboardInterrupt is lost (`import torch`, which tensorboardX does when it is
+    installed)."""
+    original = builtins.__import__
+
+    def import_whole(*args: Any, **kwargs: Any) -> Any:
+        with deferred_interrupt():
+            return original(*args, **kwargs)
+
+    builtins.__import__ = import_whole
+    try:
+        yield
+    finally:
+        builtins.__import__ = original
 
 
 def redeliver_lost_interrupts(hook: Callable[[Any], None]) -> Callable[[Any], None]:

@@ -17,7 +17,7 @@ import safetensors.torch
 from ctrl_c import take_ctrl_c
 from torch_reference import tiny_wan_dit
 
-from mv2v_jax.interrupts import deferred_interrupt
+from mv2v_jax.interrupts import deferred_interrupt, whole_imports
 
 REPO = Path(__file__).parents[1]
 # argv: the function to interrupt in ("package.module.function"), then the tool's command line.
@@ -204,3 +204,14 @@ def test_deferred_interrupt_lets_the_block_finish(ctrl_c_raises, capsys):
     with deferred_interrupt("nothing"):  # no Ctrl-C: nothing raised
         finished.append(1)
     assert finished == [4_999_950_000, 1]
+
+
+def test_an_import_finishes_before_ctrl_c_takes_effect(ctrl_c_raises, tmp_path, monkeypatch):
+    (tmp_path / "half_way.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGINT)  # Ctrl-C half-way through the import\nrest = 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "half_way", raising=False)
+    with pytest.raises(KeyboardInterrupt), whole_imports():
+        import half_way  # noqa: F401
+    assert sys.modules["half_way"].rest == 1  # the whole module ran, and it is not left half-initialised
