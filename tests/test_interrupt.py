@@ -215,3 +215,15 @@ def test_an_import_finishes_before_ctrl_c_takes_effect(ctrl_c_raises, tmp_path, 
     with pytest.raises(KeyboardInterrupt), whole_imports():
         import half_way  # noqa: F401
     assert sys.modules["half_way"].rest == 1  # the whole module ran, and it is not left half-initialised
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_random_moments_never_crashes_and_the_work_goes_on(tmp_path):
+    """bench/interrupts.py with 12 Ctrl-Cs (`make interrupts` sends 60): exit 0 only when no process
+    crashed and every session and training run it interrupted went on to complete, checked."""
+    command = [sys.executable, "bench/interrupts.py", "--interrupts", "12", "--no-write", "--work", str(tmp_path)]
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=3600, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "12 interrupts, 0 crashes" in result.stdout
