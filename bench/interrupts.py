@@ -35,7 +35,6 @@ import json
 import math
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,8 @@ ROOT = Path(__file__).parents[1]
 # Ctrl-C was sent (an interrupted tool leaves by os._exit, with no marks).
 DRIVER = """
 import json, os, runpy, signal, sys, threading, time
+# The Ctrl-C must raise KeyboardInterrupt even where this script was started with SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import mv2v_jax.config as config
 delay, marks, sys.argv = float(sys.argv[1]), sys.argv[2], sys.argv[3:]
 run_app, sent = config.run_app, []
@@ -154,8 +155,6 @@ def run(command: list[str], delay: float | None, marks: Path, cache: Path) -> Ru
         capture_output=True,
         text=True,
         timeout=900,
-        # The Ctrl-C must raise KeyboardInterrupt even where this script was started with SIGINT ignored.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     stamps = json.loads(marks.read_text()) if marks.exists() else None
     return Run(delay, result.returncode, result.stderr, stamps)
