@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 RESEND_AFTER_S = 0.01  # a Ctrl-C a gc callback swallowed is sent again this much later
 
@@ -85,9 +85,9 @@ def whole_imports() -> Iterator[None]:
 
 
 def redeliver_lost_interrupts(hook: Callable[[Any], None]) -> Callable[[Any], None]:
-    """`sys.unraisablehook` that raises a KeyboardInterrupt a gc callback or `__del__` swallowed again in
-    the main thread (at its next bytecode, outside the callback), instead of printing it and going on;
-    everything else goes to `hook`."""
+    """`sys.unraisablehook` that has a KeyboardInterrupt a gc callback or `__del__` swallowed raised
+    again in the main thread, outside the callback, instead of printing it and going on; everything else
+    goes to `hook`."""
 
     def unraisable(info: Any) -> None:
         if issubclass(info.exc_type, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
@@ -103,7 +103,7 @@ def redeliver_lost_interrupts(hook: Callable[[Any], None]) -> Callable[[Any], No
     return unraisable
 
 
-def exit_now(status: int) -> None:
+def exit_now(status: int) -> NoReturn:
     """Ends the process with `status` once stdout and stderr are flushed, without the interpreter's
     shutdown (module teardown, atexit handlers, joining threads): an interrupted tool may still have
     native threads running, which crash a shutting-down interpreter when they call back. Whatever
