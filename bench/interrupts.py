@@ -101,6 +101,7 @@ TRAIN_FLAGS = (
     "--config.model.dit.num_heads=2",
     "--config.model.dit.num_layers=2",
     "--config.batch_size=1",
+    "--config.mesh_devices=1",  # a batch of 1 on one device, however many the machine has
     f"--config.steps={TRAIN_STEPS}",
     f"--config.optimizer.steps={TRAIN_STEPS}",
     "--config.optimizer.warmup_steps=2",
@@ -409,7 +410,7 @@ def main(argv: list[str]) -> int:
     for tool, t in zip(made, tallies, strict=True):
         lines.append(
             f"| `{tool.name}` | {t.interrupts} | {len(t.failures)} | {t.finished} | {t.continued} | {t.chains} "
-            f"| {statistics.median(t.main_s):.1f} |"
+            f"| {f'{statistics.median(t.main_s):.1f}' if t.main_s else '-'} |"
         )
     failures = [f for t in tallies for f in t.failures]
     body = (
