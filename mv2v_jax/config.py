@@ -294,21 +294,30 @@ def run_app(main: Callable[[list[str]], int | None], *, absl_flags: bool = True)
 
     A SIGINT the launcher ignored (a background job of a script, `nohup`-style launchers) stays ignored:
     that is how a shell keeps the terminal's Ctrl-C away from its background jobs, so the guard does not
-    restore it."""
+    restore it. Ctrl-C never crashes (mv2v_jax.interrupts): imports finish first, one a gc callback
+    swallowed is raised again, and an interrupted tool exits without the interpreter's shutdown, which
+    native threads still at work can crash."""
     import os
+    import signal
 
     from absl import app
 
+    from mv2v_jax.interrupts import exit_now, redeliver_lost_interrupts, whole_imports
+
+    sys.unraisablehook = redeliver_lost_interrupts(sys.unraisablehook)
     try:
-        if absl_flags:
-            app.run(main, flags_parser=parse_flags)
-        else:
-            sys.exit(main(sys.argv[1:]))
+        with whole_imports():
+            if absl_flags:
+                app.run(main, flags_parser=parse_flags)
+            else:
+                sys.exit(main(sys.argv[1:]))
     except KeyboardInterrupt:
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the line below short
         close_progress_bars()
         # On a line of its own whatever the interrupt cut short (a bar mid-refresh, the terminal's "^C").
         print("\nerror: interrupted (Ctrl-C)", file=sys.stderr)
-        sys.exit(INTERRUPTED)
+        exit_now(INTERRUPTED)
     except Exception as error:
         close_progress_bars()
         if os.environ.get(TRACEBACK_VAR):

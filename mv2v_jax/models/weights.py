@@ -40,6 +40,7 @@ from etils import epath
 from flax import nnx, traverse_util
 
 from mv2v_jax.cache import cache_root
+from mv2v_jax.interrupts import deferred_interrupt
 from mv2v_jax.io.atomic import fsync_path, is_uri, make_parents, new_temporary, remove_empty, upload, write_json
 from mv2v_jax.models.layers import in_compute_dtype
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, state_shardings
@@ -220,11 +221,12 @@ def _write_orbax_index(params: Path, dtypes: Mapping[tuple[str, ...], np.dtype])
             primary_host=None, active_processes={jax.process_index()}
         ),
     )
-    try:
-        with _quiet("absl"):  # orbax warns that it found no OCDBT files to merge: none were asked for
+    # _quiet: orbax warns that it found no OCDBT files to merge (none were asked for).
+    with _quiet("absl"), deferred_interrupt("the weights' index is written"):
+        try:
             checkpointer.save(scratch.absolute(), args=ocp.args.PyTreeSave(stand_in))
-    finally:  # on an error too (a full disk): orbax's threads end before the interpreter does
-        checkpointer.close()
+        finally:  # on an error too (a full disk): orbax's threads end before the interpreter does
+            checkpointer.close()
     folders = {p.name for p in scratch.iterdir() if (p / ".zarray").is_file()}  # zarr v2 arrays
     expected = {".".join(path) for path in dtypes}
     if folders != expected:
@@ -447,8 +449,8 @@ def _stored_tree(path: epath.Path, expected: Iterable[tuple[str, ...]] = ()) -> 
     import orbax.checkpoint as ocp
 
     try:
-        with ocp.StandardCheckpointer() as reader:  # closed on every way out, as below
-            metadata = reader.metadata(path / PARAMS_DIR).item_metadata
+        with deferred_interrupt("the weights are read"), ocp.StandardCheckpointer() as checkpointer:
+            metadata = checkpointer.metadata(path / PARAMS_DIR).item_metadata
     except Exception as e:  # orbax's errors for an unreadable checkpoint share no type
         raise WeightsError(f"{path / PARAMS_DIR}: unreadable parameter index ({e}); convert the weights again") from e
     if metadata is None:  # orbax read the index and every array's header: something is missing or damaged
@@ -509,8 +511,8 @@ def load_module(
     pure = nnx.to_pure_dict(targets)
     _check_tree(path, flatten_paths(pure))
     try:
-        with ocp.StandardCheckpointer() as reader:  # closed on an error too: no orbax thread outlives the load
-            restored = reader.restore(path / PARAMS_DIR, pure)
+        with deferred_interrupt("the weights are read"), ocp.StandardCheckpointer() as checkpointer:
+            restored = checkpointer.restore(path / PARAMS_DIR, pure)
     except Exception as e:
         cause = e.__cause__ or e.__context__ or e  # tensorstore's message, which names the file
         raise WeightsError(f"{path}: reading the parameters failed, a file is damaged or truncated: {cause}") from e

@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
+from mv2v_jax.interrupts import deferred_interrupt
 from mv2v_jax.io.atomic import TEMPORARY_PREFIX, is_uri, make_parents, new_temporary, remove_empty
 
 METRIC = "val_loss"  # lower is better
@@ -43,18 +44,19 @@ class Checkpointer:
         lowest_loss = checkpoint_managers.BestN(
             get_metric_fn=lambda metrics: metrics[METRIC], reverse=True, n=1, keep_checkpoints_without_metrics=False
         )
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
-                create=True,
-                enable_async_checkpointing=True,
-                preservation_policy=checkpoint_managers.AnyPreservationPolicy(
-                    [checkpoint_managers.LatestN(n=keep), lowest_loss]
+        with deferred_interrupt("the checkpoints are listed"):  # it reads their metadata
+            self.manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(
+                    create=True,
+                    enable_async_checkpointing=True,
+                    preservation_policy=checkpoint_managers.AnyPreservationPolicy(
+                        [checkpoint_managers.LatestN(n=keep), lowest_loss]
+                    ),
+                    best_fn=lambda metrics: metrics[METRIC],
+                    best_mode="min",
                 ),
-                best_fn=lambda metrics: metrics[METRIC],
-                best_mode="min",
-            ),
-        )
+            )
 
     @property
     def latest(self) -> int | None:
@@ -65,27 +67,33 @@ class Checkpointer:
         """The committed step with the lowest validation loss (the latest if none has one)."""
         return self.manager.best_step()
 
+    # Ctrl-C during orbax's calls takes effect when they return (mv2v_jax.interrupts): cut in their
+    # middle, they leave tensorstore's threads calling into a closed event loop.
+
     def save(self, step: int, state: Any, iterator: grain.DatasetIterator, val_loss: float | None = None) -> None:
         """Starts an async save of `step` (with its validation loss, when there is one); steps the
         retention policy drops are deleted once it is committed."""
-        self.manager.wait_until_finished()  # one save in flight at a time
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator)),
-            metrics=None if val_loss is None else {METRIC: float(val_loss)},
-        )
+        with deferred_interrupt("the checkpoint is saved"):
+            self.manager.wait_until_finished()  # one save in flight at a time
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator)
+                ),
+                metrics=None if val_loss is None else {METRIC: float(val_loss)},
+            )
 
-    def restore(self, abstract_state: Any, iterator: grain.DatasetIterator, step: int | None = None) -> Any:
+    def restore(
+        self, abstract_state: Any, iterator: grain.DatasetIterator | None = None, step: int | None = None
+    ) -> Any:
         """The state at `step` (default: the latest) laid out like `abstract_state` (ShapeDtypeStructs
-        with shardings); `iterator` is moved to where that step's data stopped."""
+        with shardings); `iterator`, when given, is moved to where that step's data stopped."""
         step = self.latest if step is None else step
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), data=grain.checkpoint.CheckpointRestore(iterator)
-            ),
-        )
-        return restored.state
+        args = {"state": ocp.args.StandardRestore(abstract_state)}
+        if iterator is not None:
+            args["data"] = grain.checkpoint.CheckpointRestore(iterator)
+        with deferred_interrupt("the checkpoint is read"):
+            return self.manager.restore(step, args=ocp.args.Composite(**args)).state
 
     def check_fits(self, abstract_state: Any, settings: Mapping[str, Any], step: int | None = None) -> None:
         """Refuses, before orbax restores anything, a checkpoint whose arrays do not fit `abstract_state`
@@ -95,7 +103,8 @@ class Checkpointer:
         step = self.latest if step is None else step
         reader = ocp.StandardCheckpointHandler()
         try:
-            stored = array_shapes(reader.metadata(self.directory / str(step) / "state"))
+            with deferred_interrupt("the checkpoint is read"):
+                stored = array_shapes(reader.metadata(self.directory / str(step) / "state"))
         finally:
             reader.close()
         if problem := mismatch(stored, array_shapes(abstract_state), settings):
@@ -108,7 +117,9 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.close()
+        """Waits for the save in flight to be committed (a run stopped by Ctrl-C keeps its last save)."""
+        with deferred_interrupt("the checkpoint is saved"):
+            self.manager.close()
 
 
 class RunFolder:
@@ -142,11 +153,12 @@ class RunFolder:
 
     def save(self, step: int, state: Any, iterator: grain.DatasetIterator, val_loss: float | None = None) -> None:
         """`Checkpointer.save`; the first one renames a staged run's folder to its workdir first."""
-        if self.checkpointer is None:
-            os.rename(self.path, self.workdir)  # onto an empty workdir too; one another run filled meanwhile fails
-            self.path = self.workdir
-            self.checkpointer = Checkpointer(self.workdir / "checkpoints", self.keep)
-        self.checkpointer.save(step, state, iterator, val_loss)
+        with deferred_interrupt("the checkpoint is saved"):  # the folder renamed and its checkpoint started
+            if self.checkpointer is None:
+                os.rename(self.path, self.workdir)  # onto an empty workdir too; one another run filled meanwhile fails
+                self.path = self.workdir
+                self.checkpointer = Checkpointer(self.workdir / "checkpoints", self.keep)
+            self.checkpointer.save(step, state, iterator, val_loss)
 
     def __enter__(self) -> RunFolder:
         return self

@@ -24,7 +24,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 from tqdm import tqdm
@@ -117,9 +116,7 @@ def export_checkpoint(
                 raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
             step = checkpointer.latest if step is None else step
             checkpointer.check_fits(state, model_settings(config), step)
-            restored = checkpointer.manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_like(state)))
-            ).state
+            restored = checkpointer.restore(abstract_like(state), step=step)
         finally:  # also on an error: orbax's threads and event loop end before the interpreter does
             checkpointer.close()
         return export_weights(
@@ -267,7 +264,8 @@ def train(
         iterator = iter(dataset)
         # Nothing is written before this point; a new workdir appears with its first checkpoint (RunFolder).
         run = RunFolder(workdir, keep=config["keep_checkpoints"])
-        # `closing`: the logs are closed however the loop ends (the checkpointer by `run`).
+        # `run` closes the checkpointer (its save in flight committed) and `closing` the logs however the loop
+        # ends, Ctrl-C included, so that the run resumes from its last save with its metrics written.
         with run, contextlib.ExitStack() as closing:
             checkpointer = run.checkpointer
             if checkpointer is not None and checkpointer.latest is not None:
