@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install constraints demo test test-slow lint bench
+.PHONY: install constraints demo test test-slow lint bench interrupts
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,13 @@ test: install lint
 test-slow: install
 	$(PY) -m pytest -q -m slow --durations=15
 
-bench: install
+# Ctrl-C at 60 seeded random moments of long-edit and NVS sessions and training runs, each continued to
+# its end (bench/interrupts.py; about 10 minutes on 2 CPU cores, more the first time, with a cold
+# compilation cache): writes the "Interrupts" section of BENCHMARKS.md, exit 1 on any crash.
+interrupts: install
+	$(PY) bench/interrupts.py
+
+bench: install interrupts
 	$(PY) bench/dit_forward.py
 	$(PY) bench/encoders.py
 	$(PY) bench/retrieval.py

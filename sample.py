@@ -43,7 +43,10 @@ from mv2v_jax.config import run_app
 # What every task reads from the `sample` section, and what only one task reads.
 SAMPLE_KEYS = ("weights", "codec", "text", "video", "sampling", "retrieval")
 TASK_KEYS = {"nvs": ("retrieval.hfov_degrees", "retrieval.fov_radius"), "long_edit": ("long_edit", "embedder")}
-NVS_FLAGS = ("camera", "turns", "camera_index", "camera_convention", "camera_axes")  # not for long_edit
+# Flags only an NVS turn reads (long editing would ignore them).
+NVS_FLAGS = ("camera", "turns", "camera_index", "camera_convention", "camera_axes", "prepare_next_turn")
+# Flags of a sampling run, which --compile_topology (it only compiles a step) would ignore.
+RUN_FLAGS = ("session", "video", "prompt", "seed", *NVS_FLAGS)
 
 config_flags.DEFINE_config_file("config", None, "experiment config file with a `sample` section", lock_config=True)
 flags.DEFINE_enum("task", "nvs", sorted(TASK_KEYS), "nvs (novel view synthesis) or long_edit")
@@ -79,6 +82,59 @@ FLAGS = flags.FLAGS
 def note(message: str | None) -> None:
     if message:
         print(f"note: {message}", file=sys.stderr)
+
+
+def check_flags() -> None:
+    """Refuses a flag this command would ignore, naming it and the flag or task it belongs with: a
+    --compile_topology option without it, a sampling flag with it, a flag or a `sample` key of the other
+    task, and --prepare_next_turn with the compilation cache off."""
+    from mv2v_jax.cache import ENV_VAR
+    from mv2v_jax.config import check_text, given_flags, refuse_flags
+
+    if FLAGS.compile_topology:
+        refuse_flags(
+            given_flags(*RUN_FLAGS),
+            "not used with --compile_topology, which only compiles a sampling step (nothing is sampled or written)",
+        )
+        return
+    refuse_flags(given_flags("compile_mesh"), "only with --compile_topology (the TPU slice to compile for)")
+    other = "long_edit" if FLAGS.task == "nvs" else "nvs"
+    overrides = [name for name in FLAGS if name.startswith("config.sample.") and FLAGS[name].present]
+    keys = [f"config.sample.{key}" for key in TASK_KEYS[other]]
+    refuse_flags(
+        [f"--{name}" for name in overrides if any(name == key or name.startswith(f"{key}.") for key in keys)],
+        f"only --task {other} reads it; this is --task {FLAGS.task}",
+    )
+    if FLAGS.task == "long_edit":
+        refuse_flags(given_flags(*NVS_FLAGS), "for --task nvs; long_edit edits the whole --video with --prompt")
+    if FLAGS.prepare_next_turn and cache_root() is None:
+        refuse_flags(
+            given_flags("prepare_next_turn"),
+            f"the compilation cache is off ({ENV_VAR}=off), so no later process could use the prepared program",
+        )
+    check_text(FLAGS.prompt, "--prompt")
+
+
+def prompt_sources(sample) -> dict[str, str]:
+    """The prompts every turn of the command reads, by where they come from."""
+    return {"--prompt": FLAGS.prompt, "sample.sampling.negative_prompt": sample["sampling"].get("negative_prompt", "")}
+
+
+def warn_long_prompts(sample, prompts: dict[str, str]) -> None:
+    """A `warning:` line for each prompt (`where` -> text) longer than the text encoder reads, which it cuts;
+    said before anything is loaded (the tokenizer alone is read)."""
+    if sample["text"]["kind"] != "umt5":
+        return
+    from mv2v_jax.models.text.tokenizer import UMT5Tokenizer
+
+    tokenizer = UMT5Tokenizer(sample["text"]["tokenizer"])
+    for where, prompt in prompts.items():
+        if (tokens := tokenizer.count(prompt)) > tokenizer.text_len:
+            print(
+                f"warning: {where}: {tokens} tokens, more than the text encoder's {tokenizer.text_len}: cut at "
+                f"{tokenizer.text_len - 1} tokens (and the end-of-text token)",
+                file=sys.stderr,
+            )
 
 
 def read_source(sample, all_frames: bool):
@@ -129,6 +185,8 @@ def run_nvs(sample, session_path: Path) -> None:
     from mv2v_jax.pipelines.session import Session, SessionError, check_session
 
     turns = nvs_turns(sample)
+    own = {f"{FLAGS.turns}: turn {i + 1} 'prompt'": t.prompt for i, t in enumerate(turns) if t.prompt != FLAGS.prompt}
+    warn_long_prompts(sample, prompt_sources(sample) | own)
     source = read_source(sample, all_frames=False) if FLAGS.video else None
     config = session_config(sample, "nvs")
     if check_session(session_path, task="nvs", config=config, source=source) is None and source is None:
@@ -156,11 +214,10 @@ def run_long_edit(sample, session_path: Path) -> None:
     from mv2v_jax.pipelines.session import EDITED, Session
     from mv2v_jax.pipelines.turns import check_seed
 
-    if given := [f"--{name}" for name in NVS_FLAGS if FLAGS[name].present]:
-        raise ValueError(f"{', '.join(given)}: for --task nvs; long_edit edits the whole --video with --prompt")
     if not FLAGS.video:
         raise VideoError("long_edit needs --video, the long video to edit")
     check_seed(FLAGS.seed, "--seed")
+    warn_long_prompts(sample, prompt_sources(sample))
     source = read_source(sample, all_frames=True)
     try:
         edit = sample["long_edit"]
@@ -192,6 +249,7 @@ def _has(section, dotted: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    from mv2v_jax.io.atomic import check_can_create
     from mv2v_jax.pipelines.build import check_sample_config, check_weights_exist
     from mv2v_jax.pipelines.report import REPORT
     from mv2v_jax.retrieval.bank import BankError
@@ -202,10 +260,6 @@ def main(argv: list[str]) -> int:
     if FLAGS.config is None or "sample" not in FLAGS.config:
         print("error: --config must name an experiment config with a `sample` section", file=sys.stderr)
         return 1
-    if FLAGS.compile_topology:
-        from mv2v_jax.aot import compile_sampling_step
-
-        return compile_sampling_step(FLAGS.config, FLAGS.task, FLAGS.compile_topology, FLAGS.compile_mesh)
     sample = FLAGS.config.sample
     if missing := [key for key in (*SAMPLE_KEYS, *TASK_KEYS[FLAGS.task]) if not _has(sample, key)]:
         task = FLAGS.config.get("step", {}).get("task", "?")
@@ -215,6 +269,15 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
+    try:
+        check_flags()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if FLAGS.compile_topology:
+        from mv2v_jax.aot import compile_sampling_step
+
+        return compile_sampling_step(FLAGS.config, FLAGS.task, FLAGS.compile_topology, FLAGS.compile_mesh)
     if not FLAGS.session:
         print("error: --session is required", file=sys.stderr)
         return 1
@@ -224,6 +287,8 @@ def main(argv: list[str]) -> int:
     try:
         check_sample_config(sample, FLAGS.task)
         check_weights_exist(sample, FLAGS.task)
+        if sample["text"]["kind"] == "umt5" and sample["text"].get("cache"):  # written once the turn encodes
+            check_can_create(sample["text"]["cache"])
         (run_nvs if FLAGS.task == "nvs" else run_long_edit)(sample, Path(FLAGS.session))
         if (report := Path(FLAGS.session) / REPORT).exists():  # pipelines.report: the session on one page
             print(f"report: {report.resolve().as_uri()}")

@@ -101,11 +101,26 @@ def check_settings(config) -> None:
         raise ConfigValueError("batch_size", batch, str(e)) from None
 
 
+def check_flags() -> None:
+    """Refuses a flag this command would ignore, naming it and the flag it belongs with."""
+    from mv2v_jax.config import given_flags, refuse_flags
+
+    if FLAGS.compile_topology:
+        refuse_flags(
+            given_flags("workdir", "export", "export_ema"),
+            "not used with --compile_topology, which only compiles the train step (nothing is trained or written)",
+        )
+    elif not FLAGS.export:
+        refuse_flags(
+            given_flags("export_ema"), "only with --export (the run's own export uses its EMA when it has one)"
+        )
+
+
 def main(argv: list[str]) -> int:
     # Imported here, not at the top, so that `--help` answers at once.
     import jax
 
-    from mv2v_jax.data.encode_latents import open_latents
+    from mv2v_jax.data.encode_latents import latent_records
     from mv2v_jax.data.memory_sampling import MemorySampling
     from mv2v_jax.io.atomic import check_can_create
     from mv2v_jax.memory.model import MemoryConfig
@@ -117,6 +132,11 @@ def main(argv: list[str]) -> int:
     if FLAGS.distributed:
         jax.distributed.initialize()
     config = FLAGS.config
+    try:
+        check_flags()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if FLAGS.compile_topology:
         from mv2v_jax.aot import compile_train_step
 
@@ -133,7 +153,7 @@ def main(argv: list[str]) -> int:
         if not config.get("init_weights"):  # a model config typo is reported before any data is read
             MemoryConfig.from_config(config.model)
         dataclass_from_config(MemorySampling, config.memory_sampling, "memory_sampling")
-        splits = open_latents(config).as_data_source()
+        splits = latent_records(config)  # a damaged file is named now, before anything is written
         metrics = train(config, FLAGS.workdir, splits["train"], splits.get("validation"))
     except (ValueError, OSError) as e:  # config values, a missing dataset or checkpoint, an unwritable workdir, ...
         print(f"error: {e}", file=sys.stderr)

@@ -19,7 +19,7 @@ from common import summary, timed, write_section  # bench/ is on sys.path when r
 from flax import nnx
 
 from convert_weights.wan_dit import config_from_json, convert_state_dict
-from mv2v_jax.config import ArgumentParser, run_app
+from mv2v_jax.config import ArgumentParser, int_at_least, run_app
 from mv2v_jax.models.wan.dit import WanDiT, WanDiTConfig
 from mv2v_jax.models.weights import module_from_params
 
@@ -92,7 +92,7 @@ def measure(reference, ours: WanDiT, latent_shape, dtype, device, repeats: int) 
 def main(argv: list[str]) -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="full 1.3B in bf16 on a GPU")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int_at_least(1), default=3)
     args = parser.parse_args(argv)
     if args.full:
         layers, dtype, device, shapes = 30, torch.bfloat16, "cuda", [(21, 60, 104), (42, 60, 104)]

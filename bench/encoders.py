@@ -32,7 +32,7 @@ from PIL import Image
 
 from convert_weights import dinov2 as dinov2_converter
 from convert_weights import umt5 as umt5_converter
-from mv2v_jax.config import ArgumentParser, run_app
+from mv2v_jax.config import ArgumentParser, int_at_least, run_app
 from mv2v_jax.models.text.umt5 import UMT5Config, UMT5Encoder, encode_tokens
 from mv2v_jax.models.vision.dinov2 import IMAGENET_MEAN, IMAGENET_STD, Dinov2, Dinov2Config, preprocess
 from mv2v_jax.models.weights import module_from_params
@@ -125,8 +125,8 @@ def preprocess_row(repeats: int) -> str:
 
 def main(argv: list[str]) -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=int, default=2, help="umT5 layers (umT5-XXL has 24)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--layers", type=int_at_least(1), default=2, help="umT5 layers (umT5-XXL has 24)")
+    parser.add_argument("--repeats", type=int_at_least(1), default=3)
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     rows = []

@@ -34,7 +34,7 @@ import numpy as np
 from common import summary, timed, write_section  # bench/ is on sys.path when run as a script
 from flax import nnx
 
-from mv2v_jax.config import ArgumentParser, load_config, run_app
+from mv2v_jax.config import ArgumentParser, int_at_least, load_config, run_app
 from mv2v_jax.memory.budget import turn_cost
 from mv2v_jax.memory.builders import Conditions, MemoryBatch
 from mv2v_jax.memory.merging import MERGE_SCHEDULES, MergeConfig
@@ -242,8 +242,8 @@ def plot(series: dict, cpu: dict | None, path: Path) -> None:
 
 def main(argv: list[str]) -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--turns", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--turns", type=int_at_least(1), default=10)
+    parser.add_argument("--repeats", type=int_at_least(1), default=3)
     parser.add_argument("--skip-cpu", action="store_true", help="the analytic parts only")
     args = parser.parse_args(argv)
     if args.turns < 7:

@@ -40,7 +40,7 @@ from mv2v_jax.retrieval.fov import (
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from test_fov import pole_turned, reference_cell_areas, reference_fov, rotation, trajectory  # the test's references
 
-from mv2v_jax.config import ArgumentParser, run_app
+from mv2v_jax.config import ArgumentParser, int_at_least, run_app
 
 FRAMES = 81
 REFERENCE_ENTRIES = 10  # the NumPy reference of the recomputation is timed on this many and scaled
@@ -108,8 +108,8 @@ def row(what: str, numpy_times: list[float], jax_times: list[float], numpy_scale
 
 def main(argv: list[str]) -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--entries", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--entries", type=int_at_least(1), default=1000)
+    parser.add_argument("--repeats", type=int_at_least(1), default=5)
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
     rng = np.random.default_rng(0)

@@ -20,7 +20,7 @@ import numpy as np
 from common import summary, timed, write_section  # bench/ is on sys.path when run as a script
 from flax import nnx
 
-from mv2v_jax.config import ArgumentParser, load_config, run_app
+from mv2v_jax.config import ArgumentParser, int_at_least, load_config, run_app
 from mv2v_jax.data.loader import to_train_batch
 from mv2v_jax.data.memory_sampling import MemorySampling, nvs_example
 from mv2v_jax.data.synthetic import SceneConfig, generate_scene
@@ -63,7 +63,7 @@ def batch_from_scenes(config, batch_size: int):
 def main(argv: list[str]) -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny_nvs.py")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int_at_least(1), default=5)
     args = parser.parse_args(argv)
     config = load_config(args.config)
     model = MemoryDiT(MemoryConfig.from_config(config.model), rngs=nnx.Rngs(0))

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from bench.common import write_section
-from mv2v_jax.config import ArgumentParser, load_config, run_app
+from mv2v_jax.config import ArgumentParser, int_at_least, load_config, run_app
 from mv2v_jax.data.synthetic import SceneConfig, generate_scene
 from mv2v_jax.io.video import write_video
 
@@ -101,7 +101,7 @@ def run_turn(
 def main(argv: list[str]) -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny_nvs.py")
-    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--turns", type=int_at_least(1), default=3)
     args = parser.parse_args(argv)
     config = load_config(args.config)
     load = os.getloadavg()[0]

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from common import summary, timed, write_section  # bench/ is on sys.path when run as a script
 
-from mv2v_jax.config import ArgumentParser, run_app
+from mv2v_jax.config import ArgumentParser, int_at_least, run_app
 
 
 def reference_model(path: Path):
@@ -144,12 +144,14 @@ def prepare_weights(folder: Path) -> None:
 
 def main(argv: list[str]) -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=9)
-    parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--frames", type=int_at_least(1), default=9)
+    parser.add_argument("--size", type=int_at_least(1), nargs=2, default=(128, 128), metavar=("H", "W"))
+    parser.add_argument("--repeats", type=int_at_least(1), default=3)
     parser.add_argument("--memory", nargs=2, metavar=("FRAMEWORK", "OPERATION"), help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.weights and not args.memory:
+        parser.error("--weights: only with --memory (the measuring subprocess); the benchmark makes its own")
     height, width = args.size
     if args.memory:
         print(json.dumps(measure_memory(*args.memory, args.weights, args.frames, height, width)))

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from convert_weights.sources import Tensors
 from mv2v_jax.config import ArgumentParser
+from mv2v_jax.io.atomic import check_can_create
 from mv2v_jax.models.weights import WeightsWriter, flatten_paths
 
 Path_ = tuple[str, ...]
@@ -262,6 +263,12 @@ def run_cli(
         add_arguments(parser)
     args = parser.parse_args(argv)
     try:
+        src, out = Path(args.src).absolute(), Path(args.out).absolute()
+        if out == src or out in src.parents:  # --overwrite would replace what is being read
+            raise ValueError(f"OUT {args.out} is SRC or holds it; write the weights to another folder")
+        if out.exists() and not args.overwrite:  # before SRC is read
+            raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+        check_can_create(args.out)
         out = run(args)
     except (ValueError, OSError) as e:  # ConversionError, CheckpointError, an existing OUT, a full disk, ...
         print(f"error: {e}", file=sys.stderr)

@@ -29,7 +29,16 @@ from convert_weights.common import (
     write_weights,
 )
 from convert_weights.sources import StateDict, Tensors, TensorSource
-from convert_weights.wan_dit import BLOCK, RULES, add_dit_arguments, is_native, read_architecture, source_names
+from convert_weights.wan_dit import (
+    BLOCK,
+    HEAD_DIM,
+    RULES,
+    add_dit_arguments,
+    head_dim_flag,
+    is_native,
+    read_architecture,
+    source_names,
+)
 from mv2v_jax.memory.merging import TokenMergers
 from mv2v_jax.memory.model import MemoryConfig, MemoryDiT
 from mv2v_jax.memory.tokenizers import DynamicTokenizers
@@ -69,7 +78,7 @@ def convert_memory_dit(
     adapters: tuple[str, ...],
     memory: Mapping[str, Any] | None = None,
     param_dtype: str = "float32",
-    head_dim: int = 128,
+    head_dim: int = HEAD_DIM,
     overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
@@ -131,7 +140,7 @@ def run_memory_cli(prog: str, doc: str, adapters: tuple[str, ...], argv: Sequenc
             a.out,
             adapters=adapters,
             param_dtype=a.param_dtype,
-            head_dim=a.head_dim,
+            head_dim=head_dim_flag(a),
             overwrite=a.overwrite,
             progress=True,
         ),

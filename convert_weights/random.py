@@ -27,6 +27,7 @@ Nothing is written unless every output is free (or `--overwrite`); each folder a
 
 from __future__ import annotations
 
+import shutil
 import sys
 import zlib
 from collections.abc import Callable, Mapping
@@ -154,10 +155,26 @@ def plan(config: Mapping[str, Any], seed: int, spec: str) -> dict[Path, Callable
 def write_all(config: Mapping[str, Any], seed: int = 0, overwrite: bool = False, spec: str = "") -> list[Path]:
     """Random weights for every weights folder of `config`; refuses (before writing anything) to
     replace an existing one unless `overwrite`."""
+    from mv2v_jax.io.atomic import check_can_create, make_parents, remove_empty
+
     writers = plan(config, seed, spec)
     if not overwrite and (taken := [str(p) for p in writers if p.exists()]):
         raise FileExistsError(f"{', '.join(taken)} exist; pass --overwrite to replace them")
-    return [write(overwrite) for write in writers.values()]
+    for path in writers:  # every output checked before the first is written
+        check_can_create(path)
+    new = [path for path in writers if not path.exists()]
+    made = [folder for path in writers for folder in make_parents(path.parent)]
+    written = []
+    try:
+        for path, write in writers.items():
+            write(overwrite)
+            written.append(path)
+    except BaseException:  # the folders this run added go again: all of them appear, or none
+        for path in set(written) & set(new):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        remove_empty(made)
+        raise
+    return written
 
 
 FLAGS = flags.FLAGS
@@ -186,6 +203,6 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "experiment config whose weights to make up", lock_config=True)
     flags.DEFINE_string("out", None, "weights root: sets the config's weights_dir")
-    flags.DEFINE_integer("seed", 0, "seed of every parameter's draw")
+    flags.DEFINE_integer("seed", 0, "seed of every parameter's draw", lower_bound=0)
     flags.DEFINE_bool("overwrite", False, "replace weights folders that exist")
     run_app(main)

@@ -24,6 +24,7 @@ docs/models.md, "Wan DiT weight names"), then to our parameters by `RULES`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -43,9 +44,11 @@ from convert_weights.common import (
     write_weights,
 )
 from convert_weights.sources import StateDict, Tensors, TensorSource
-from mv2v_jax.config import run_app
+from mv2v_jax.config import int_at_least, run_app
 from mv2v_jax.models.wan.dit import ARCH_FIELDS, WanDiT, WanDiTConfig
 from mv2v_jax.models.weights import nest_paths
+
+HEAD_DIM = 128  # Wan's attention head width, for a checkpoint without config.json
 
 # Native -> diffusers, applied in order with str.replace (so the norm2/norm3 swap goes through a
 # placeholder). Image-conditioning (I2V) and VACE keys are not mapped: those models are not ported.
@@ -189,13 +192,16 @@ def config_from_json(config: dict[str, Any], where: Path) -> dict[str, Any]:
     return arch
 
 
-def config_from_shapes(source: Tensors, head_dim: int = 128) -> dict[str, Any]:
+def config_from_shapes(source: Tensors, head_dim: int = HEAD_DIM) -> dict[str, Any]:
     """Architecture read off tensor shapes, for bare checkpoint files without a config."""
     native = is_native(source.names())
     name = native_to_diffusers if native else (lambda n: n)
     shapes = {name(n): source.shape(n) for n in source.names()}
     try:
         dim, in_channels, *patch = shapes["patch_embedding.weight"]
+        if dim % head_dim:
+            where = getattr(source, "path", "the state dict")
+            raise ConversionError(f"{where}: a width of {dim} does not split into heads of {head_dim} (--head-dim)")
         layers = {int(m.group(1)) for n in shapes if (m := re.match(r"blocks\.(\d+)\.", n))}
         return dict(
             dim=dim,
@@ -214,9 +220,14 @@ def config_from_shapes(source: Tensors, head_dim: int = 128) -> dict[str, Any]:
         raise ConversionError(f"{where}: cannot infer the architecture, no tensor {e}") from e
 
 
-def read_architecture(src: Path, source: TensorSource, head_dim: int = 128) -> dict[str, Any]:
+def architecture_file(src: Path) -> Path:
+    """The `config.json` beside the checkpoint `src` (a folder or a file), which gives its architecture."""
+    return (src if src.is_dir() else src.parent) / "config.json"
+
+
+def read_architecture(src: Path, source: TensorSource, head_dim: int = HEAD_DIM) -> dict[str, Any]:
     """From the `config.json` beside the weights, else from tensor shapes with `head_dim`."""
-    config_file = (src if src.is_dir() else src.parent) / "config.json"
+    config_file = architecture_file(src)
     if config_file.is_file():
         try:
             return config_from_json(json.loads(config_file.read_text()), config_file)
@@ -230,7 +241,7 @@ def convert_dit(
     out: str | Path,
     *,
     param_dtype: str = "float32",
-    head_dim: int = 128,
+    head_dim: int = HEAD_DIM,
     overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
@@ -260,10 +271,23 @@ def convert_state_dict(state_dict: Mapping[str, Any], config: WanDiTConfig, *, p
 def add_dit_arguments(parser) -> None:
     parser.add_argument(
         "--head-dim",
-        type=int,
-        default=128,
-        help="attention head width, used only when SRC has no config.json (Wan: 128)",
+        type=int_at_least(1),
+        default=None,
+        help=f"attention head width, only for a SRC without config.json (default {HEAD_DIM}, Wan's)",
     )
+
+
+def head_dim_flag(args: argparse.Namespace) -> int:
+    """`--head-dim` (default `HEAD_DIM`), refused where SRC has a config.json: that file gives the
+    architecture, so the flag would be ignored."""
+    if args.head_dim is None:
+        return HEAD_DIM
+    if (config_file := architecture_file(Path(args.src))).is_file():
+        raise ConversionError(
+            f"--head-dim {args.head_dim}: {config_file} gives the architecture; --head-dim is only for a "
+            "checkpoint without config.json"
+        )
+    return args.head_dim
 
 
 def main(argv: Sequence[str]) -> int:
@@ -271,7 +295,7 @@ def main(argv: Sequence[str]) -> int:
         "python -m convert_weights.wan_dit",
         __doc__,
         lambda a: convert_dit(
-            a.src, a.out, param_dtype=a.param_dtype, head_dim=a.head_dim, overwrite=a.overwrite, progress=True
+            a.src, a.out, param_dtype=a.param_dtype, head_dim=head_dim_flag(a), overwrite=a.overwrite, progress=True
         ),
         argv,
         add_dit_arguments,

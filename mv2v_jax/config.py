@@ -70,6 +70,37 @@ def require(ok: bool, key: str, value: Any, why: str) -> None:
         raise ConfigValueError(key, value, why)
 
 
+class FlagError(ValueError):
+    """Command-line flags that contradict each other, or one that would be ignored: the message names them."""
+
+
+def given_flags(*names: str) -> list[str]:
+    """`--name` for each of the absl flags `names` the command line set (a flag left at its default is not
+    given, whatever its value)."""
+    from absl import flags
+
+    return [f"--{name}" for name in names if flags.FLAGS[name].present]
+
+
+def refuse_flags(given: list[str], why: str) -> None:
+    """A FlagError naming the flags `given` (from `given_flags`) and `why` they cannot be used, if any are."""
+    if given:
+        raise FlagError(f"{', '.join(given)}: {why}")
+
+
+def check_text(text: str, where: str) -> str:
+    """`text` if it is Unicode that can be written as UTF-8, else a ValueError naming `where`: bytes that
+    were not UTF-8 reach Python as lone surrogates (a command-line argument, `surrogateescape`), and so
+    does a JSON escape such as `"\\ud800"`; a tokenizer or a JSON record would fail on them much later."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code = ord(text[e.start])
+        what = f"the byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"a lone surrogate U+{code:04X}"
+        raise ValueError(f"{where}: not valid UTF-8 text ({what} at character {e.start}); give it as UTF-8") from None
+    return text
+
+
 def positive(value: float) -> bool:
     """Finite and > 0 (NaN and inf are not)."""
     return math.isfinite(value) and value > 0
@@ -238,6 +269,22 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (--help shows the usage)\n")
 
 
+def int_at_least(least: int) -> Callable[[str], int]:
+    """An argparse `type`: an integer >= `least` (a count of scenes, turns, repeats); anything else is
+    the parser's one line naming the argument (`argument --scenes: '0' is not an integer >= 1`)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {least}")
+        return value
+
+    return parse
+
+
 def run_app(main: Callable[[list[str]], int | None], *, absl_flags: bool = True) -> None:
     """`absl.app.run(main)` with `parse_flags`, and Ctrl-C answered with one line and exit 130 instead of
     a traceback (`main`'s `finally` blocks, closing sessions and files, run on the way out). An exception
@@ -247,21 +294,30 @@ def run_app(main: Callable[[list[str]], int | None], *, absl_flags: bool = True)
 
     A SIGINT the launcher ignored (a background job of a script, `nohup`-style launchers) stays ignored:
     that is how a shell keeps the terminal's Ctrl-C away from its background jobs, so the guard does not
-    restore it."""
+    restore it. Ctrl-C never crashes (mv2v_jax.interrupts): imports finish first, one a gc callback
+    swallowed is raised again, and an interrupted tool exits without the interpreter's shutdown, which
+    native threads still at work can crash."""
     import os
+    import signal
 
     from absl import app
 
+    from mv2v_jax.interrupts import exit_now, redeliver_lost_interrupts, whole_imports
+
+    sys.unraisablehook = redeliver_lost_interrupts(sys.unraisablehook)
     try:
-        if absl_flags:
-            app.run(main, flags_parser=parse_flags)
-        else:
-            sys.exit(main(sys.argv[1:]))
+        with whole_imports():
+            if absl_flags:
+                app.run(main, flags_parser=parse_flags)
+            else:
+                sys.exit(main(sys.argv[1:]))
     except KeyboardInterrupt:
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the line below short
         close_progress_bars()
         # On a line of its own whatever the interrupt cut short (a bar mid-refresh, the terminal's "^C").
         print("\nerror: interrupted (Ctrl-C)", file=sys.stderr)
-        sys.exit(INTERRUPTED)
+        exit_now(INTERRUPTED)
     except Exception as error:
         close_progress_bars()
         if os.environ.get(TRACEBACK_VAR):

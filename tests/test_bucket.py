@@ -153,11 +153,9 @@ from train_fixtures import latent_scene
 import mv2v_jax.data.encode_latents
 from mv2v_jax.train import checkpoint, loop
 
-class Latents:
-    def as_data_source(self):
-        return {{"train": [latent_scene(i) for i in range(6)], "validation": [latent_scene(100)]}}
-
-mv2v_jax.data.encode_latents.open_latents = lambda config: Latents()
+mv2v_jax.data.encode_latents.latent_records = lambda config: {{
+    "train": [latent_scene(i) for i in range(6)], "validation": [latent_scene(100)]
+}}
 loop.SYNC_SECONDS = 0  # the logs reach the bucket after every line
 kill_after = int(sys.argv[1])
 if kill_after:

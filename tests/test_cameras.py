@@ -258,7 +258,7 @@ def test_plain_arrays_need_an_explicit_convention(tmp_path, rng):
         read_cameras(tmp_path / "poses.npy")
     with pytest.raises(CameraError, match=r"got convention='cam2world', axes='opencv'"):
         read_cameras(tmp_path / "poses.npy", convention="cam2world", axes="opencv")
-    with pytest.raises(CameraError, match=r"poses\.npy: camera=1 given, but this array file holds one trajectory"):
+    with pytest.raises(CameraError, match=r"poses\.npy: camera 1 asked for, but this array file holds one trajectory"):
         read_cameras(tmp_path / "poses.npy", camera=1, convention="w2c", axes="opencv")
 
 
@@ -270,7 +270,10 @@ def test_recammaster_file_problems(tmp_path, rng):
         CameraError, match=r"camera_extrinsics\.json: unknown camera 'cam11' in frame0 \(it has cam01, cam02\)"
     ):
         read_cameras(path, camera=11)
-    with pytest.raises(CameraError, match=r"holds several cameras \(cam01, cam02\): pass camera="):
+    with pytest.raises(
+        CameraError,
+        match=r"holds several cameras \(cam01, cam02\): choose one \(--camera_index, or camera= in Python\)",
+    ):
         read_cameras(path)
     with pytest.raises(CameraError, match=r"this recammaster file fixes its own convention"):
         read_cameras(path, camera=1, convention="w2c", axes="opencv")

@@ -69,3 +69,41 @@ def test_the_shipped_config_passes_and_a_bad_sample_value_is_named():
     sample.video.fps = 0
     with pytest.raises(ConfigValueError, match=r"^sample\.video\.fps=0: "):
         check_sample_config(sample)
+
+
+@pytest.mark.parametrize(
+    "text, where, message",
+    [
+        (
+            "caf\udce9",
+            "--prompt",
+            r"^--prompt: not valid UTF-8 text \(the byte 0xe9 at character 3\); give it as UTF-8$",
+        ),
+        (
+            "a\ud800b",
+            "t.json: turn 2 'prompt'",
+            r"^t\.json: turn 2 'prompt': not valid UTF-8 text \(a lone surrogate "
+            r"U\+D800 at character 1\)",
+        ),
+    ],
+)
+def test_text_that_is_not_unicode_is_named_with_where_it_came_from(text, where, message):
+    from mv2v_jax.config import check_text
+
+    with pytest.raises(ValueError, match=message):
+        check_text(text, where)
+    assert check_text("café 東京", "--prompt") == "café 東京"
+
+
+def test_counts_on_the_command_line_are_refused_naming_the_flag(capsys):
+    from mv2v_jax.config import ArgumentParser, int_at_least
+
+    parser = ArgumentParser(prog="tool")
+    parser.add_argument("--scenes", type=int_at_least(1))
+    assert parser.parse_args(["--scenes", "1"]).scenes == 1
+    for bad in ("0", "-2", "two", "1.5"):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(["--scenes", bad])
+        assert exit_info.value.code == 2
+        line = f"error: argument --scenes: {bad!r} is not an integer >= 1 (--help shows the usage)\n"
+        assert capsys.readouterr().err == line

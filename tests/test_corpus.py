@@ -26,6 +26,7 @@ from ctrl_c import take_ctrl_c
 REPO = Path(__file__).parents[1]
 WORKERS = 2
 ERROR_LINES = ("error: ", "FATAL Flags parsing error: ")  # how the CLIs report (absl for flags)
+UNCLEAN = r"Traceback \(most recent call last\)|Event loop is closed"  # never on a CLI's stderr
 LOCK_HOLDER = """
 import sys, time
 from pathlib import Path
@@ -40,8 +41,17 @@ FILE_SIZE_LIMIT = "import os, resource, sys; n = int(sys.argv[1]); resource.setr
 
 # One case per tool and kind of bad input: a video, a camera file, a session (damaged, locked by another
 # writer, interrupted), weights, flags and configs of sample.py and train.py, training data, latent
-# encoding, a converter, a dataset build.
+# encoding, a converter, a dataset build; a flag that would be ignored, text that is not UTF-8, an
+# over-long prompt and a late output path on a real backbone's config, a damaged latent dataset, a
+# checkpoint the config no longer fits, an evaluation's bad config.
 REPRESENTATIVE = {
+    "--compile_mesh without --compile_topology",
+    "--prompt of Latin-1 bytes",
+    "--prompt of 700 tokens",
+    "unwritable/tokenizer (convert_weights.random's last output)",
+    "data/damaged_latents/",
+    "runs/nvs/ (--export, model.dit.dim changed)",
+    "--config nope.py (eval.consistency)",
     "videos/empty.mp4",
     "cameras/nan.json",
     "sessions/busy/",
@@ -93,17 +103,18 @@ def run(case: Case, root: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, *(arg.replace("{root}", str(root)) for arg in case.argv)]
     if case.file_size_limit is not None:
         command = [sys.executable, "-c", FILE_SIZE_LIMIT, str(case.file_size_limit), *command]
+    env = environment() | dict(case.env)
     if case.interrupt is not None:
-        return run_interrupted(command, case.interrupt)
-    return subprocess.run(command, cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
+        return run_interrupted(command, case.interrupt, env)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
-def run_interrupted(command: list[str], trigger: str) -> subprocess.CompletedProcess:
+def run_interrupted(command: list[str], trigger: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     """Runs `command` and sends it SIGINT, as Ctrl-C does, once its stderr matches `trigger`."""
     process = subprocess.Popen(
         command,
         cwd=REPO,
-        env=environment(),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=take_ctrl_c,
@@ -173,7 +184,10 @@ def test_bad_input_is_named_and_nothing_is_lost(outcomes, case):
     assert outcome.returncode != 0, f"exit 0 on {case.input}:\n{error[-3000:]}"
     if case.exit_code is not None:
         assert outcome.returncode == case.exit_code, f"{case.input}: exit {outcome.returncode}:\n{error[-3000:]}"
-    if case.argv[0] != "-c":  # a CLI prints an error line, not a traceback
+    if case.warns is not None:
+        assert re.search(case.warns, error, re.MULTILINE), f"{case.input}: expected /{case.warns}/ in:\n{error[-3000:]}"
+    if case.argv[0] != "-c":  # a CLI prints an error line, not a traceback, and ends cleanly (orbax's threads too)
+        assert not re.search(UNCLEAN, error), f"{case.input}: a traceback or an unclean shutdown:\n{error[-3000:]}"
         error = "\n".join(line for line in error.splitlines() if line.startswith(ERROR_LINES))
     assert re.search(case.expect, error, re.MULTILINE), (
         f"{case.input}: expected /{case.expect}/ in:\n{outcome.stderr[-3000:]}"

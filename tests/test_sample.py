@@ -57,7 +57,7 @@ def sample(assets, *args, task="nvs", cache: Path | None = None, cwd: Path = ROO
         "--config.sample.video.height=32",
         "--config.sample.video.width=48",
         "--config.sample.sampling.steps=2",
-        "--config.sample.long_edit.segment_frames=9",
+        *(["--config.sample.long_edit.segment_frames=9"] if task == "long_edit" else []),  # refused for nvs
     ]
     python = [sys.executable, "-c", driver] if driver else [sys.executable]
     command = [*python, str(ROOT / "sample.py"), "--config", str(ROOT / "configs/tiny_nvs.py"), *overrides]

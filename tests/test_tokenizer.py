@@ -144,3 +144,16 @@ def test_missing_or_broken_files_say_what_is_needed(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{}")
     with pytest.raises(TokenizerError, match=r"tokenizer\.json: not a readable tokenizer\.json"):
         UMT5Tokenizer(tmp_path / "tokenizer.json")
+
+
+@pytest.mark.parametrize("backend", ["spiece.model", "tokenizer.json"])
+def test_count_is_the_untruncated_length_that_says_a_prompt_is_cut(files, backend):
+    spm_folder, json_folder, reference = files
+    ours = UMT5Tokenizer((spm_folder if backend == "spiece.model" else json_folder) / backend, text_len=64)
+    counts = [ours.count(p) for p in PROMPTS]
+    want = [len(reference(clean_prompt(p), add_special_tokens=True)["input_ids"]) for p in PROMPTS]
+    assert counts == want  # the pieces and the EOS, nothing cut
+    _, mask = ours(PROMPTS)
+    cut = [count > ours.text_len for count in counts]
+    assert cut == [False, False, False, True, False]  # only the long prompt, which fills every row
+    assert [int(m) for m in mask.sum(1)] == [min(count, ours.text_len) for count in counts]

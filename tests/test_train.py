@@ -152,3 +152,64 @@ def test_killed_run_resumes_exactly(tmp_path):
     for step in range(killed_at - 2, steps + 1):
         assert got[step] == pytest.approx(want[step], rel=1e-6, abs=1e-7), step
     assert (run / "weights" / "config.json").exists()
+
+
+# A run resumed with another model width than its checkpoint's: train() in a process of its own, which
+# reports the error as the CLIs do and then ends (orbax's threads and event loop must end with it).
+MISMATCHED = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from train_fixtures import latent_scene, micro_config
+from mv2v_jax.train.loop import train
+config = micro_config(steps=4)
+config["model"]["dit"]["dim"] = 48
+try:
+    train(config, sys.argv[1], [latent_scene(i) for i in range(4)])
+except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def test_a_resumed_run_that_no_longer_fits_its_checkpoint_is_refused_in_our_words(tmp_path):
+    import grain
+
+    from mv2v_jax.train.checkpoint import Checkpointer
+    from mv2v_jax.train.loop import initial_state, training_mesh
+    from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
+
+    config = micro_config(steps=4)  # dim 32
+    mesh = training_mesh(config)
+    with use_mesh(mesh, config["mesh_rules"]):
+        optimizer = make_optimizer(config["optimizer"])
+        _, _, state = initial_state(config, mesh, optimizer, trainable_filter(config["trainable"]))
+    checkpointer = Checkpointer(tmp_path / "run" / "checkpoints")
+    checkpointer.save(2, state, iter(grain.MapDataset.range(4).to_iter_dataset()))
+    checkpointer.close()
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+
+    child = [sys.executable, "-c", MISMATCHED, str(tmp_path / "run"), str(Path(__file__).parent)]
+    result = subprocess.run(child, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert (
+        f"error: checkpoint step 2 in {tmp_path / 'run' / 'checkpoints'} does not fit this config: "
+        "params/camera/cam_encoder/bias is (3, 32) there but (3, 48) here"
+    ) in result.stderr
+    assert "model.dit.dim (now 48) changed since it was saved" in result.stderr
+    assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr, result.stderr[-3000:]
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before  # nothing written
+
+
+class DamagedRecords(list):
+    """Records whose reading fails, as a damaged array_record file's does (data.encode_latents.Records)."""
+
+    def __getitem__(self, index):
+        from mv2v_jax.data.encode_latents import RecordError
+
+        raise RecordError(f"latents.array_record (record {index} of {len(self)}): damaged, cannot be read")
+
+
+def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path):
+    with pytest.raises(Exception, match=r"latents\.array_record \(record \d of 4\): damaged"):
+        train(micro_config(steps=4), tmp_path / "outputs" / "run", DamagedRecords(latent_scene(i) for i in range(4)))
+    assert list(tmp_path.iterdir()) == []  # no workdir, no staged folder, not the parent made for it

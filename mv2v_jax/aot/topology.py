@@ -37,6 +37,7 @@ CHIPS = {
 }
 # Cloud TPU names count TensorCores for v5p (two per chip: v5p-8 is 4 chips) and chips for v5e / v6e.
 CORES_PER_CHIP = {"v5p": 2, "v5e": 1, "v6e": 1}
+NOT_INSTALLED = "not installed"  # what libtpu_version says without libtpu
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +95,11 @@ def tpu_topology(name: str) -> Topology:
     try:
         description = topologies.get_topology_desc(platform="tpu", topology_name=layout, **bounds)
     except Exception as e:  # libtpu missing or refusing the layout
-        raise RuntimeError(f"cannot describe TPU topology {layout} (is libtpu installed? the tpu extra): {e}") from e
+        if (version := libtpu_version()) == NOT_INSTALLED:
+            why = 'libtpu is not installed: install the tpu extra (pip install "jax[tpu]")'
+        else:
+            why = f"libtpu {version} refused it"
+        raise RuntimeError(f"cannot describe TPU topology {layout} ({why}): {e}") from e
     return Topology(name, layout, CHIPS[kind], tuple(description.devices))
 
 
@@ -104,4 +109,4 @@ def libtpu_version() -> str:
     try:
         return version("libtpu")
     except PackageNotFoundError:
-        return "not installed"
+        return NOT_INSTALLED

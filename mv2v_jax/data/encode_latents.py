@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -274,6 +274,54 @@ def open_latents(config: Mapping[str, Any], build: bool = False) -> tfds.core.Ge
             )
         common.build(builder)
     return builder
+
+
+class RecordError(ValueError):
+    """A record of the latent dataset that cannot be read; the message names its file."""
+
+
+class Records(Sequence):
+    """One split of the latent dataset (a TFDS array_record data source) whose read errors name the file and
+    the record (array_record's own say neither)."""
+
+    def __init__(self, source):
+        self.source = source
+        instructions = source.dataset_info.splits[source.split].file_instructions
+        self.files = [(str(f.filename), f.take) for f in instructions]
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Mapping[str, Any]:
+        try:
+            return self.source[index]
+        except Exception as e:  # array_record raises RuntimeError; a damaged feature, ValueError
+            raise RecordError(f"{self.where(index)}: damaged, cannot be read ({e})") from None
+
+    def where(self, index: int) -> str:
+        """`file (record k of n)` for the dataset's record `index`."""
+        for name, count in self.files:
+            if index < count:
+                return f"{name} (record {index} of {count})"
+            index -= count
+        return f"record {index} past the end of {self.source.split}"
+
+    def check(self) -> None:
+        """Reads the first record of every file: a truncated file or a damaged index fails now, before a
+        run writes anything (a damaged record further in is named when it is read)."""
+        start = 0
+        for _, count in self.files:
+            if count:
+                self[start]
+            start += count
+
+
+def latent_records(config: Mapping[str, Any]) -> dict[str, Records]:
+    """The splits of the experiment's latent dataset, each file's first record read (`Records.check`)."""
+    splits = {name: Records(source) for name, source in open_latents(config).as_data_source().items()}
+    for records in splits.values():
+        records.check()
+    return splits
 
 
 def check_data_config(data: Mapping[str, Any]) -> None:

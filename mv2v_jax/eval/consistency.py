@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mv2v_jax.config import ArgumentParser, load_config, run_app
+from mv2v_jax.config import ArgumentParser, int_at_least, load_config, run_app
 from mv2v_jax.data.synthetic import SceneConfig, generate_scene
 from mv2v_jax.eval import report
 from mv2v_jax.eval.benchmarks import write_section
@@ -260,26 +261,36 @@ def table(result: Mapping[str, Any]) -> str:
     )
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
+    from mv2v_jax.io.atomic import check_can_create
+    from mv2v_jax.pipelines.build import check_sample_config, check_weights_exist
+
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny_nvs.py")
     parser.add_argument("--weights", default=None, help="override the config's sample.weights")
-    parser.add_argument("--scenes", type=int, default=16)
-    parser.add_argument("--turns", type=int, default=5)
+    parser.add_argument("--scenes", type=int_at_least(1), default=16)
+    parser.add_argument("--turns", type=int_at_least(1), default=5)
     parser.add_argument("--cameras", choices=CAMERAS, default="revisit", help="which trajectories the turns ask for")
-    parser.add_argument("--steps", type=int, default=None, help="override the sampler's steps")
+    parser.add_argument("--steps", type=int_at_least(1), default=None, help="override the sampler's steps")
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     parser.add_argument("--merge-schedule", default=None, help="a name in memory.merging.MERGE_SCHEDULES")
     parser.add_argument("--out", default=None, help="default outputs/consistency_<cameras>")
     parser.add_argument("--write-benchmarks", action="store_true", help="also write BENCHMARKS.md's section")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
-    if args.weights:
-        config.sample.weights = args.weights
-    if args.merge_schedule:
-        config.sample.merge_schedule = args.merge_schedule
     out = Path(args.out or f"outputs/consistency_{args.cameras}")
-    result = evaluate(config, args.scenes, args.turns, out, args.steps, args.cameras, args.settings)
+    try:  # everything the run reads or writes is checked before the first scene
+        config = load_config(args.config)
+        if args.weights:
+            config.sample.weights = args.weights
+        if args.merge_schedule:
+            config.sample.merge_schedule = args.merge_schedule
+        check_sample_config(config.sample, "nvs")
+        check_weights_exist(config.sample, "nvs")
+        check_can_create(out)
+        result = evaluate(config, args.scenes, args.turns, out, args.steps, args.cameras, args.settings)
+    except (ValueError, OSError) as e:  # a config, weights or output folder that cannot be used
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(table(result))
     if args.write_benchmarks:
         write_section(
@@ -288,6 +299,7 @@ def main(argv: list[str]) -> None:
             f"Model: `{config.sample.weights}`; plots `{out / 'consistency.png'}`, `{out / 'per_turn.png'}`.\n\n"
             + table(result),
         )
+    return 0
 
 
 if __name__ == "__main__":

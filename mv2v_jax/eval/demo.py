@@ -25,22 +25,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from mv2v_jax.config import ArgumentParser, load_config, run_app
+from mv2v_jax.config import ArgumentParser, int_at_least, load_config, run_app
 from mv2v_jax.data.synthetic import LongVideoConfig, SceneConfig, generate_long_edit
 from mv2v_jax.eval import consistency, edit_consistency
 from mv2v_jax.eval.consistency import HELD_OUT_SEED, key_frames, run_setting
 from mv2v_jax.eval.edit_consistency import edit_video, region_colours, region_masks
 from mv2v_jax.eval.revisit import revisit_scene
+from mv2v_jax.io.atomic import check_can_create, staged_folder
 from mv2v_jax.io.images import contact_sheet, write_png
 from mv2v_jax.io.video import write_video
 from mv2v_jax.models.codec import TEMPORAL
-from mv2v_jax.pipelines.build import build_pipeline
+from mv2v_jax.pipelines.build import build_pipeline, check_sample_config, check_weights_exist
 
 DEMO_SEED = HELD_OUT_SEED + 500  # not among the evaluations' scenes or videos either
 SCALE = 2  # the small models' 48 x 72 frames, shown twice as large
@@ -171,24 +173,40 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="outputs/demo")
     parser.add_argument("--nvs-config", default="configs/tiny_nvs.py")
     parser.add_argument("--edit-config", default="configs/tiny_long_edit.py")
-    parser.add_argument("--turns", type=int, default=5, help="novel-view turns")
-    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the configs')")
+    parser.add_argument("--turns", type=int_at_least(1), default=5, help="novel-view turns")
+    parser.add_argument("--steps", type=int_at_least(1), default=None, help="sampler steps (default: the configs')")
     parser.add_argument("--nvs-weights", default=None, help="default: the config's, the shipped model")
     parser.add_argument("--edit-weights", default=None, help="default: the config's, the shipped model")
     args = parser.parse_args(argv)
     run = Path(args.out) / time.strftime("run-%Y%m%d-%H%M%S")
     start = time.perf_counter()
-    print("Memory-V2V demo: the shipped small models on a room and a long video they never saw, memory against none.")
+    demos = {
+        "nvs": lambda folder: nvs_demo(folder, args.nvs_config, args.turns, args.steps, args.nvs_weights),
+        "long_edit": lambda folder: long_edit_demo(folder, args.edit_config, args.steps, args.edit_weights),
+    }
     summary = {}
-    for task, demo in (
-        ("nvs", lambda folder: nvs_demo(folder, args.nvs_config, args.turns, args.steps, args.nvs_weights)),
-        ("long_edit", lambda folder: long_edit_demo(folder, args.edit_config, args.steps, args.edit_weights)),
-    ):
-        folder = run / task
-        folder.mkdir(parents=True)
-        summary[task] = demo(folder)
-        print(f"{task}: {folder / 'comparison.png'}, {folder / 'comparison.mp4'} ({time.perf_counter() - start:.0f} s)")
-    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    try:  # both configs, their weights and --out are checked before anything runs; the run folder appears whole
+        for task, (config, weights) in {
+            "nvs": (args.nvs_config, args.nvs_weights),
+            "long_edit": (args.edit_config, args.edit_weights),
+        }.items():
+            sample = load_sample(config, weights, args.steps)[1]
+            check_sample_config(sample, task)
+            check_weights_exist(sample, task)
+        check_can_create(run)
+        print(
+            "Memory-V2V demo: the shipped small models on a room and a long video they never saw, memory against none."
+        )
+        with staged_folder(run) as staged:
+            for task, demo in demos.items():
+                (staged / task).mkdir()
+                summary[task] = demo(staged / task)
+                shown, seconds = run / task, time.perf_counter() - start
+                print(f"{task}: {shown / 'comparison.png'}, {shown / 'comparison.mp4'} ({seconds:.0f} s)")
+            (staged / "summary.json").write_text(json.dumps(summary, indent=2))
+    except (ValueError, OSError) as e:  # a config, weights or output folder that cannot be used
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     nvs, edit = summary["nvs"], summary["long_edit"]
     line = lambda task, key, fmt: ", ".join(
         f"{label} {format(task[row][key], fmt)}"

@@ -30,6 +30,7 @@ where reading the memory is the only way to be right.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 import jax
@@ -37,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mv2v_jax.config import ArgumentParser, dataclass_from_config, load_config, run_app
+from mv2v_jax.config import ArgumentParser, dataclass_from_config, int_at_least, load_config, run_app
 from mv2v_jax.data.encode_latents import open_latents
 from mv2v_jax.data.loader import decode_text, to_train_batch
 from mv2v_jax.data.memory_sampling import MemorySampling
@@ -193,21 +194,28 @@ def table(errors: dict[str, dict[str, float]], examples: int) -> str:
     )
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny_long_edit.py")
     parser.add_argument("--weights", default=None, help="default: the config's sample.weights")
-    parser.add_argument("--examples", type=int, default=128, help="validation examples (drawn again past the split)")
+    parser.add_argument(
+        "--examples", type=int_at_least(1), default=128, help="validation examples (drawn again past the split)"
+    )
     parser.add_argument("--write-benchmarks", action="store_true", help="also write BENCHMARKS.md's section")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
-    weights = args.weights or config.sample.weights
-    errors = denoising_errors(load_memory_dit(weights), config, args.examples)
+    try:
+        config = load_config(args.config)
+        weights = args.weights or config.sample.weights
+        errors = denoising_errors(load_memory_dit(weights), config, args.examples)
+    except (ValueError, OSError) as e:  # a config, weights or latent dataset that cannot be used
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     text = table(errors, args.examples)
     print(text)
     if args.write_benchmarks:
         title = f"Memory use: held-out denoising error ({config.step.task})"
         write_section(title, f"Model: `{weights}`.\n\n{text}")
+    return 0
 
 
 if __name__ == "__main__":

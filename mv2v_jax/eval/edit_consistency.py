@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mv2v_jax.config import ArgumentParser, load_config, run_app
+from mv2v_jax.config import ArgumentParser, int_at_least, load_config, run_app
 from mv2v_jax.data.synthetic import LongVideoConfig, edit_regions, generate_long_edit
 from mv2v_jax.eval import report
 from mv2v_jax.eval.benchmarks import write_section
@@ -254,20 +255,30 @@ def table(result: Mapping[str, Any]) -> str:
     )
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
+    from mv2v_jax.io.atomic import check_can_create
+    from mv2v_jax.pipelines.build import check_sample_config, check_weights_exist
+
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/tiny_long_edit.py")
     parser.add_argument("--weights", default=None, help="override the config's sample.weights")
-    parser.add_argument("--videos", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=None, help="override the sampler's steps")
+    parser.add_argument("--videos", type=int_at_least(1), default=16)
+    parser.add_argument("--steps", type=int_at_least(1), default=None, help="override the sampler's steps")
     parser.add_argument("--out", default="outputs/edit_consistency")
     parser.add_argument("--write-benchmarks", action="store_true", help="also write BENCHMARKS.md's section")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
-    if args.weights:
-        config.sample.weights = args.weights
     out = Path(args.out)
-    result = evaluate(config, args.videos, out, args.steps)
+    try:  # everything the run reads or writes is checked before the first video
+        config = load_config(args.config)
+        if args.weights:
+            config.sample.weights = args.weights
+        check_sample_config(config.sample, "long_edit")
+        check_weights_exist(config.sample, "long_edit")
+        check_can_create(out)
+        result = evaluate(config, args.videos, out, args.steps)
+    except (ValueError, OSError) as e:  # a config, weights or output folder that cannot be used
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(table(result))
     if args.write_benchmarks:
         write_section(
@@ -275,6 +286,7 @@ def main(argv: list[str]) -> None:
             f"Model: `{config.sample.weights}`; plots `{out / 'edit_consistency.png'}`, "
             f"`{out / 'per_segment.png'}`.\n\n" + table(result),
         )
+    return 0
 
 
 if __name__ == "__main__":

@@ -75,6 +75,45 @@ def check_can_create(path: str | os.PathLike) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
 
+def make_parents(folder: str | os.PathLike) -> list[Path]:
+    """Makes the folder `folder` and its missing parents; returns the ones it made, for
+    `remove_empty` to take away again when the write they were made for fails."""
+    folder = Path(folder).absolute()
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Removes each of `folders` that is still empty, deepest first: what a failed write made for itself."""
+    for folder in sorted(folders, key=lambda folder: len(folder.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another writer's files), or already gone
+            continue
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a new hidden folder beside `path` to fill; renames it to `path` once the block ends, so the
+    folder appears whole or not at all. On an exception it is removed, with the parents made for it."""
+    path = Path(path)
+    made = make_parents(path.parent)
+    stage = new_temporary(path.parent, f"{TEMPORARY_PREFIX}{path.name}-", directory=True)
+    try:
+        yield stage
+        os.rename(stage, path)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        remove_empty(made)
+        raise
+    fsync_path(path.parent)
+
+
 def fsync_path(path: str | os.PathLike) -> None:
     """fsync a file or a folder (a folder's fsync makes a rename inside it durable)."""
     fd = os.open(path, os.O_RDONLY)

@@ -239,11 +239,17 @@ def read_cameras(
         )
     if kind == "recammaster" and camera is None:
         available = sorted(data["frame0"]) if isinstance(data["frame0"], dict) else []
-        raise CameraError(f"{path}: a ReCamMaster file holds several cameras ({', '.join(available)}): pass camera=")
+        raise CameraError(
+            f"{path}: a ReCamMaster file holds several cameras ({', '.join(available)}): choose one (--camera_index, "
+            "or camera= in Python)"
+        )
     if kind != "recammaster" and camera is not None:
-        raise CameraError(f"{path}: camera={camera!r} given, but this {kind} file holds one trajectory")
+        raise CameraError(f"{path}: camera {camera!r} asked for, but this {kind} file holds one trajectory")
     if kind != "array" and (convention is not None or axes is not None):
-        raise CameraError(f"{path}: this {kind} file fixes its own convention; convention/axes apply to plain arrays")
+        raise CameraError(
+            f"{path}: this {kind} file fixes its own convention; a convention and axes (--camera_convention, "
+            "--camera_axes) apply to plain arrays"
+        )
     default_scale = RECAMMASTER_TRANSLATION_SCALE if kind == "recammaster" else 1.0
     scale = default_scale if translation_scale is None else translation_scale
     if kind == "recammaster":
@@ -302,8 +308,9 @@ def _load(path: Path) -> Any:
 def _array_to_w2c(data: Any, path: Path, convention: Any, axes: Any, translation_scale: float) -> np.ndarray:
     if convention not in ("w2c", "c2w") or axes not in ("opencv", "opengl"):
         raise CameraError(
-            f"{path}: a plain array of extrinsics does not say its convention: pass convention='w2c' or 'c2w'"
-            f" and axes='opencv' or 'opengl' (got convention={convention!r}, axes={axes!r})"
+            f"{path}: a plain array of extrinsics does not say its convention: give --camera_convention w2c or c2w "
+            f"(and --camera_axes opencv or opengl; in Python convention= and axes=), got convention={convention!r}, "
+            f"axes={axes!r}"
         )
     matrices = check_extrinsics(data, str(path))
     if axes == "opengl":

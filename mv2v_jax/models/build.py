@@ -60,8 +60,20 @@ def build_embedder(config: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarr
     return lambda frames: embed_frames(model, frames)
 
 
+# The command that writes each kind of weights folder (README, "The real backbones").
+MAKERS = {
+    "model weights": "`python -m convert_weights.recammaster` or `.lucy_edit` (or a training run's weights/)",
+    "VAE weights": "`python -m convert_weights.wan_vae`",
+    "umT5 weights": "`python -m convert_weights.umt5`",
+    "DINOv2 weights": "`python -m convert_weights.dinov2`",
+}
+
+
 def existing_weights(path: str, what: str) -> Path:
-    """`path` as a Path, or a FileNotFoundError naming `what` is missing and how to make it."""
+    """`path` as a Path, or a FileNotFoundError naming `what` (a key of `MAKERS`) is missing and how to make it."""
     if not path or not Path(path).exists():
-        raise FileNotFoundError(f"{what} not found at {path!r}; convert them first (see README, Weights)")
+        raise FileNotFoundError(
+            f"{what} not found at {path!r}: convert them with {MAKERS[what]}, or write random ones of the config's "
+            'architecture with `python -m convert_weights.random --config ...` (README, "The real backbones")'
+        )
     return Path(path)

@@ -40,7 +40,8 @@ from etils import epath
 from flax import nnx, traverse_util
 
 from mv2v_jax.cache import cache_root
-from mv2v_jax.io.atomic import fsync_path, is_uri, new_temporary, upload, write_json
+from mv2v_jax.interrupts import deferred_interrupt
+from mv2v_jax.io.atomic import fsync_path, is_uri, make_parents, new_temporary, remove_empty, upload, write_json
 from mv2v_jax.models.layers import in_compute_dtype
 from mv2v_jax.parallel.mesh import DEFAULT_RULES, state_shardings
 
@@ -92,11 +93,11 @@ class WeightsWriter:
         self.destination = epath.Path(path) if is_uri(path) else None
         where = self.destination or Path(path)
         if where.exists() and not overwrite:
-            raise FileExistsError(f"{where} exists; pass overwrite=True (--overwrite) to replace it")
+            raise FileExistsError(f"{where} exists; pass overwrite=True to replace it")
         # A bucket's directory is made in a local folder (as large as the weights), uploaded by `commit`.
         self._staging = Path(tempfile.mkdtemp(prefix="mv2v-weights-")) if self.destination else None
         self.path = self._staging / where.name if self._staging else where
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._made = make_parents(self.path.parent)  # removed again if nothing is committed
         self._tmp = new_temporary(self.path.parent, f".{self.path.name}.", ".tmp", directory=True)
         (self._tmp / PARAMS_DIR).mkdir()
         self._arrays: dict[tuple[str, ...], Any] = {}
@@ -108,6 +109,7 @@ class WeightsWriter:
     def __exit__(self, *exc) -> None:
         if not self._committed:
             shutil.rmtree(self._tmp, ignore_errors=True)
+            remove_empty(self._made)
         if self._staging:
             shutil.rmtree(self._staging, ignore_errors=True)
 
@@ -219,9 +221,12 @@ def _write_orbax_index(params: Path, dtypes: Mapping[tuple[str, ...], np.dtype])
             primary_host=None, active_processes={jax.process_index()}
         ),
     )
-    with _quiet("absl"):  # orbax warns that it found no OCDBT files to merge: none were asked for
-        checkpointer.save(scratch.absolute(), args=ocp.args.PyTreeSave(stand_in))
-    checkpointer.close()
+    # _quiet: orbax warns that it found no OCDBT files to merge (none were asked for).
+    with _quiet("absl"), deferred_interrupt("the weights' index is written"):
+        try:
+            checkpointer.save(scratch.absolute(), args=ocp.args.PyTreeSave(stand_in))
+        finally:  # on an error too (a full disk): orbax's threads end before the interpreter does
+            checkpointer.close()
     folders = {p.name for p in scratch.iterdir() if (p / ".zarray").is_file()}  # zarr v2 arrays
     expected = {".".join(path) for path in dtypes}
     if folders != expected:
@@ -444,7 +449,8 @@ def _stored_tree(path: epath.Path, expected: Iterable[tuple[str, ...]] = ()) -> 
     import orbax.checkpoint as ocp
 
     try:
-        metadata = ocp.StandardCheckpointer().metadata(path / PARAMS_DIR).item_metadata
+        with deferred_interrupt("the weights are read"), ocp.StandardCheckpointer() as checkpointer:
+            metadata = checkpointer.metadata(path / PARAMS_DIR).item_metadata
     except Exception as e:  # orbax's errors for an unreadable checkpoint share no type
         raise WeightsError(f"{path / PARAMS_DIR}: unreadable parameter index ({e}); convert the weights again") from e
     if metadata is None:  # orbax read the index and every array's header: something is missing or damaged
@@ -505,7 +511,8 @@ def load_module(
     pure = nnx.to_pure_dict(targets)
     _check_tree(path, flatten_paths(pure))
     try:
-        restored = ocp.StandardCheckpointer().restore(path / PARAMS_DIR, pure)
+        with deferred_interrupt("the weights are read"), ocp.StandardCheckpointer() as checkpointer:
+            restored = checkpointer.restore(path / PARAMS_DIR, pure)
     except Exception as e:
         cause = e.__cause__ or e.__context__ or e  # tensorstore's message, which names the file
         raise WeightsError(f"{path}: reading the parameters failed, a file is damaged or truncated: {cause}") from e

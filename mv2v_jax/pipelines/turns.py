@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from mv2v_jax.config import check_text
+
 MAX_SEED = 2**32 - 1  # JAX's PRNG keys take 32 bits of a seed: a larger one would repeat a smaller one
 CONVENTIONS, AXES = ("w2c", "c2w"), ("opencv", "opengl")
 TURN_KEYS = {
@@ -90,6 +92,8 @@ def _check_value(key: str, value: Any, where: str) -> Any:
         ok = isinstance(value, str) and (key != "camera" or value.strip() != "")
     if not ok:
         raise TurnError(f"{where} {key!r} must be {TURN_KEYS[key]}, got {value!r}")
+    if key == "prompt":
+        check_text(value, f"{where} 'prompt'")  # a JSON escape such as "\udc80" is no character
     return value
 
 
@@ -155,7 +159,7 @@ def load_cameras(request: CameraRequest, frames: int) -> np.ndarray:
     from mv2v_jax.pipelines.presets import AMOUNTS, preset_trajectory
 
     if request.camera in AMOUNTS:
-        options = {"camera_index": request.index, "camera_convention": request.convention}
+        options = {"camera_index": request.index, "camera_convention": request.convention, "camera_axes": request.axes}
         if given := [f"{key}={value!r}" for key, value in options.items() if value is not None]:
             raise CameraError(f"{request.camera} is a preset trajectory: {', '.join(given)} only apply to camera files")
         return preset_trajectory(request.camera, frames)
@@ -169,7 +173,7 @@ def load_cameras(request: CameraRequest, frames: int) -> np.ndarray:
         request.camera,
         camera=int(index) if isinstance(index, str) and index.isdigit() else index,  # `3` means cam03
         convention=convention,
-        axes=(request.axes or "opencv") if convention else None,
+        axes=request.axes or ("opencv" if convention else None),  # given without a convention: refused there
         num_frames=frames,
     )
     return trajectory.w2c

@@ -24,7 +24,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 from tqdm import tqdm
@@ -46,7 +45,7 @@ from mv2v_jax.parallel.mesh import (
     use_mesh,
 )
 from mv2v_jax.tasks import Task, get_task
-from mv2v_jax.train.checkpoint import Checkpointer, abstract_like, as_path
+from mv2v_jax.train.checkpoint import Checkpointer, RunFolder, abstract_like, as_path
 from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
 from mv2v_jax.train.step import StepVariant, TrainState, jit_train_step, loss_fn
 
@@ -88,6 +87,18 @@ def final_params(state: TrainState, trainable, ema: bool = True) -> nnx.State:
     return nnx.merge_state(state.ema, nnx.split_state(state.params, trainable, ...)[1])
 
 
+def model_settings(config: Mapping[str, Any]) -> dict[str, int]:
+    """The integer settings of the `model` section by key (`{"model.dit.dim": 1536, ...}`): the sizes a
+    checkpoint's shapes may point at (train.checkpoint.mismatch)."""
+    model = config["model"]
+    flat = flatten_paths(model.to_dict() if hasattr(model, "to_dict") else dict(model))
+    return {
+        ".".join(("model", *path)): value
+        for path, value in flat.items()
+        if isinstance(value, int) and not isinstance(value, bool)
+    }
+
+
 def export_checkpoint(
     config: Mapping[str, Any], workdir: str | os.PathLike, step: int | None = None, ema: bool = True
 ) -> os.PathLike:
@@ -100,13 +111,14 @@ def export_checkpoint(
     with use_mesh(mesh, config["mesh_rules"]):
         model, _, state = initial_state(config, mesh, make_optimizer(dict(config["optimizer"])), trainable)
         checkpointer = Checkpointer(workdir / "checkpoints", keep=config["keep_checkpoints"])
-        if checkpointer.latest is None:
-            raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
-        step = checkpointer.latest if step is None else step
-        restored = checkpointer.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_like(state)))
-        ).state
-        checkpointer.close()
+        try:
+            if checkpointer.latest is None:
+                raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
+            step = checkpointer.latest if step is None else step
+            checkpointer.check_fits(state, model_settings(config), step)
+            restored = checkpointer.restore(abstract_like(state), step=step)
+        finally:  # also on an error: orbax's threads and event loop end before the interpreter does
+            checkpointer.close()
         return export_weights(
             final_params(restored, trainable, ema),
             model.config,
@@ -134,7 +146,8 @@ SYNC_SECONDS = 60  # a bucket's logs are uploaded at least this often while trai
 
 
 class _Log:
-    """metrics.jsonl and TensorBoard event files (process 0 only).
+    """metrics.jsonl and TensorBoard event files (process 0 only), opened at the first write in the run's
+    folder as it is then (`folder()`): a run that fails before it logs anything writes nothing.
 
     A resumed run runs again the steps after its checkpoint: what the killed run logged for them is
     dropped from metrics.jsonl (each step is there once) and purged from TensorBoard's view (the new
@@ -143,26 +156,29 @@ class _Log:
     `sync` (at every checkpoint, at most `SYNC_SECONDS` apart in between, and at the end).
     """
 
-    def __init__(self, workdir: epath.Path, resumed: int):
+    def __init__(self, folder: Callable[[], epath.Path], resumed: int):
+        self.run_folder, self.resumed = folder, resumed
         self.enabled = jax.process_index() == 0
-        if not self.enabled:
-            return
+        self.jsonl = self.tensorboard = self.bucket = None
+
+    def _open(self) -> None:
         # tensorboardX's own writer: SummaryWriter hands events to a thread and its flush does not wait
         # for them, so an upload after it could miss the latest steps; this one writes as it is called.
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import SessionLog
 
+        workdir = self.run_folder()
         self.bucket = workdir if is_uri(workdir) else None
         self.folder = Path(tempfile.mkdtemp(prefix="mv2v-logs-")) if self.bucket else Path(workdir)
-        kept, dropped = _logged_until(workdir / METRICS, resumed)
+        kept, dropped = _logged_until(workdir / METRICS, self.resumed)
         if dropped or (self.bucket and kept):
             with atomic_output(self.folder / METRICS) as tmp:
                 tmp.write_text("".join(line + "\n" for line in kept))
         self.jsonl = (self.folder / METRICS).open("a")
         (self.folder / "tensorboard").mkdir(exist_ok=True)
         self.tensorboard = EventsWriter(str(self.folder / "tensorboard" / "events"))
-        if resumed:  # TensorBoard hides the earlier files' events from this step on
-            self._event(resumed + 1, session_log=SessionLog(status=SessionLog.START))
+        if self.resumed:  # TensorBoard hides the earlier files' events from this step on
+            self._event(self.resumed + 1, session_log=SessionLog(status=SessionLog.START))
         self.synced = time.monotonic()
 
     def _event(self, step: int, **fields) -> None:
@@ -175,6 +191,8 @@ class _Log:
             return
         from tensorboardX.summary import scalar
 
+        if self.jsonl is None:
+            self._open()
         self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
         self.jsonl.flush()
         for name, value in metrics.items():
@@ -195,7 +213,7 @@ class _Log:
         self.synced = time.monotonic()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.jsonl is not None:
             self.jsonl.close()
             self.tensorboard.close()
             if self.bucket:
@@ -229,8 +247,6 @@ def train(
     `on_step(step, metrics)` runs after every step (custom monitoring). Returns the last logged metrics.
     """
     sampling = dataclass_from_config(MemorySampling, config["memory_sampling"], "memory_sampling")
-    workdir = as_path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     mesh = training_mesh(config)
     rules = config["mesh_rules"]
     optimizer = make_optimizer(dict(config["optimizer"]))
@@ -246,101 +262,119 @@ def train(
         paper_tokenizers = model.config.tokenizers
         dataset = load(records, task.example, sampling, seed=config["seed"])
         iterator = iter(dataset)
-        checkpointer = Checkpointer(workdir / "checkpoints", keep=config["keep_checkpoints"])
-        if checkpointer.latest is not None:
-            state = checkpointer.restore(abstract_like(state), iterator)
-            print(f"resumed from step {int(state.step)} in {checkpointer.directory}")
-        shard = functools.partial(batch_sharding, mesh, rules=rules)
-        steps_fns: dict[StepVariant, Any] = {}
+        # Nothing is written before this point; a new workdir appears with its first checkpoint (RunFolder).
+        run = RunFolder(workdir, keep=config["keep_checkpoints"])
+        # `run` closes the checkpointer (its save in flight committed) and `closing` the logs however the loop
+        # ends, Ctrl-C included, so that the run resumes from its last save with its metrics written.
+        with run, contextlib.ExitStack() as closing:
+            checkpointer = run.checkpointer
+            if checkpointer is not None and checkpointer.latest is not None:
+                checkpointer.check_fits(state, model_settings(config))
+                state = checkpointer.restore(abstract_like(state), iterator)
+                print(f"resumed from step {int(state.step)} in {checkpointer.directory}")
+            shard = functools.partial(batch_sharding, mesh, rules=rules)
+            steps_fns: dict[StepVariant, Any] = {}
 
-        def step_fn(variant: StepVariant):
-            if variant not in steps_fns:
-                steps_fns[variant] = jit_train_step(graphdef, trainable, optimizer, variant, step_config)
-            return steps_fns[variant]
+            def step_fn(variant: StepVariant):
+                if variant not in steps_fns:
+                    steps_fns[variant] = jit_train_step(graphdef, trainable, optimizer, variant, step_config)
+                return steps_fns[variant]
 
-        validation = None
-        if validation_records:
-            val_data = load(validation_records, task.example, sampling, seed=config["seed"] + 1)
-            validation = to_train_batch(next(iter(val_data)), lambda a: shard(a.ndim))
-            val_variant = StepVariant(paper_tokenizers, None)
+            validation = None
+            if validation_records:
+                val_data = load(validation_records, task.example, sampling, seed=config["seed"] + 1)
+                validation = to_train_batch(next(iter(val_data)), lambda a: shard(a.ndim))
+                val_variant = StepVariant(paper_tokenizers, None)
 
-            @jax.jit
-            def validation_loss(params, batch):
-                trainable_part, frozen = nnx.split_state(params, trainable, ...)
-                return loss_fn(
-                    trainable_part, frozen, graphdef, batch, jax.random.key(config["seed"]), val_variant, step_config
-                )[0]
+                @jax.jit
+                def validation_loss(params, batch):
+                    trainable_part, frozen = nnx.split_state(params, trainable, ...)
+                    return loss_fn(
+                        trainable_part,
+                        frozen,
+                        graphdef,
+                        batch,
+                        jax.random.key(config["seed"]),
+                        val_variant,
+                        step_config,
+                    )[0]
 
-        key = jax.random.key(config["seed"])
-        start, total = int(state.step), config["steps"]
-        log = _Log(workdir, start)
-        metrics: dict[str, float] = {}
-        progress = tqdm(
-            range(start, total),
-            initial=start,
-            total=total,
-            desc="training",
-            unit="step",
-            disable=jax.process_index() != 0,
-        )
-        tick = time.perf_counter()
-        tokens_seen = 0
-        postfix: dict[str, str] = {}
-        most = variant_count(sampling, paper_tokenizers)
-        for step in progress:
-            rng = np.random.default_rng([config["seed"], step])
-            variant = StepVariant(*step_variant(rng, sampling, paper_tokenizers))
-            batch = to_train_batch(next(iterator), lambda a: shard(a.ndim))
-            new_variant, began = variant not in steps_fns, time.perf_counter()
-            state, step_metrics = step_fn(variant)(state, batch, jax.random.fold_in(key, step))
-            if new_variant:  # its first step compiles it (or loads it from the persistent compilation cache)
-                jax.block_until_ready(step_metrics)
-                postfix["compiled"] = f"{len(steps_fns)}/{most}"
-                progress.set_postfix(postfix)
-                progress.write(
-                    f"step {step + 1}: compiled train step variant {len(steps_fns)} of at most {most} "
-                    f"({describe_variant(variant)}) in {time.perf_counter() - began:.1f} s; later steps reuse it"
-                )
-            tokens_seen += int(np.prod(batch.target.shape[:-1])) // 4  # target tokens of the global batch
-            done = step + 1
-            if on_step is not None:
-                on_step(done, step_metrics)
-            if done % config["log_every"] == 0 or done == total:
-                metrics = {k: float(v) for k, v in step_metrics.items()}
-                elapsed = time.perf_counter() - tick
-                metrics |= {"steps_per_s": config["log_every"] / elapsed, "target_tokens_per_s": tokens_seen / elapsed}
-                tick, tokens_seen = time.perf_counter(), 0
-                log.write(done, metrics)
-                postfix |= {"loss": f"{metrics['loss']:.4f}", "tok_s": f"{metrics['target_tokens_per_s']:.0f}"}
-                progress.set_postfix(postfix)
-            val_loss = None
-            if validation is not None and (done % config["eval_every"] == 0 or done == total):
-                val_loss = float(validation_loss(state.params, validation))
-                log.write(done, {"val_loss": val_loss})
-            if done % config["checkpoint_every"] == 0 or done == total:
-                checkpointer.save(done, state, iterator, val_loss)
-                log.sync()  # a bucket's logs up to the checkpoint
-        checkpointer.wait()
-        if int(state.step) == total:
-            final = final_params(state, trainable)
-            export_weights(
-                final, model.config, workdir / "weights", {"trained": {"steps": total, "ema": state.ema is not None}}
+            key = jax.random.key(config["seed"])
+            start, total = int(state.step), config["steps"]
+            log = _Log(lambda: run.path, start)
+            closing.callback(log.close)
+            metrics: dict[str, float] = {}
+            progress = tqdm(
+                range(start, total),
+                initial=start,
+                total=total,
+                desc="training",
+                unit="step",
+                disable=jax.process_index() != 0,
             )
-            if validation is not None:
-                samples = sample_validation(
-                    graphdef, final, validation, task, step_config["shift"], config["eval_sampling_steps"]
-                )
-                target = to_host(validation.target)
-                if jax.process_index() == 0:
-                    write_png(
-                        workdir / f"validation_{total}.png",
-                        contact_sheet(
-                            [to_uint8(target[0, ..., :3]), to_uint8(samples[0, ..., :3])],
-                            labels=["ground truth latents", "sampled latents"],
-                        ),
+            tick = time.perf_counter()
+            tokens_seen = 0
+            postfix: dict[str, str] = {}
+            most = variant_count(sampling, paper_tokenizers)
+            for step in progress:
+                rng = np.random.default_rng([config["seed"], step])
+                variant = StepVariant(*step_variant(rng, sampling, paper_tokenizers))
+                batch = to_train_batch(next(iterator), lambda a: shard(a.ndim))
+                new_variant, began = variant not in steps_fns, time.perf_counter()
+                state, step_metrics = step_fn(variant)(state, batch, jax.random.fold_in(key, step))
+                if new_variant:  # its first step compiles it (or loads it from the persistent compilation cache)
+                    jax.block_until_ready(step_metrics)
+                    postfix["compiled"] = f"{len(steps_fns)}/{most}"
+                    progress.set_postfix(postfix)
+                    progress.write(
+                        f"step {step + 1}: compiled train step variant {len(steps_fns)} of at most {most} "
+                        f"({describe_variant(variant)}) in {time.perf_counter() - began:.1f} s; later steps reuse it"
                     )
-        checkpointer.close()
-        log.close()
+                tokens_seen += int(np.prod(batch.target.shape[:-1])) // 4  # target tokens of the global batch
+                done = step + 1
+                if on_step is not None:
+                    on_step(done, step_metrics)
+                if done % config["log_every"] == 0 or done == total:
+                    metrics = {k: float(v) for k, v in step_metrics.items()}
+                    elapsed = time.perf_counter() - tick
+                    metrics |= {
+                        "steps_per_s": config["log_every"] / elapsed,
+                        "target_tokens_per_s": tokens_seen / elapsed,
+                    }
+                    tick, tokens_seen = time.perf_counter(), 0
+                    log.write(done, metrics)
+                    postfix |= {"loss": f"{metrics['loss']:.4f}", "tok_s": f"{metrics['target_tokens_per_s']:.0f}"}
+                    progress.set_postfix(postfix)
+                val_loss = None
+                if validation is not None and (done % config["eval_every"] == 0 or done == total):
+                    val_loss = float(validation_loss(state.params, validation))
+                    log.write(done, {"val_loss": val_loss})
+                if done % config["checkpoint_every"] == 0 or done == total:
+                    run.save(done, state, iterator, val_loss)
+                    log.sync()  # a bucket's logs up to the checkpoint
+            if run.checkpointer is not None:
+                run.checkpointer.wait()
+            if int(state.step) == total:
+                final = final_params(state, trainable)
+                export_weights(
+                    final,
+                    model.config,
+                    run.path / "weights",
+                    {"trained": {"steps": total, "ema": state.ema is not None}},
+                )
+                if validation is not None:
+                    samples = sample_validation(
+                        graphdef, final, validation, task, step_config["shift"], config["eval_sampling_steps"]
+                    )
+                    target = to_host(validation.target)
+                    if jax.process_index() == 0:
+                        write_png(
+                            run.path / f"validation_{total}.png",
+                            contact_sheet(
+                                [to_uint8(target[0, ..., :3]), to_uint8(samples[0, ..., :3])],
+                                labels=["ground truth latents", "sampled latents"],
+                            ),
+                        )
     return metrics
 
 

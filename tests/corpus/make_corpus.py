@@ -47,6 +47,8 @@ class Case:
       leaves: files (globs under the corpus) the failed run may create: TFDS's own bookkeeping.
       interrupt: a regex of the tool's stderr; once it shows, the run gets SIGINT (a Ctrl-C).
       exit_code: the exit status the tool must give, where one is promised (130 for a Ctrl-C).
+      warns: a regex the tool's stderr must also match: a `warning:` line it gives before the error.
+      env: environment variables of the run (name, value).
     """
 
     input: str
@@ -59,6 +61,8 @@ class Case:
     leaves: tuple[str, ...] = ()
     interrupt: str | None = None
     exit_code: int | None = None
+    warns: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def sample(*args: str, task: str = "nvs", config: str = "") -> tuple[str, ...]:
@@ -108,6 +112,26 @@ def prepare(builder: str, module: str, config: str, manual: str) -> tuple[str, .
         f"prepare({builder}, {builder}Config(name='corpus', {config}), '{{root}}/out/tfds', '{{root}}/{manual}')\n"
     )
     return ("-c", code)
+
+
+# The real backbones' small configs, run on random weights of their architecture (`backbones/`, shared).
+BACKBONES = {"nvs": "configs/recammaster_nvs.py:tiny", "long_edit": "configs/lucy_edit_long.py:tiny"}
+LONG_PROMPT = " ".join(["a"] * 700)  # 700 tokens of the random tokenizer (convert_weights.random), umT5 reads 512
+
+
+def backbone(task: str, *args: str) -> tuple[str, ...]:
+    """sample.py on a real backbone's `:tiny` config (its weights under the corpus), a new session."""
+    config = ("--config", BACKBONES[task], "--config.weights_dir={root}/backbones", "--task", task)
+    return ("sample.py", *config, "--session", "{root}/out/session", *args)
+
+
+def random_weights(*args: str) -> tuple[str, ...]:
+    """convert_weights.random for recammaster_nvs.py:tiny into a new folder."""
+    return ("-m", "convert_weights.random", "--config", BACKBONES["nvs"], "--out", "{root}/out/random", *args)
+
+
+def evaluate(module: str, *args: str) -> tuple[str, ...]:
+    return ("-m", f"mv2v_jax.eval.{module}", *args)
 
 
 CASES: tuple[Case, ...] = (
@@ -1011,7 +1035,14 @@ CASES: tuple[Case, ...] = (
         "convert_weights.wan_dit",
         "an output folder that exists",
         convert("wan_dit", "checkpoints/dit", "{root}/converted/dit"),
-        r"^error: \S*converted/dit exists; pass overwrite=True \(--overwrite\) to replace it$",
+        r"^error: \S*converted/dit exists; pass --overwrite to replace it$",
+    ),
+    Case(
+        "checkpoints/dit/ -> checkpoints/dit (--overwrite)",
+        "convert_weights.wan_dit",
+        "the output folder is the checkpoint being read (it would be replaced)",
+        convert("wan_dit", "checkpoints/dit", "{root}/checkpoints/dit", "--overwrite"),
+        r"^error: OUT \S*checkpoints/dit is SRC or holds it; write the weights to another folder$",
     ),
     Case(
         "videos/mixed_sizes/ (as a checkpoint)",
@@ -1046,10 +1077,298 @@ CASES: tuple[Case, ...] = (
         r"pair \S*/pair1: source\.mp4 has 13 frames but edited\.mp4 has 9",
         leaves=TFDS_CONFIG,
     ),
+    # Flags that only mean something with another, or for the other task: refused by name, not ignored.
+    Case(
+        "--compile_mesh without --compile_topology",
+        "sample.py",
+        "a --compile_topology option alone (it would be ignored)",
+        with_video("videos/good.mp4", "--compile_mesh", "data=1"),
+        r"^error: --compile_mesh: only with --compile_topology \(the TPU slice to compile for\)$",
+    ),
+    Case(
+        "--compile_topology with --session, --video",
+        "sample.py (recammaster_nvs.py:tiny)",
+        "sampling flags for a run that only compiles",
+        backbone("nvs", "--video", "{root}/videos/good.mp4", "--compile_topology", "v5p-8"),
+        r"^error: --session, --video: not used with --compile_topology, which only compiles a sampling step",
+    ),
+    Case(
+        "--noprepare_next_turn with --task long_edit",
+        "sample.py --task long_edit (lucy_edit_long.py:tiny)",
+        "an NVS-only flag for long editing",
+        backbone("long_edit", "--video", "{root}/videos/good.mp4", "--noprepare_next_turn"),
+        r"^error: --prepare_next_turn: for --task nvs; long_edit edits the whole --video with --prompt$",
+    ),
+    Case(
+        "--prepare_next_turn with MV2V_CACHE_DIR=off",
+        "sample.py",
+        "preparing a program for the next turn with no cache to keep it",
+        with_video("videos/good.mp4", "--prepare_next_turn"),
+        r"^error: --prepare_next_turn: the compilation cache is off \(MV2V_CACHE_DIR=off\), so no later process",
+        env=(("MV2V_CACHE_DIR", "off"),),
+    ),
+    Case(
+        "--config.sample.long_edit.overlap=2 with --task nvs",
+        "sample.py",
+        "a long-edit setting on an NVS turn",
+        with_video("videos/good.mp4", "--config.sample.long_edit.overlap=2"),
+        r"^error: --config\.sample\.long_edit\.overlap: only --task long_edit reads it; this is --task nvs$",
+    ),
+    Case(
+        "--config.sample.retrieval.hfov_degrees=50.0 with --task long_edit",
+        "sample.py --task long_edit",
+        "an NVS setting on a long edit",
+        sample(
+            "--session",
+            "{root}/out/session",
+            "--video",
+            "{root}/videos/good.mp4",
+            "--config.sample.retrieval.hfov_degrees=50.0",
+            task="long_edit",
+        ),
+        r"^error: --config\.sample\.retrieval\.hfov_degrees: only --task nvs reads it; this is --task long_edit$",
+    ),
+    Case(
+        "--compile_mesh data=x",
+        "sample.py --compile_topology",
+        "a mesh that is not axis=size pairs (named before libtpu loads)",
+        ("sample.py", "--config", "{root}/config.py", "--compile_topology", "v5p-8", "--compile_mesh", "data=x"),
+        r"^error: --compile_mesh data=x: mesh 'data=x': expected axis=size pairs such as data=2,sequence=4$",
+    ),
+    Case(
+        "--camera_axes opengl with a preset",
+        "sample.py",
+        "a camera file option for a preset trajectory (it would be ignored)",
+        with_video("videos/good.mp4", "--camera_axes", "opengl"),
+        r"^error: pan_left is a preset trajectory: camera_axes='opengl' only apply to camera files$",
+    ),
+    Case(
+        "cameras/far_trajectory.json + --camera_axes opengl",
+        "sample.py",
+        "axes for a trajectory file, which fixes its own (it would be ignored)",
+        with_camera("cameras/far_trajectory.json", "--camera_axes", "opengl"),
+        r"far_trajectory\.json: this trajectory file fixes its own convention; a convention and axes "
+        r"\(--camera_convention, --camera_axes\) apply to plain arrays",
+    ),
+    Case(
+        "--noexport_ema without --export",
+        "train.py",
+        "an --export option for a training run",
+        train("--noexport_ema"),
+        r"^error: --export_ema: only with --export",
+    ),
+    Case(
+        "--compile_topology with --workdir",
+        "train.py",
+        "a workdir for a run that only compiles",
+        ("train.py", "--config", "{root}/config.py", "--compile_topology", "v5p-8", "--workdir", "{root}/out/train"),
+        r"^error: --workdir: not used with --compile_topology, which only compiles the train step",
+    ),
+    Case(
+        "--head-dim 64 with a config.json",
+        "convert_weights.wan_dit",
+        "a head width the checkpoint's config.json overrides",
+        convert("wan_dit", "checkpoints/dit", "{root}/out/weights", "--head-dim", "64"),
+        r"^error: --head-dim 64: \S*checkpoints/dit/config\.json gives the architecture; --head-dim is only for a "
+        r"checkpoint without config\.json$",
+    ),
+    Case(
+        "--seed=-1 (convert_weights.random)",
+        "convert_weights.random",
+        "a negative seed (numpy's words otherwise)",
+        random_weights("--seed=-1"),
+        r"^FATAL Flags parsing error: flag --seed=-1: -1 is not a non-negative integer$",
+    ),
+    Case(
+        "--scenes 0 (eval.consistency)",
+        "python -m mv2v_jax.eval.consistency",
+        "an evaluation over no scenes",
+        evaluate("consistency", "--scenes", "0", "--out", "{root}/out/eval"),
+        r"^error: argument --scenes: '0' is not an integer >= 1 \(--help shows the usage\)$",
+    ),
+    # Text that is not valid Unicode: refused before anything loads, naming the flag or the file.
+    Case(
+        "--prompt of Latin-1 bytes",
+        "sample.py (recammaster_nvs.py:tiny)",
+        "a prompt whose bytes are not UTF-8 (Python sees a lone surrogate)",
+        backbone("nvs", "--video", "{root}/videos/good.mp4", "--camera", "pan_left", "--prompt", "caf\udce9 au lait"),
+        r"^error: --prompt: not valid UTF-8 text \(the byte 0xe9 at character 3\); give it as UTF-8$",
+    ),
+    Case(
+        "turns/surrogate.json",
+        "sample.py --turns",
+        'a prompt holding the JSON escape "\\ud800", no character',
+        with_turns("surrogate.json"),
+        r"surrogate\.json: turn 1 'prompt': not valid UTF-8 text \(a lone surrogate U\+D800 at character 4\)",
+    ),
+    Case(
+        "sessions/long_edit/ + --prompt of a 0xff byte",
+        "sample.py --task long_edit",
+        "a long edit's next run with a prompt that is not UTF-8",
+        sample(
+            "--session",
+            "{root}/sessions/long_edit",
+            "--video",
+            "{root}/videos/good.mp4",
+            "--prompt",
+            "\udcff",
+            task="long_edit",
+        ),
+        r"^error: --prompt: not valid UTF-8 text \(the byte 0xff at character 0\); give it as UTF-8$",
+    ),
+    Case(
+        "datasets/pairs_latin1/",
+        "prepare(LongEditPairs)",
+        "prompt.txt saved as Latin-1",
+        prepare("LongEditPairs", "long_edit_pairs", "height=16, width=24, segment_frames=5", "datasets/pairs_latin1"),
+        r"pair \S*/pair1: prompt\.txt is not UTF-8 text \(invalid continuation byte at byte 23\): save it as UTF-8",
+        leaves=TFDS_CONFIG,
+    ),
+    # Over-long prompts: a warning says where umT5 cuts them (then the command fails on its video).
+    Case(
+        "--prompt of 700 tokens",
+        "sample.py (recammaster_nvs.py:tiny)",
+        "a prompt longer than the text encoder's 512 tokens, then a video too short",
+        backbone("nvs", "--video", "{root}/videos/short.mp4", "--camera", "pan_left", "--prompt", LONG_PROMPT),
+        r"short\.mp4: the video is too short: it has 5 frames, but 9 frames",
+        warns=r"^warning: --prompt: 701 tokens, more than the text encoder's 512: cut at 511 tokens",
+    ),
+    Case(
+        "turns/long_prompt.json",
+        "sample.py --turns (recammaster_nvs.py:tiny)",
+        "a turn's prompt of 700 tokens, then a video too short",
+        backbone("nvs", "--video", "{root}/videos/short.mp4", "--turns", "{root}/turns/long_prompt.json"),
+        r"short\.mp4: the video is too short",
+        warns=r"^warning: \S*long_prompt\.json: turn 2 'prompt': 701 tokens, more than the text encoder's 512",
+    ),
+    Case(
+        "--prompt of 700 tokens (long_edit)",
+        "sample.py --task long_edit (lucy_edit_long.py:tiny)",
+        "an edit prompt longer than the text encoder's 512 tokens, then a video too short",
+        backbone("long_edit", "--video", "{root}/videos/short.mp4", "--prompt", LONG_PROMPT),
+        r"short\.mp4: the video has 5 frames, fewer than one segment of 9",
+        warns=r"^warning: --prompt: 701 tokens, more than the text encoder's 512: cut at 511 tokens",
+    ),
+    # Every path a command writes and every input it reads is checked before it writes anything.
+    Case(
+        "unwritable/tokenizer (convert_weights.random's last output)",
+        "convert_weights.random",
+        "the tokenizer folder, written after the models, cannot be made",
+        random_weights("--config.sample.text.tokenizer={root}/unwritable/tokenizer"),
+        UNWRITABLE,
+    ),
+    Case(
+        "unwritable/cache (the prompt cache)",
+        "sample.py (recammaster_nvs.py:tiny)",
+        "a prompt cache folder that cannot be made",
+        backbone(
+            "nvs",
+            "--video",
+            "{root}/videos/good.mp4",
+            "--camera",
+            "pan_left",
+            "--config.sample.text.cache={root}/unwritable/cache",
+        ),
+        UNWRITABLE,
+    ),
+    Case(
+        "unwritable/eval (eval.consistency --out)",
+        "python -m mv2v_jax.eval.consistency",
+        "an output folder that cannot be made, refused before the first scene",
+        evaluate("consistency", "--config", "{root}/config.py", "--scenes", "1", "--out", "{root}/unwritable/eval"),
+        UNWRITABLE,
+    ),
+    Case(
+        "videos/notes.mp4/demo (eval.demo --out)",
+        "python -m mv2v_jax.eval.demo",
+        "an output folder under a file, refused before either demo runs",
+        evaluate("demo", "--out", "{root}/videos/notes.mp4/demo"),
+        r"^error: \[Errno 20\] Not a directory: '\S*notes\.mp4/demo/run-\d+-\d+'$",
+    ),
+    Case(
+        "data/damaged_latents/",
+        "train.py",
+        "a latent dataset file cut at 60% (a new workdir must not appear)",
+        train(config=":damaged_latents"),
+        r"^error: \S*damaged_latents/\S+/latent_scenes-train\.array_record-00000-of-00001 \(record 0 of 2\): "
+        r"damaged, cannot be read",
+    ),
+    # A training run resumed with a config that no longer fits its checkpoint: refused in our words.
+    Case(
+        "runs/nvs/ (--export, model.dit.dim changed)",
+        "train.py --export",
+        "a checkpoint of a 32-wide model exported with dim=48",
+        (
+            "train.py",
+            "--config",
+            "{root}/config.py",
+            "--workdir",
+            "{root}/runs/nvs",
+            "--export",
+            "--config.model.dit.dim=48",
+        ),
+        r"^error: checkpoint step 1 in \S*runs/nvs/checkpoints does not fit this config: \S+ is \(\d+(, \d+)*\) "
+        r"there but \(\d+(, \d+)*\) here \(and \d+ more arrays\): model\.dit\.dim \(now 48\) changed since it was "
+        r"saved; resume with the config the run was started with",
+    ),
+    Case(
+        "runs/nvs/ (model.dit.num_layers changed)",
+        "train.py",
+        "a 3-layer run resumed with 4 layers",
+        (
+            "train.py",
+            "--config",
+            "{root}/config.py:good_latents",
+            "--workdir",
+            "{root}/runs/nvs",
+            "--config.model.dit.num_layers=4",
+        ),
+        r"^error: checkpoint step 1 in \S*runs/nvs/checkpoints does not fit this config: \S+ is \(3, [\d, ]+\) "
+        r"there but \(4, [\d, ]+\) here .*: model\.dit\.num_layers \(now 4\) changed since it was saved",
+    ),
+    # Messages that are true: where the weights come from, what libtpu did, no "unexpected" for bad input.
+    Case(
+        "backbones/nope_vae (a missing VAE)",
+        "sample.py (recammaster_nvs.py:tiny)",
+        "a VAE weights folder that does not exist",
+        backbone(
+            "nvs",
+            "--video",
+            "{root}/videos/good.mp4",
+            "--camera",
+            "pan_left",
+            "--config.sample.codec.weights={root}/backbones/nope_vae",
+        ),
+        r"^error: VAE weights not found at '\S*nope_vae': convert them with `python -m convert_weights\.wan_vae`, or "
+        r"write random ones of the config's architecture with `python -m convert_weights\.random --config \.\.\.`",
+    ),
+    Case(
+        "--config nope.py (eval.consistency)",
+        "python -m mv2v_jax.eval.consistency",
+        "a config file that does not exist",
+        evaluate("consistency", "--config", "{root}/nope.py", "--out", "{root}/out/eval"),
+        r"^error: config file \S*nope\.py not found$",
+    ),
+    Case(
+        "weights_truncated/ (eval.denoising --weights)",
+        "python -m mv2v_jax.eval.denoising",
+        "damaged weights for an evaluation",
+        evaluate("denoising", "--config", "{root}/config.py", "--weights", "{root}/weights_truncated"),
+        r"^error: \S*weights_truncated: parameter dit/head/proj/kernel \(params/dit\.head\.proj\.kernel/0\.0\) fails "
+        r"its checksum",
+    ),
+    Case(
+        "--compile_topology v5p:3x3x5",
+        "sample.py --compile_topology",
+        "a TPU layout libtpu refuses (installed or not, the message says which)",
+        ("sample.py", "--config", "{root}/config.py", "--compile_topology", "v5p:3x3x5"),
+        r"^error: cannot describe TPU topology v5p:3x3x5 \((libtpu \S+ refused it|libtpu is not installed: install "
+        r"the tpu extra)",
+    ),
 )
 
 
-CONFIG = '''"""The corpus experiment: configs/tiny_nvs.py with the corpus's tiny model, video size and folders."""
+CONFIG = '''"""The corpus experiment: configs/tiny_nvs.py with the corpus's tiny model, video size, data and folders."""
 
 from mv2v_jax.config import load_config
 
@@ -1063,9 +1382,13 @@ def get_config(arg: str = ""):
     config.sample.sampling.steps = 2
     config.sample.retrieval.slots = 1
     config.sample.long_edit.segment_frames = {frames}
-    config.data.source.data_dir = f"{{ROOT}}/data/tfds"
-    config.data.latents_dir = f"{{ROOT}}/data/latents"
-    if arg == "dit_typo":
+    config.data.source.update(data_dir=f"{{ROOT}}/data/tfds", num_train=2, num_validation=1)
+    config.data.latents_dir = f"{{ROOT}}/data/latents"  # missing: the latent datasets are in the variants below
+    config.model.dit.update({tiny_dit})
+    config.mesh_devices = 1
+    if arg in ("good_latents", "damaged_latents"):
+        config.data.latents_dir = f"{{ROOT}}/data/{{arg}}"
+    elif arg == "dit_typo":
         config.model.dit.dimm = 32
     elif arg == "scene_typo":
         config.data.source.scene.heigth = 32
@@ -1078,7 +1401,8 @@ def get_config(arg: str = ""):
 
 
 def write_config(root: Path) -> None:
-    (root / "config.py").write_text(CONFIG.format(root=str(root), frames=FRAMES, height=HEIGHT, width=WIDTH))
+    text = CONFIG.format(root=str(root), frames=FRAMES, height=HEIGHT, width=WIDTH, tiny_dit=TINY_DIT)
+    (root / "config.py").write_text(text)
     (root / "broken_config.py").write_text("import ml_collections\n\ndef get_config(:\n    return None\n")
     (root / "failing_config.py").write_text("def get_config():\n    return load_confg('tiny_nvs.py')\n")
 
@@ -1205,6 +1529,9 @@ def write_turns(root: Path) -> None:
     }
     for name, document in documents.items():
         (turns / name).write_text(json.dumps(document))
+    (turns / "surrogate.json").write_text('[{"camera": "pan_left", "prompt": "cafe\\ud800"}]')  # the escape, as typed
+    long_prompt = [{"camera": "pan_left"}, {"camera": "pan_right", "prompt": LONG_PROMPT}]
+    (turns / "long_prompt.json").write_text(json.dumps(long_prompt))
 
 
 def write_weights(root: Path) -> None:
@@ -1386,6 +1713,54 @@ def write_datasets(root: Path) -> None:
     video(pair / "source.mp4", 13)
     video(pair / "edited.mp4", 9)
     (pair / "prompt.txt").write_text("make it snowy\n")
+    latin1 = root / "datasets" / "pairs_latin1" / "train" / "pair1"
+    shutil.copytree(pair, latin1)
+    (latin1 / "prompt.txt").write_bytes("make it look like a café\n".encode("latin-1"))
+
+
+def write_backbones(root: Path) -> None:
+    """Random weights of both real backbones' `:tiny` configs (convert_weights.random) in `backbones/`, which
+    they share (the same umT5 and tokenizer)."""
+    from convert_weights.random import plan
+    from mv2v_jax.config import load_config
+
+    writers = {}
+    for spec in BACKBONES.values():
+        config = load_config(str(REPO / spec))
+        config.weights_dir = str(root / "backbones")
+        writers |= plan(config, 0, spec)
+    for write in writers.values():
+        write(False)
+
+
+def write_runs(root: Path) -> None:
+    """The corpus config's latent dataset (`data/good_latents`, via `:good_latents`), a copy with its train file cut at
+    60% (`data/damaged_latents`), and a training run's workdir with one checkpoint (`runs/nvs`)."""
+    from mv2v_jax.config import dataclass_from_config, load_config
+    from mv2v_jax.data.encode_latents import latent_records, open_latents
+    from mv2v_jax.data.loader import training_dataset
+    from mv2v_jax.data.memory_sampling import MemorySampling
+    from mv2v_jax.parallel.mesh import use_mesh
+    from mv2v_jax.tasks import get_task
+    from mv2v_jax.train.checkpoint import Checkpointer
+    from mv2v_jax.train.loop import initial_state, training_mesh
+    from mv2v_jax.train.optimizer import make_optimizer, trainable_filter
+
+    config = load_config(f"{root}/config.py:good_latents")
+    open_latents(config, build=True)
+    shutil.copytree(root / "data" / "good_latents", root / "data" / "damaged_latents")
+    (train,) = (root / "data" / "damaged_latents").rglob("*-train.array_record-*")
+    train.write_bytes(train.read_bytes()[: train.stat().st_size * 6 // 10])
+    mesh = training_mesh(config)
+    with use_mesh(mesh, config.mesh_rules):
+        trainable = trainable_filter(list(config.trainable))
+        _, _, state = initial_state(config, mesh, make_optimizer(dict(config.optimizer)), trainable)
+        sampling = dataclass_from_config(MemorySampling, config.memory_sampling, "memory_sampling")
+        records = latent_records(config)["train"]
+        iterator = iter(training_dataset(records, get_task("nvs").example, sampling, batch_size=1, seed=0))
+        checkpointer = Checkpointer(root / "runs" / "nvs" / "checkpoints")
+        checkpointer.save(1, state, iterator)
+        checkpointer.close()
 
 
 def write_unwritable(root: Path) -> None:
@@ -1415,6 +1790,8 @@ def make_corpus(root: str | os.PathLike) -> tuple[Case, ...]:
     write_sessions(root)
     write_checkpoints(root)
     write_datasets(root)
+    write_backbones(root)
+    write_runs(root)
     write_unwritable(root)
     return CASES
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mv2v_jax.config import ArgumentParser
+from mv2v_jax.config import ArgumentParser, int_at_least
 from mv2v_jax.data.synthetic.long_video import LONG_PRESETS, generate_long_edit
 from mv2v_jax.data.synthetic.scene_config import PRESETS
 from mv2v_jax.data.synthetic.scenes import generate_scene
@@ -46,9 +46,9 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("out", type=Path, help="PNG to write")
     parser.add_argument("--long", action="store_true", help="a long video and its edit instead of a scene")
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS), help="PRESETS, or LONG_PRESETS")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--columns", type=int, default=SHEET_COLUMNS, help="frames shown per camera")
-    parser.add_argument("--rows", type=int, default=None, help="cameras shown (default all)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
+    parser.add_argument("--columns", type=int_at_least(1), default=SHEET_COLUMNS, help="frames shown per camera")
+    parser.add_argument("--rows", type=int_at_least(1), default=None, help="cameras shown (default all)")
     args = parser.parse_args(argv)
     if args.long:
         video = generate_long_edit(args.seed, LONG_PRESETS[args.preset])

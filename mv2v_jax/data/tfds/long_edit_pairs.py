@@ -168,7 +168,9 @@ def read_prompt(pair: Path) -> str:
     try:
         prompt = (pair / PROMPT).read_text(encoding="utf-8").strip()
     except UnicodeDecodeError as e:
-        raise LayoutError(f"pair {pair}: {PROMPT} is not UTF-8 text ({e})") from e
+        raise LayoutError(
+            f"pair {pair}: {PROMPT} is not UTF-8 text ({e.reason} at byte {e.start}): save it as UTF-8"
+        ) from e
     if not prompt:
         raise LayoutError(f"pair {pair}: {PROMPT} is empty")
     return prompt

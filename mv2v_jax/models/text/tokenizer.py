@@ -86,6 +86,11 @@ class UMT5Tokenizer:
             self._encode, self.eos_id, self.pad_id = _sentencepiece_backend(self.file)
         self.identity = hashlib.sha256(f"{file_sha256(self.file)}:{CLEANING_VERSION}".encode()).hexdigest()
 
+    def count(self, prompt: str) -> int:
+        """How many tokens `prompt` is, the end-of-text token included: more than `text_len` are cut."""
+        (pieces,) = self._encode([clean_prompt(prompt)])
+        return len(pieces) + 1
+
     def __call__(self, prompts: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         ids = np.full((len(prompts), self.text_len), self.pad_id, np.int32)
