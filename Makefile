@@ -32,7 +32,7 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 
-# The default suite (< 10 minutes on 2 CPU cores), then its 15 slowest tests; the tests marked slow
+# The default suite (about 15 minutes on 2 CPU cores), then its 15 slowest tests; the tests marked slow
 # (longer than a minute, the rest of the bad-input corpus) run in test-slow.
 test: install lint
 	$(PY) -m pytest -q -m "not slow" --durations=15

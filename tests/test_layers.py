@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).parents[1]
 # mv2v_jax's modules and subpackages, lowest first; a package may import only from lower layers and itself.
 LAYERS = (
+    {"interrupts"},  # Ctrl-C handling for run_app (config) and the orbax callers; imports nothing of ours
     {"geometry", "config", "cache", "__init__"},  # no imports of ours, except the version from __init__
     {"io", "parallel", "diffusion", "trajectories"},
     {"models", "retrieval"},
