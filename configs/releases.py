@@ -86,7 +86,7 @@ OUTPUTS = {
 }
 
 
-def get_config(arg: str) -> ml_collections.ConfigDict:
+def get_config(arg: str = "recammaster_nvs") -> ml_collections.ConfigDict:
     if arg not in OUTPUTS:
         raise ValueError(f"unknown release {arg!r}; choose one of {sorted(OUTPUTS)}")
     outputs = OUTPUTS[arg]
