@@ -31,6 +31,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 from absl import flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -129,12 +131,8 @@ def warn_long_prompts(sample, prompts: dict[str, str]) -> None:
 
     tokenizer = UMT5Tokenizer(sample["text"]["tokenizer"])
     for where, prompt in prompts.items():
-        if (tokens := tokenizer.count(prompt)) > tokenizer.text_len:
-            print(
-                f"warning: {where}: {tokens} tokens, more than the text encoder's {tokenizer.text_len}: cut at "
-                f"{tokenizer.text_len - 1} tokens (and the end-of-text token)",
-                file=sys.stderr,
-            )
+        if note := tokenizer.cut_note(prompt):
+            print(f"warning: {where}: {note}", file=sys.stderr)
 
 
 def read_source(sample, all_frames: bool):
@@ -271,20 +269,14 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         check_flags()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if FLAGS.compile_topology:
-        from mv2v_jax.aot import compile_sampling_step
+        if FLAGS.compile_topology:
+            from mv2v_jax.aot import compile_sampling_step
 
-        return compile_sampling_step(FLAGS.config, FLAGS.task, FLAGS.compile_topology, FLAGS.compile_mesh)
-    if not FLAGS.session:
-        print("error: --session is required", file=sys.stderr)
-        return 1
-    if "://" in FLAGS.session:  # its memory bank is locked and fsynced, its videos encoded, as local files
-        print(f"error: --session {FLAGS.session}: a session is a local folder (not a bucket)", file=sys.stderr)
-        return 1
-    try:
+            return compile_sampling_step(FLAGS.config, FLAGS.task, FLAGS.compile_topology, FLAGS.compile_mesh)
+        if not FLAGS.session:
+            raise ValueError("--session is required")
+        if "://" in FLAGS.session:  # its memory bank is locked and fsynced, its videos encoded, as local files
+            raise ValueError(f"--session {FLAGS.session}: a session is a local folder (not a bucket)")
         check_sample_config(sample, FLAGS.task)
         check_weights_exist(sample, FLAGS.task)
         if sample["text"]["kind"] == "umt5" and sample["text"].get("cache"):  # written once the turn encodes

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import sys
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 from absl import flags, logging
 from ml_collections import config_flags
 
@@ -134,17 +136,12 @@ def main(argv: list[str]) -> int:
     config = FLAGS.config
     try:
         check_flags()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    if FLAGS.compile_topology:
-        from mv2v_jax.aot import compile_train_step
+        if FLAGS.compile_topology:
+            from mv2v_jax.aot import compile_train_step
 
-        return compile_train_step(config, FLAGS.compile_topology)
-    if not FLAGS.workdir:
-        print("error: --workdir is required", file=sys.stderr)
-        return 1
-    try:
+            return compile_train_step(config, FLAGS.compile_topology)
+        if not FLAGS.workdir:
+            raise ValueError("--workdir is required")
         check_can_create(FLAGS.workdir)  # a read-only workdir is refused now, not after the data and the compile
         if FLAGS.export:
             print(f"wrote {export_checkpoint(config, FLAGS.workdir, ema=FLAGS.export_ema)}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -22,6 +22,8 @@ import argparse
 from collections.abc import Callable
 from functools import partial
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 import jax
 import jax.numpy as jnp
 from common import summary, write_section  # bench/ is on sys.path when run as a script

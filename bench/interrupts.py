@@ -43,6 +43,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 import numpy as np

@@ -27,6 +27,8 @@ import dataclasses
 import itertools
 from pathlib import Path
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 import jax
 import jax.numpy as jnp
 import matplotlib

@@ -23,6 +23,8 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 import matplotlib
 from common import write_section  # bench/ is on sys.path when run as a script
 

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from bench.common import write_section

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 import numpy as np
 from common import summary, timed, write_section  # bench/ is on sys.path when run as a script
 

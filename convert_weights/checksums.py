@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 from mv2v_jax.config import ArgumentParser, run_app
 from mv2v_jax.models.weights import CHECKSUMS_FILE, add_checksums, verify_checksums
 

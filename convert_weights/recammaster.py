@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 from convert_weights import memory_dit
 from convert_weights.memory_dit import run_memory_cli
 from mv2v_jax.config import run_app

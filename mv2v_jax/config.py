@@ -173,7 +173,6 @@ def dataclass_from_config(cls: type[T], config: Mapping[str, Any], label: str, n
 
 # absl's help flags (absl prints the usage and exits 1; ours exit 0) -> whether the short help is meant.
 HELP_FLAGS = {"--help": True, "-help": True, "-h": True, "-?": True, "--helpshort": True, "--helpfull": False}
-INTERRUPTED = 130  # a process ended by Ctrl-C (SIGINT) exits 128 + 2 in a shell
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -302,8 +301,9 @@ def run_app(main: Callable[[list[str]], int | None], *, absl_flags: bool = True)
 
     from absl import app
 
-    from mv2v_jax.interrupts import exit_now, redeliver_lost_interrupts, whole_imports
+    from mv2v_jax.interrupts import end_start_guard, exit_interrupted, redeliver_lost_interrupts, whole_imports
 
+    end_start_guard()
     sys.unraisablehook = redeliver_lost_interrupts(sys.unraisablehook)
     try:
         with whole_imports():
@@ -315,9 +315,7 @@ def run_app(main: Callable[[list[str]], int | None], *, absl_flags: bool = True)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the line below short
         close_progress_bars()
-        # On a line of its own whatever the interrupt cut short (a bar mid-refresh, the terminal's "^C").
-        print("\nerror: interrupted (Ctrl-C)", file=sys.stderr)
-        exit_now(INTERRUPTED)
+        exit_interrupted()
     except Exception as error:
         close_progress_bars()
         if os.environ.get(TRACEBACK_VAR):

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 RESEND_AFTER_S = 0.01  # a Ctrl-C a gc callback swallowed is sent again this much later
+INTERRUPTED = 130  # a process ended by Ctrl-C (SIGINT) exits 128 + 2 in a shell
 
 
 @contextlib.contextmanager
@@ -112,3 +113,32 @@ def exit_now(status: int) -> NoReturn:
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can be said
             stream.flush()
     os._exit(status)
+
+
+def exit_interrupted() -> NoReturn:
+    """Ends an interrupted tool with its one line, on a line of its own whatever the interrupt cut short
+    (a progress bar mid-refresh, the terminal's "^C"), and exit 130 (`exit_now`)."""
+    print("\nerror: interrupted (Ctrl-C)", file=sys.stderr)
+    exit_now(INTERRUPTED)
+
+
+def _interrupted_while_starting(signum: int, frame: Any) -> None:
+    exit_interrupted()
+
+
+def guard_start() -> None:
+    """From now until `end_start_guard`, Ctrl-C ends the process at once with `exit_interrupted`. For a
+    tool's module-level imports (JAX, flax, torch: seconds), which run before `config.run_app` answers
+    Ctrl-C, and where a KeyboardInterrupt is a traceback from inside an import. The tool has written
+    nothing yet, so there is nothing to finish. An ignored SIGINT stays ignored (see `run_app`)."""
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+
+def end_start_guard() -> None:
+    """Ctrl-C raises KeyboardInterrupt again, if `guard_start` had it end the process."""
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -1,12 +1,15 @@
 """Atomic outputs are readable like any other new file, and an output folder is checked before a job starts."""
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from mv2v_jax.io.atomic import atomic_output, check_can_create, new_temporary
+from mv2v_jax.io.atomic import atomic_output, check_can_create, new_staging, new_temporary, staged_folder
 from mv2v_jax.models.weights import WeightsWriter
 
 
@@ -54,3 +57,45 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_anything_is_made
         (tmp_path / "locked").mkdir(mode=0o555)
         with pytest.raises(PermissionError, match="Permission denied"):
             check_can_create(tmp_path / "locked" / "run")
+
+
+# Makes a staging folder for the path argv[1], says so, and waits to be killed with its lock held.
+STAGE_AND_WAIT = """
+import sys, time
+from mv2v_jax.io.atomic import new_staging
+staging, _ = new_staging(sys.argv[1])
+print(staging, flush=True)
+time.sleep(600)
+"""
+
+
+def staging_of_a_process(path) -> tuple[subprocess.Popen, str]:
+    child = subprocess.Popen([sys.executable, "-c", STAGE_AND_WAIT, str(path)], stdout=subprocess.PIPE, text=True)
+    return child, child.stdout.readline().strip()
+
+
+def test_the_staging_of_a_killed_writer_is_removed_by_the_next_and_a_live_ones_is_left(tmp_path):
+    from mv2v_jax.train.checkpoint import RunFolder
+
+    workdir = tmp_path / "run"
+    killed, killed_staging = staging_of_a_process(workdir)
+    live, live_staging = staging_of_a_process(workdir)
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            os.path.basename(p) for p in (killed_staging, live_staging)
+        )
+        with RunFolder(workdir, keep=1) as run:  # a new training run of the same workdir
+            assert os.path.exists(run.path) and str(run.path) not in (killed_staging, live_staging)
+            assert not os.path.exists(killed_staging) and os.path.exists(live_staging)
+        with staged_folder(tmp_path / "other") as stage:  # another name's staging is none of its business
+            assert os.path.exists(live_staging)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["other", os.path.basename(live_staging)])
+        assert not os.path.exists(stage)
+    finally:
+        live.kill()
+        live.wait()
+    staging, lock_fd = new_staging(workdir)  # the live one is dead now: removed
+    os.close(lock_fd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["other", staging.name])

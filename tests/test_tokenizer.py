@@ -157,3 +157,24 @@ def test_count_is_the_untruncated_length_that_says_a_prompt_is_cut(files, backen
     cut = [count > ours.text_len for count in counts]
     assert cut == [False, False, False, True, False]  # only the long prompt, which fills every row
     assert [int(m) for m in mask.sum(1)] == [min(count, ours.text_len) for count in counts]
+
+
+def test_a_dataset_record_whose_prompt_is_cut_is_named(files, capsys):
+    from types import SimpleNamespace
+
+    from mv2v_jax.data.encode_latents import warn_if_cut
+    from mv2v_jax.models.text.conditioning import TextConditioning
+
+    tokenizer = UMT5Tokenizer(files[0] / "spiece.model", text_len=64)
+    counts = [tokenizer.count(p) for p in PROMPTS]
+    text = TextConditioning(SimpleNamespace(tokenizer=tokenizer), text_dim=8)  # what build_text makes for umT5
+    for index, prompt in enumerate(PROMPTS):
+        warn_if_cut(text, prompt, f"scene {index}")
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: scene {i}: prompt of {count} tokens, more than the text encoder's 64: cut at 63 tokens "
+        "(and the end-of-text token)"
+        for i, count in enumerate(counts)
+        if count > 64
+    ] != []
+    warn_if_cut(TextConditioning(text_dim=8), PROMPTS[3], "scene 3")  # no text encoder: nothing is cut
+    assert capsys.readouterr().err == ""

@@ -39,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags, logging
@@ -47,6 +49,7 @@ from ml_collections import config_flags
 from mv2v_jax.config import require, run_app
 from mv2v_jax.models.build import build_codec, build_embedder, build_text
 from mv2v_jax.models.codec import TEMPORAL
+from mv2v_jax.models.text.conditioning import TextConditioning
 from mv2v_jax.retrieval.similarity import segment_embedding
 
 SCENE_SOURCES = ("synthetic_multicam", "multicam_video")
@@ -169,6 +172,7 @@ class LatentScenes(tfds.core.GeneratorBasedBuilder):
             prompts = record["prompts"]
             prompt = prompts[0].decode() if len(prompts) else ""
             scene = _text(record["scene"])
+            warn_if_cut(text, prompt, f"scene {scene}")
             yield (
                 scene,
                 {
@@ -218,6 +222,7 @@ class LatentPairs(tfds.core.GeneratorBasedBuilder):
         for record in records:
             source, edited = np.asarray(record["source"]), np.asarray(record["edited"])
             pair, prompt = _text(record["pair"]), _text(record["prompt"])
+            warn_if_cut(text, prompt, f"pair {pair}")
 
             def encode(segments: np.ndarray) -> np.ndarray:
                 return np.stack([np.asarray(codec.encode(s)) for s in segments]).astype(np.float16)
@@ -233,6 +238,12 @@ class LatentPairs(tfds.core.GeneratorBasedBuilder):
                     "context": np.asarray(text(prompt))[0].astype(np.float16),
                 },
             )
+
+
+def warn_if_cut(text: TextConditioning, prompt: str, where: str) -> None:
+    """A `warning:` line naming the record whose prompt the text encoder cuts (it reads at most 512 tokens)."""
+    if note := text.cut_note(prompt):
+        print(f"warning: {where}: prompt of {note}", file=sys.stderr)
 
 
 def _text(value: bytes | str) -> str:

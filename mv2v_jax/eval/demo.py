@@ -30,6 +30,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 import numpy as np
 
 from mv2v_jax.config import ArgumentParser, int_at_least, load_config, run_app

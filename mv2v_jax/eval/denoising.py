@@ -33,6 +33,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import mv2v_jax.cli_start  # noqa: F401  (first: Ctrl-C in the imports below is one line, exit 130)
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from etils import epath
+
+from mv2v_jax.io import locks
 
 # Every temporary starts with this, so a store can recognise (and remove) leftovers of a killed write.
 TEMPORARY_PREFIX = ".tmp-"
@@ -97,13 +100,48 @@ def remove_empty(folders: list[Path]) -> None:
             continue
 
 
+def remove_stale_stagings(path: str | os.PathLike) -> None:
+    """Removes the hidden folders beside `path` that `new_staging` made for it in processes since killed
+    (a live writer holds its folder's lock)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    pattern = re.compile(rf"{re.escape(TEMPORARY_PREFIX + path.name)}-[0-9a-f]{{8}}")  # new_temporary's names
+    for staging in path.parent.iterdir():
+        if not (pattern.fullmatch(staging.name) and staging.is_dir()):
+            continue
+        try:
+            fd = locks.hold(staging, directory=True)
+        except BlockingIOError:
+            continue  # another process is filling it
+        try:
+            shutil.rmtree(staging)
+        finally:
+            os.close(fd)
+
+
+def new_staging(path: str | os.PathLike) -> tuple[Path, int]:
+    """A new hidden folder beside `path` (whose parent must exist) to fill and then rename to `path`, and
+    the fd holding its lock: keep it open until the folder is renamed (the lock goes with the folder) or
+    removed. Leftovers of writers of `path` that were killed are removed first."""
+    path = Path(path)
+    remove_stale_stagings(path)
+    staging = new_temporary(path.parent, f"{TEMPORARY_PREFIX}{path.name}-", directory=True)
+    try:
+        return staging, locks.hold(staging, directory=True)
+    except BaseException:
+        staging.rmdir()
+        raise
+
+
 @contextlib.contextmanager
 def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields a new hidden folder beside `path` to fill; renames it to `path` once the block ends, so the
-    folder appears whole or not at all. On an exception it is removed, with the parents made for it."""
+    """Yields a new hidden folder beside `path` to fill (`new_staging`); renames it to `path` once the
+    block ends, so the folder appears whole or not at all. On an exception it is removed, with the
+    parents made for it."""
     path = Path(path)
     made = make_parents(path.parent)
-    stage = new_temporary(path.parent, f"{TEMPORARY_PREFIX}{path.name}-", directory=True)
+    stage, lock_fd = new_staging(path)
     try:
         yield stage
         os.rename(stage, path)
@@ -111,6 +149,8 @@ def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
         remove_empty(made)
         raise
+    finally:
+        os.close(lock_fd)
     fsync_path(path.parent)
 
 

@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,8 +43,16 @@ from typing import Any
 
 import numpy as np
 
-from mv2v_jax.io import locks
-from mv2v_jax.io.atomic import TEMPORARY_PREFIX, atomic_output, check_can_create, fsync_path, new_temporary, write_json
+from mv2v_jax.io.atomic import (
+    TEMPORARY_PREFIX,
+    atomic_output,
+    check_can_create,
+    fsync_path,
+    new_staging,
+    new_temporary,
+    remove_stale_stagings,
+    write_json,
+)
 from mv2v_jax.io.images import write_contact_sheet
 from mv2v_jax.io.video import VideoClip, write_video
 from mv2v_jax.pipelines.report import REPORT, ReportTurn, write_report
@@ -217,24 +224,6 @@ def _differences(stored: Any, given: Any, key: str = "") -> list[str]:
     return found
 
 
-def _remove_stale_stagings(path: Path) -> None:
-    """Removes `.tmp-<name>-*` folders beside `path` left by killed first turns (a live one is locked)."""
-    if not path.parent.is_dir():
-        return
-    pattern = re.compile(rf"{re.escape(TEMPORARY_PREFIX + path.name)}-[0-9a-f]{{8}}")  # io.atomic.new_temporary
-    for staging in path.parent.iterdir():
-        if not (pattern.fullmatch(staging.name) and staging.is_dir()):
-            continue
-        try:
-            fd = locks.hold(staging, directory=True)
-        except BlockingIOError:
-            continue  # another process is making it
-        try:
-            shutil.rmtree(staging)
-        finally:
-            os.close(fd)
-
-
 class Session:
     """A session folder open for writing: use `Session.open`, then `close` (or `with`)."""
 
@@ -264,8 +253,8 @@ class Session:
         segments). Raises what `check_session` raises; a writer removes leftovers of killed writes."""
         path = Path(path)
         stored = check_session(path, task=task, config=config, source=source, meta=meta)
-        _remove_stale_stagings(path)
         if stored is not None:
+            remove_stale_stagings(path)  # of first turns killed before another process made it
             session = cls(path, path, task, stored, MemoryBank.open(path / BANK, task=task), None)
             session._repair()
             if session._report_out_of_date():
@@ -281,8 +270,7 @@ class Session:
 
         missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = new_temporary(path.parent, f"{TEMPORARY_PREFIX}{path.name}-", directory=True)
-        lock_fd = locks.hold(staging, directory=True)  # held through its rename into place
+        staging, lock_fd = new_staging(path)  # its lock held through its rename into place
         try:
             hash_ = config_hash(config)
             bank = MemoryBank.create(staging / BANK, task, hash_, key=get_task(task).retrieval_key)

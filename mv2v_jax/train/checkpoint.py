@@ -23,7 +23,7 @@ from etils import epath
 from orbax.checkpoint import checkpoint_managers
 
 from mv2v_jax.interrupts import deferred_interrupt
-from mv2v_jax.io.atomic import TEMPORARY_PREFIX, is_uri, make_parents, new_temporary, remove_empty
+from mv2v_jax.io.atomic import is_uri, make_parents, new_staging, remove_empty
 
 METRIC = "val_loss"  # lower is better
 
@@ -126,7 +126,8 @@ class RunFolder:
     """A training run's workdir, and the checkpointer in it. A new local workdir (missing or empty) is
     staged: the run writes its logs into a hidden folder beside it, renamed to `workdir` just before the
     first checkpoint is saved, so a run that fails before saving anything leaves nothing behind (the
-    folder and the parents made for it are removed; a run killed outright leaves the hidden folder).
+    folder and the parents made for it are removed; the hidden folder of a run killed outright is removed
+    by the next run of that workdir).
     A workdir that holds anything already, a URI and a run of several processes (which share one folder)
     are used in place.
 
@@ -141,11 +142,13 @@ class RunFolder:
         self.workdir, self.keep = as_path(workdir), keep
         self.checkpointer: Checkpointer | None = None
         self._made: list[Path] = []
+        self._lock_fd: int | None = None  # a staged folder's lock, held until it is renamed or removed
         local = not is_uri(self.workdir) and jax.process_count() == 1  # a bucket has no renames
         if local and not (self.workdir.is_dir() and any(self.workdir.iterdir())):
             folder = Path(str(self.workdir))
             self._made = make_parents(folder.parent)
-            self.path = epath.Path(new_temporary(folder.parent, f"{TEMPORARY_PREFIX}{folder.name}-", directory=True))
+            staging, self._lock_fd = new_staging(folder)
+            self.path = epath.Path(staging)
         else:
             self.workdir.mkdir(parents=True, exist_ok=True)
             self.path = self.workdir
@@ -171,6 +174,8 @@ class RunFolder:
         if self.path != self.workdir:
             shutil.rmtree(self.path, ignore_errors=True)
             remove_empty(self._made)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
 
 
 class CheckpointMismatch(ValueError):

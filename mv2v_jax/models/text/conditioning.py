@@ -17,5 +17,10 @@ class TextConditioning:
         self.encoder = encoder
         self.zeros = jnp.zeros((1, 1, text_dim))
 
+    def cut_note(self, prompt: str) -> str | None:
+        """The tokenizer's `cut_note` for a prompt the text encoder cuts, else None (and without one)."""
+        tokenizer = getattr(self.encoder, "tokenizer", None)
+        return None if tokenizer is None else tokenizer.cut_note(prompt)
+
     def __call__(self, prompt: str) -> jax.Array:
         return self.zeros if self.encoder is None else jnp.asarray(self.encoder([prompt]))

@@ -91,6 +91,15 @@ class UMT5Tokenizer:
         (pieces,) = self._encode([clean_prompt(prompt)])
         return len(pieces) + 1
 
+    def cut_note(self, prompt: str) -> str | None:
+        """What a user is told when `prompt` is longer than the encoder reads (it is cut), else None."""
+        if (tokens := self.count(prompt)) <= self.text_len:
+            return None
+        return (
+            f"{tokens} tokens, more than the text encoder's {self.text_len}: cut at {self.text_len - 1} tokens "
+            "(and the end-of-text token)"
+        )
+
     def __call__(self, prompts: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         ids = np.full((len(prompts), self.text_len), self.pad_id, np.int32)
