@@ -11,7 +11,7 @@ ROOT = Path(__file__).parents[1]
 # mv2v_jax's modules and subpackages, lowest first; a package may import only from lower layers and itself.
 LAYERS = (
     {"interrupts"},  # Ctrl-C handling for run_app (config) and the orbax callers; imports nothing of ours
-    {"geometry", "config", "cache", "__init__"},  # no imports of ours, except the version from __init__
+    {"geometry", "config", "cache", "cli_start", "__init__"},  # of ours: interrupts, the version from __init__
     {"io", "parallel", "diffusion", "trajectories"},
     {"models", "retrieval"},
     {"memory"},
