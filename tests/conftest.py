@@ -6,8 +6,9 @@ import os
 import shutil
 import tempfile
 
-# Must happen before JAX initialises its backends.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Must happen before JAX initialises its backends; other XLA flags given (make test's) are kept.
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Compiled programs and verified weights (mv2v_jax.cache) of this run, the CLIs it starts included.
 if "MV2V_CACHE_DIR" not in os.environ:
