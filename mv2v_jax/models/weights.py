@@ -448,18 +448,19 @@ def _stored_tree(path: epath.Path, expected: Iterable[tuple[str, ...]] = ()) -> 
     header; an error names the `expected` parameters that have no files."""
     import orbax.checkpoint as ocp
 
+    # Named before orbax reads anything: its reads of an array without files fail while tensorstore's
+    # threads still answer into its closed event loop ("Event loop is closed" tracebacks).
+    absent = sorted("/".join(p) for p in expected if not (path / PARAMS_DIR / ".".join(p)).is_dir())
+    missing = f"{path / PARAMS_DIR}: the parameter index or a parameter's files are missing or damaged"
+    if absent:
+        raise WeightsError(f"{missing} (no files for {absent}); convert the weights again")
     try:
         with deferred_interrupt("the weights are read"), ocp.StandardCheckpointer() as checkpointer:
             metadata = checkpointer.metadata(path / PARAMS_DIR).item_metadata
     except Exception as e:  # orbax's errors for an unreadable checkpoint share no type
         raise WeightsError(f"{path / PARAMS_DIR}: unreadable parameter index ({e}); convert the weights again") from e
     if metadata is None:  # orbax read the index and every array's header: something is missing or damaged
-        absent = sorted("/".join(p) for p in expected if not (path / PARAMS_DIR / ".".join(p)).is_dir())
-        raise WeightsError(
-            f"{path / PARAMS_DIR}: the parameter index or a parameter's files are missing or damaged"
-            + (f" (no files for {absent})" if absent else "")
-            + "; convert the weights again"
-        )
+        raise WeightsError(f"{missing}; convert the weights again")
     return flatten_paths(metadata.tree)
 
 
