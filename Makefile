@@ -32,12 +32,13 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 
-# The default suite, then its 15 slowest tests, on every core up to 4 (pytest-xdist; a worker holds a few GB).
+# The default suite, then its 15 slowest tests, on every core up to 4 (pytest-xdist; a worker holds a few GB;
+# the tests of an xdist_group run on one worker).
 # XLA compiles with its backend (LLVM) optimisation off: the same HLO, compiled in a third less time, and
 # the suite passes at either level (a plain `pytest` compiles as users do). The tests marked slow (longer
 # than a minute, the rest of the bad-input corpus, the Ctrl-C stress run) run in test-slow, which compiles
 # as users' programs are compiled.
-WORKERS := -n auto --maxprocesses 4 --dist worksteal
+WORKERS := -n auto --maxprocesses 4 --dist loadgroup
 test: install lint
 	XLA_FLAGS="--xla_backend_optimization_level=0 $(XLA_FLAGS)" $(PY) -m pytest -q -m "not slow" $(WORKERS)
 

@@ -2,8 +2,9 @@
 must exit non-zero with an error naming the input and the problem, leave every file that existed
 before byte for byte as it was, and leave no new file behind.
 
-The cases run two at a time (one per core of the 2-core machine the suite is sized for); the corpus
-is snapshotted before and after each pair, so a file a pair changed or left behind fails both cases.
+The cases run two at a time (one per core of the 2-core machine the suite is sized for), all on one
+pytest-xdist worker; the corpus is snapshotted before and after each pair, so a file a pair changed or
+left behind fails both cases.
 The default suite runs a representative case of each tool and kind of input (`REPRESENTATIVE`); the
 others are marked slow (`make test-slow`). Only the selected cases run.
 """
@@ -173,6 +174,8 @@ def test_the_corpus_has_at_least_30_cases():
     assert REPRESENTATIVE.issubset(case.input for case in CASES)
 
 
+# One pytest-xdist worker runs them all (`--dist loadgroup`): the module's fixture runs every selected case.
+@pytest.mark.xdist_group("corpus")
 @pytest.mark.parametrize(
     "case",
     [pytest.param(case, marks=() if case.input in REPRESENTATIVE else pytest.mark.slow) for case in CASES],

@@ -41,7 +41,7 @@ def two_processes(tmp_path: Path, mode: str, split: str) -> list[dict]:
         )
         for i in range(2)
     ]
-    logs = [p.communicate(timeout=1200)[0] for p in procs]
+    logs = [p.communicate(timeout=600)[0] for p in procs]  # about 150 s each under load
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log[-4000:]
     return [json.loads(out.read_text()) for out in outs]
@@ -53,6 +53,7 @@ SHARDS = {"data": [(0, 2), (1, 2)], "sequence": [(0, 1), (0, 1)]}
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("two_processes")  # one pair of processes at a time: each keeps 2 cores busy
 @pytest.mark.parametrize("split", ["data", "sequence"])
 def test_two_processes_train_like_one_and_share_checkpoints(tmp_path, split):
     processes = two_processes(tmp_path, "steps", split)
@@ -68,6 +69,7 @@ def test_two_processes_train_like_one_and_share_checkpoints(tmp_path, split):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("two_processes")  # one pair of processes at a time: each keeps 2 cores busy
 @pytest.mark.parametrize("split", ["data", "sequence"])
 def test_two_processes_run_the_training_loop_and_resume(tmp_path, split):
     processes = two_processes(tmp_path, "loop", split)
