@@ -32,18 +32,20 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 
-# The default suite, then its 15 slowest tests, on every core up to 4 (pytest-xdist; a worker holds a few GB;
-# the tests of an xdist_group run on one worker).
+# The default suite, then its 15 slowest tests, on every core up to 4 (pytest-xdist; a worker holds a few GB).
 # XLA compiles with its backend (LLVM) optimisation off: the same HLO, compiled in a third less time, and
 # the suite passes at either level (a plain `pytest` compiles as users do). The tests marked slow (longer
 # than a minute, the rest of the bad-input corpus, the Ctrl-C stress run) run in test-slow, which compiles
-# as users' programs are compiled.
-WORKERS := -n auto --maxprocesses 4 --dist loadgroup
+# as users' programs are compiled. The 2-process training tests (tests/test_multihost.py) run there by
+# themselves, after the rest: beside other tests on 2 cores, a resumed run's last checkpoint save has hung
+# in orbax's process syncs (both processes idle, one past the save); alone they pass.
+WORKERS := -n auto --maxprocesses 4 --dist worksteal
 test: install lint
 	XLA_FLAGS="--xla_backend_optimization_level=0 $(XLA_FLAGS)" $(PY) -m pytest -q -m "not slow" $(WORKERS)
 
 test-slow: install
-	$(PY) -m pytest -q -m slow $(WORKERS)
+	$(PY) -m pytest -q -m slow $(WORKERS) --ignore tests/test_multihost.py
+	$(PY) -m pytest -q -m slow tests/test_multihost.py
 
 # Ctrl-C at 60 seeded random moments of long-edit and NVS sessions and training runs, each continued to
 # its end (bench/interrupts.py; about 10 minutes on 2 CPU cores, more the first time, with a cold

@@ -2,9 +2,9 @@
 must exit non-zero with an error naming the input and the problem, leave every file that existed
 before byte for byte as it was, and leave no new file behind.
 
-The cases run two at a time (one per core of the 2-core machine the suite is sized for), all on one
-pytest-xdist worker; the corpus is snapshotted before and after each pair, so a file a pair changed or
-left behind fails both cases.
+The cases run two at a time (one per core of the 2-core machine the suite is sized for), a pair when
+a test first needs one of its cases; the corpus is snapshotted before and after each pair, so a file a
+pair changed or left behind fails both cases.
 The default suite runs a representative case of each tool and kind of input (`REPRESENTATIVE`); the
 others are marked slow (`make test-slow`). Only the selected cases run.
 """
@@ -12,12 +12,14 @@ others are marked slow (`make test-slow`). Only the selected cases run.
 import concurrent.futures
 import dataclasses
 import hashlib
+import itertools
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -131,40 +133,58 @@ def run_interrupted(command: list[str], trigger: str, env: dict[str, str]) -> su
     return subprocess.CompletedProcess(command, process.returncode, stdout.decode(), (seen + rest).decode())
 
 
-@pytest.fixture(scope="module")
-def outcomes(request, tmp_path_factory) -> dict[str, Outcome]:
-    """The cases this session selected, run against a freshly generated corpus, two at a time."""
+class Outcomes:
+    """The outcome of each selected case, run with its pair (`WORKERS` consecutive selected cases) when a
+    test first asks for one of them: a pytest-xdist worker runs only the pairs of the cases it is given."""
+
+    def __init__(self, root: Path, ready: Path, cases: list[Case]):
+        self.root, self.ready = root, ready
+        self.pairs = {
+            case.input: cases[start : start + WORKERS]
+            for start in range(0, len(cases), WORKERS)
+            for case in cases[start : start + WORKERS]
+        }
+        self.done: dict[str, Outcome] = {}
+        self.locks = itertools.count()  # names of the files the lock holders touch once they hold the lock
+
+    def __getitem__(self, name: str) -> Outcome:
+        if name not in self.done:
+            self._run(self.pairs[name])
+        return self.done[name]
+
+    def _run(self, pair: list[Case]) -> None:
+        root = self.root
+        holders = [hold_lock(root / case.lock, self.ready / str(next(self.locks))) for case in pair if case.lock]
+        try:
+            before = snapshot(root)  # with the holders' pids in their lock files
+            with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+                done = list(pool.map(lambda case: run(case, root), pair))
+            after = snapshot(root)
+        finally:
+            for holder in holders:
+                holder.send_signal(signal.SIGKILL)
+                holder.wait()
+        changed = sorted(name for name, digest in before.items() if after.get(name) != digest)
+        # What a case may leave (`leaves`) is allowed for its pair too: which of the two wrote a file is unknown.
+        leaves = [pattern for case in pair for pattern in case.leaves]
+        created = [n for n in sorted(after.keys() - before.keys()) if not any(map(Path(n).match, leaves))]
+        for case, result in zip(pair, done, strict=True):
+            self.done[case.input] = Outcome(result.returncode, result.stderr, changed, created)
+
+
+@pytest.fixture(scope="session")
+def outcomes(request, tmp_path_factory) -> Iterator[Outcomes]:
+    """The cases this session selected, against a freshly generated corpus, two at a time."""
     selected = {
         item.callspec.params["case"].input
         for item in request.session.items
         if getattr(item, "originalname", None) == "test_bad_input_is_named_and_nothing_is_lost"
     }
-    cases = [case for case in CASES if case.input in selected]
     root = tmp_path_factory.mktemp("corpus") / "corpus"
     make_corpus(root)
-    ready = tmp_path_factory.mktemp("locks")
-    results = {}
-    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-        for start in range(0, len(cases), WORKERS):
-            batch = cases[start : start + WORKERS]
-            holders = [hold_lock(root / case.lock, ready / f"{start}-{i}") for i, case in enumerate(batch) if case.lock]
-            try:
-                before = snapshot(root)  # with the holders' pids in their lock files
-                done = list(pool.map(lambda case: run(case, root), batch))
-                after = snapshot(root)
-            finally:
-                for holder in holders:
-                    holder.send_signal(signal.SIGKILL)
-                    holder.wait()
-            changed = sorted(name for name, digest in before.items() if after.get(name) != digest)
-            # What a case may leave (`leaves`) is allowed for its pair too: which of the two wrote a file is unknown.
-            leaves = [pattern for case in batch for pattern in case.leaves]
-            created = [n for n in sorted(after.keys() - before.keys()) if not any(map(Path(n).match, leaves))]
-            for case, result in zip(batch, done, strict=True):
-                results[case.input] = Outcome(result.returncode, result.stderr, changed, created)
+    yield Outcomes(root, tmp_path_factory.mktemp("locks"), [case for case in CASES if case.input in selected])
     if (root / "unwritable").is_dir():
         (root / "unwritable").chmod(0o755)  # so that pytest can clean up
-    return results
 
 
 def test_the_corpus_has_at_least_30_cases():
@@ -174,8 +194,6 @@ def test_the_corpus_has_at_least_30_cases():
     assert REPRESENTATIVE.issubset(case.input for case in CASES)
 
 
-# One pytest-xdist worker runs them all (`--dist loadgroup`): the module's fixture runs every selected case.
-@pytest.mark.xdist_group("corpus")
 @pytest.mark.parametrize(
     "case",
     [pytest.param(case, marks=() if case.input in REPRESENTATIVE else pytest.mark.slow) for case in CASES],

@@ -53,7 +53,6 @@ SHARDS = {"data": [(0, 2), (1, 2)], "sequence": [(0, 1), (0, 1)]}
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("two_processes")  # one pair of processes at a time: each keeps 2 cores busy
 @pytest.mark.parametrize("split", ["data", "sequence"])
 def test_two_processes_train_like_one_and_share_checkpoints(tmp_path, split):
     processes = two_processes(tmp_path, "steps", split)
@@ -69,7 +68,6 @@ def test_two_processes_train_like_one_and_share_checkpoints(tmp_path, split):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("two_processes")  # one pair of processes at a time: each keeps 2 cores busy
 @pytest.mark.parametrize("split", ["data", "sequence"])
 def test_two_processes_run_the_training_loop_and_resume(tmp_path, split):
     processes = two_processes(tmp_path, "loop", split)
