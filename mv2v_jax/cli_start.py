@@ -16,8 +16,7 @@ from mv2v_jax import interrupts
 
 def _imported_by_main() -> bool:
     """Whether the module importing this one, the first frame outside the import machinery, is `__main__`."""
-    frame = sys._getframe(1)  # this module's body
-    frame = frame.f_back
+    frame = sys._getframe(1).f_back  # past this module's body
     while frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
         frame = frame.f_back
     return frame is not None and frame.f_globals.get("__name__") == "__main__"

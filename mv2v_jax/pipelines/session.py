@@ -27,7 +27,6 @@ next open writes one that a killed process left out of date.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -48,8 +47,10 @@ from mv2v_jax.io.atomic import (
     atomic_output,
     check_can_create,
     fsync_path,
+    make_parents,
     new_staging,
     new_temporary,
+    remove_empty,
     remove_stale_stagings,
     write_json,
 )
@@ -268,8 +269,7 @@ class Session:
     def _create(cls, path: Path, task: str, config, source: SourceVideo | None, meta) -> Session:
         from mv2v_jax.tasks import get_task  # JAX; only a new session needs its task's retrieval key
 
-        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
-        path.parent.mkdir(parents=True, exist_ok=True)
+        missing = make_parents(path.parent)
         staging, lock_fd = new_staging(path)  # its lock held through its rename into place
         try:
             hash_ = config_hash(config)
@@ -281,9 +281,7 @@ class Session:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             os.close(lock_fd)
-            for folder in missing:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            remove_empty(missing)
             raise
         session = cls(path, staging, task, stored, bank, lock_fd)
         session._created_parents = missing
@@ -438,9 +436,7 @@ class Session:
         self.bank.close()
         if not self.published:
             shutil.rmtree(self.root, ignore_errors=True)
-            for folder in self._created_parents:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            remove_empty(self._created_parents)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
